@@ -1,0 +1,51 @@
+"""Device and dtype choice: cuda fp16, mps, or cpu fp32, overridable by ASL_DEVICE / ASL_DTYPE."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import settings
+
+if TYPE_CHECKING:
+    import torch
+
+_DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
+           "fp32": "float32", "float32": "float32"}
+
+
+def resolve_device(preference: str | None = None) -> torch.device:
+    import torch
+
+    choice = preference or settings.device_preference()
+    if choice:
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(device: torch.device, preference: str | None = None) -> torch.dtype:
+    """fp16 on CUDA (halves memory, the usual choice for SD), fp32 elsewhere (CPU half is slow)."""
+    import torch
+
+    choice = preference or settings.dtype_preference()
+    if choice:
+        if choice not in _DTYPES:
+            raise ValueError(f"Unknown dtype {choice!r}; use one of {sorted(_DTYPES)}")
+        return getattr(torch, _DTYPES[choice])
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def describe(device: torch.device, dtype: torch.dtype) -> str:
+    return f"{device.type} {str(dtype).removeprefix('torch.')}"
+
+
+def attention_backend() -> str:
+    """Name of the scaled-dot-product attention backend in use, recorded with every run."""
+    import torch
+
+    if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        return "torch-sdpa"
+    return "eager"

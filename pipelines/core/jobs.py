@@ -1,0 +1,87 @@
+"""Long work: progress reporting, cancellation, and atomic file writes for checkpoints and outputs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# step, total, message
+ProgressCallback = Callable[[int, int, str], None]
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when the user pressed Cancel; checkpoints already written stay valid."""
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise JobCancelled("Cancelled by the user.")
+
+
+class JobRegistry:
+    """Cancel tokens by job id, so a Cancel button in one request can reach a job running in another."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, CancelToken] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> tuple[str, CancelToken]:
+        job_id, token = uuid.uuid4().hex, CancelToken()
+        with self._lock:
+            self._tokens[job_id] = token
+        return job_id, token
+
+    def cancel(self, job_id: str | None) -> bool:
+        with self._lock:
+            token = self._tokens.get(job_id or "")
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+    def finish(self, job_id: str) -> None:
+        with self._lock:
+            self._tokens.pop(job_id, None)
+
+
+JOBS = JobRegistry()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A crash or cancel mid-write leaves the previous file (or none), never half a file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)

@@ -1,0 +1,388 @@
+"""One model loader and one process-wide cache for every model family the app uses.
+
+Sources are hub ids ("org/name"), local folders, single files, or "tiny:NAME" — a tiny random-weight
+model built from a config on first use, saved under the cache folder, and then loaded like any folder.
+The cache is keyed by (family, source, dtype, device, options) and evicts the least recently used
+models when a memory budget would be exceeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import devices, network, settings
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+TEST_MODEL_LABEL = "test model — random weights, output is noise"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names the model and the reason in plain words."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    family: str
+    source: str
+    revision: str
+    test_model: bool
+    size_bytes: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {"family": self.family, "id": self.source, "revision": self.revision, "test_model": self.test_model}
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    source: str  # as given by the caller
+    path_or_id: str  # a local path for tiny/local models, else the hub id
+    dtype: Any
+    device: Any
+    local_files_only: bool
+    options: dict[str, Any]
+
+
+FamilyLoader = Callable[[LoadRequest], Any]
+Architecture = Callable[[dict[str, Any], dict[str, Any]], Any]  # (config, state_dict) -> nn.Module
+FAMILIES: dict[str, FamilyLoader] = {}
+ARCHITECTURES: dict[str, Architecture] = {}
+# Modules that register an architecture when imported; imported on demand so start-up stays light.
+ARCHITECTURE_PROVIDERS: dict[str, str] = {
+    "johnson_transformer_net": "pipelines.neural_style.network",
+    "tiny_inception": "pipelines.core.tiny_models",
+}
+
+
+def register_family(name: str) -> Callable[[FamilyLoader], FamilyLoader]:
+    def decorate(fn: FamilyLoader) -> FamilyLoader:
+        FAMILIES[name] = fn
+        return fn
+
+    return decorate
+
+
+def register_architecture(name: str, builder: Architecture) -> None:
+    """Plain torch modules stored as safetensors name their architecture; pipelines register builders."""
+    ARCHITECTURES[name] = builder
+
+
+def is_test_model(source: str) -> bool:
+    return str(source).startswith(TINY_PREFIX)
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+def _modules_of(obj: Any) -> list[Any]:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [module for item in obj for module in _modules_of(item)]
+    components = getattr(obj, "components", None)  # diffusers pipelines
+    if isinstance(components, dict):
+        return [value for value in components.values() if isinstance(value, torch.nn.Module)]
+    return []
+
+
+def size_in_bytes(obj: Any) -> int:
+    seen, total = set(), 0
+    for module in _modules_of(obj):
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def default_budget_bytes(device: Any) -> int:
+    """Half the machine's RAM on CPU, 80% of the GPU's memory on CUDA, unless ASL_MODEL_CACHE_GB says."""
+    configured = settings.cache_budget_bytes()
+    if configured is not None:
+        return configured
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(device).total_memory * 0.8)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+class ModelCache:
+    """Least-recently-used cache of loaded models under a byte budget; thread safe."""
+
+    def __init__(self, budget_bytes: int | None = None) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[tuple, tuple[Any, ModelInfo]] = OrderedDict()
+        self._lock = threading.RLock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._entries)
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(info.size_bytes for _, info in self._entries.values())
+
+    def info_for(self, model: Any) -> ModelInfo | None:
+        with self._lock:
+            return next((info for obj, info in self._entries.values() if obj is model), None)
+
+    def get_or_load(self, key: tuple, load: Callable[[], tuple[Any, ModelInfo]], budget: int) -> Any:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # two requests for the same model load it once
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    return self._entries[key][0]
+            model, info = load()
+            with self._lock:
+                self._entries[key] = (model, info)
+                self._evict(self.budget_bytes if self.budget_bytes is not None else budget, keep=key)
+            return model
+
+    def _evict(self, budget: int, keep: tuple) -> None:
+        while self.used_bytes() > budget and len(self._entries) > 1:
+            oldest = next(iter(self._entries))
+            if oldest == keep:
+                break
+            _, info = self._entries.pop(oldest)
+            log.info("Evicted %s (%s MB) from the model cache", info.source, info.size_bytes // 2**20)
+        _free_accelerator_memory()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+        _free_accelerator_memory()
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+CACHE = ModelCache()
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _freeze(options: dict[str, Any]) -> tuple:
+    return tuple(sorted((key, repr(value)) for key, value in options.items()))
+
+
+def resolve_path_or_id(source: str) -> str:
+    """A local path for tiny models and existing paths; the hub id otherwise."""
+    if is_test_model(source):
+        from . import tiny_models
+
+        return str(tiny_models.build(source.removeprefix(TINY_PREFIX)))
+    expanded = Path(source).expanduser()
+    if expanded.exists():
+        return str(expanded.resolve())
+    models_dir = Path("models") / source
+    if models_dir.exists():
+        return str(models_dir.resolve())
+    return source
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return bool(re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", text)) and not Path(text).exists()
+
+
+def _revision(model: Any, path_or_id: str, source: str) -> str:
+    if is_test_model(source):
+        return Path(path_or_id).name  # e.g. "sd15-v1": the builder's version
+    config = getattr(model, "config", None)
+    for candidate in (getattr(config, "_commit_hash", None), getattr(config, "_name_or_path", None),
+                      path_or_id):
+        match = re.search(r"snapshots/([0-9a-f]{40})", str(candidate or ""))
+        if match:
+            return match.group(1)
+        if candidate and re.fullmatch(r"[0-9a-f]{40}", str(candidate)):
+            return str(candidate)
+    return "local" if Path(path_or_id).exists() else "unknown"
+
+
+def _plain_reason(err: BaseException, source: str, offline: bool) -> str:
+    name = type(err).__name__
+    text = str(err).strip().splitlines()[0] if str(err).strip() else name
+    if name in ("RepositoryNotFoundError",):
+        return "there is no such model on the Hub (check the id) or it is private"
+    if name == "GatedRepoError":
+        return "the model is gated: accept its licence on the Hub and set HF_TOKEN"
+    if name == "UnsafeWeightsError":
+        return text
+    if isinstance(err, MemoryError) or "out of memory" in text.lower():
+        return "there is not enough memory to load it"
+    if offline and _looks_like_hub_id(source) and isinstance(err, (OSError, ValueError)):
+        return "it is not in the local cache and the Hub cannot be reached (offline)"
+    if isinstance(err, FileNotFoundError):
+        return f"a file is missing ({text})"
+    return text
+
+
+def load_model(family: str, source: str, *, dtype: Any = None, device: Any = None, **options: Any) -> Any:
+    """Load (or fetch from the cache) a model of `family` from `source`.
+
+    Families: diffusers_pipeline, diffusers_model (class_name=...), transformers (class_name=...),
+    open_clip, torch_module. Raises ModelLoadError with a plain message when it cannot be had.
+    """
+    if family not in FAMILIES:
+        raise ModelLoadError(f"Unknown model family {family!r} (known: {', '.join(sorted(FAMILIES))}).")
+    device = devices.resolve_device(device) if not hasattr(device, "type") else device
+    dtype = dtype or devices.resolve_dtype(device)
+    key = (family, str(source), str(dtype), str(device), _freeze(options))
+
+    def load() -> tuple[Any, ModelInfo]:
+        offline = False
+        try:
+            path_or_id = resolve_path_or_id(str(source))
+            if not Path(path_or_id).exists():
+                offline = network.hub_status().offline
+            request = LoadRequest(str(source), path_or_id, dtype, device, offline, options)
+            log.info("Loading %s model %s on %s", family, source, device)
+            model = FAMILIES[family](request)
+        except ModelLoadError:
+            raise
+        except Exception as err:  # any library error becomes one plain message
+            reason = _plain_reason(err, str(source), offline)
+            raise ModelLoadError(f"Could not load the model '{source}': {reason}.") from err
+        info = ModelInfo(family, str(source), _revision(model, path_or_id, str(source)),
+                         is_test_model(str(source)), size_in_bytes(model))
+        return model, info
+
+    return CACHE.get_or_load(key, load, default_budget_bytes(device))
+
+
+def model_info(model: Any) -> ModelInfo | None:
+    """What the cache knows about a loaded model (for run records)."""
+    return CACHE.info_for(model)
+
+
+# ---------------------------------------------------------------------------------------------- families
+def _hub_kwargs(request: LoadRequest) -> dict[str, Any]:
+    kwargs = {"local_files_only": request.local_files_only}
+    for key in ("subfolder", "revision", "variant"):
+        if key in request.options:
+            kwargs[key] = request.options[key]
+    return kwargs
+
+
+@register_family("diffusers_pipeline")
+def _load_diffusers_pipeline(request: LoadRequest) -> Any:
+    import diffusers
+
+    pipeline_class = getattr(diffusers, request.options.get("class_name", "DiffusionPipeline"))
+    if request.path_or_id.endswith((".safetensors", ".ckpt")):
+        if not request.path_or_id.endswith(".safetensors"):
+            raise ModelLoadError(f"Could not load '{request.source}': only .safetensors single files are accepted.")
+        from .safeweights import check_safetensors
+
+        check_safetensors(request.path_or_id)
+        if pipeline_class is diffusers.DiffusionPipeline:
+            pipeline_class = diffusers.StableDiffusionPipeline
+        pipe = pipeline_class.from_single_file(request.path_or_id, torch_dtype=request.dtype,
+                                               local_files_only=request.local_files_only)
+    else:
+        pipe = pipeline_class.from_pretrained(request.path_or_id, torch_dtype=request.dtype,
+                                              use_safetensors=True, **_hub_kwargs(request))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(request.device)
+
+
+@register_family("diffusers_model")
+def _load_diffusers_model(request: LoadRequest) -> Any:
+    import diffusers
+
+    model_class = getattr(diffusers, request.options["class_name"])
+    model = model_class.from_pretrained(request.path_or_id, torch_dtype=request.dtype, use_safetensors=True,
+                                        **_hub_kwargs(request))
+    return model.to(request.device).eval()
+
+
+@register_family("transformers")
+def _load_transformers(request: LoadRequest) -> Any:
+    import torch
+    import transformers
+
+    obj_class = getattr(transformers, request.options["class_name"])
+    kwargs = _hub_kwargs(request)
+    if not issubclass(obj_class, torch.nn.Module):  # processors and tokenizers
+        return obj_class.from_pretrained(request.path_or_id, **kwargs)
+    model = obj_class.from_pretrained(request.path_or_id, dtype=request.dtype, use_safetensors=True, **kwargs)
+    return model.to(request.device).eval()
+
+
+@register_family("open_clip")
+def _load_open_clip(request: LoadRequest) -> Any:
+    """Returns (model, preprocess, tokenizer). Source: "hf-hub:org/name" or "ARCH/PRETRAINED_TAG"."""
+    import open_clip
+
+    source = request.path_or_id
+    if source.startswith("hf-hub:"):
+        model, _, preprocess = open_clip.create_model_and_transforms(source, device=request.device)
+        tokenizer = open_clip.get_tokenizer(source)
+    else:
+        arch, _, tag = source.partition("/")
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag or None,
+                                                                     device=request.device)
+        tokenizer = open_clip.get_tokenizer(arch)
+    return model.to(dtype=request.dtype).eval(), preprocess, tokenizer
+
+
+@register_family("torch_module")
+def _load_torch_module(request: LoadRequest) -> Any:
+    """A plain module: folder with config.json + model.safetensors, or one .safetensors whose metadata
+    names the architecture. Hub ids are downloaded with huggingface_hub (safetensors files only)."""
+    import json
+
+    from .safeweights import load_safetensors
+
+    path = Path(request.path_or_id)
+    if not path.exists():
+        from huggingface_hub import hf_hub_download
+
+        filename = request.options.get("filename", "model.safetensors")
+        path = Path(hf_hub_download(request.path_or_id, filename, local_files_only=request.local_files_only))
+    weights = path / "model.safetensors" if path.is_dir() else path
+    state_dict, metadata = load_safetensors(weights)
+    config = dict(metadata)
+    if path.is_dir() and (path / "config.json").exists():
+        config.update(json.loads((path / "config.json").read_text()))
+    config.update(request.options.get("config", {}))
+    architecture = config.get("architecture") or request.options.get("architecture")
+    if architecture in ARCHITECTURE_PROVIDERS and architecture not in ARCHITECTURES:
+        import importlib
+
+        importlib.import_module(ARCHITECTURE_PROVIDERS[architecture])
+    if architecture not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES)) or "none registered"
+        raise ModelLoadError(f"Could not load '{request.source}': unknown architecture {architecture!r} "
+                             f"(known: {known}).")
+    module = ARCHITECTURES[architecture](config, state_dict)
+    return module.to(device=request.device, dtype=request.dtype).eval()

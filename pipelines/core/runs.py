@@ -1,0 +1,54 @@
+"""Writing a run's images (PNG + metadata) and re-running stored runs from History."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from . import pngmeta, settings
+from .records import RunRecord, RunStore, default_store
+
+# tab name -> function(params) -> RunRecord; each pipeline registers its own.
+RERUNNERS: dict[str, Callable[[dict[str, Any]], RunRecord]] = {}
+
+
+def register_rerunner(tab: str, fn: Callable[[dict[str, Any]], RunRecord]) -> None:
+    RERUNNERS[tab] = fn
+
+
+def rerun(run_id: str, store: RunStore | None = None) -> RunRecord:
+    store = store or default_store()
+    record = store.get(run_id)
+    if record is None:
+        raise KeyError(f"No run with id {run_id!r}.")
+    if record.tab not in RERUNNERS:
+        raise ValueError(f"Runs of the {record.tab!r} tab cannot be re-run.")
+    return RERUNNERS[record.tab](dict(record.params))
+
+
+def save_input_copy(image: Image.Image) -> Path:
+    """Keep a copy of a user's input (content-addressed) so the run can be re-run later."""
+    digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()[:16]
+    path = settings.outputs_dir() / "inputs" / f"{digest}.png"
+    if not path.exists():
+        pngmeta.save_png(image, path, {"role": "input"})
+    return path
+
+
+def save_outputs(record: RunRecord, images: Sequence[Image.Image], metadata: dict[str, Any],
+                 prompt: str = "", negative_prompt: str = "") -> list[Path]:
+    """Save images as PNGs with A1111 text + JSON metadata under outputs/<tab>/, add them to the record."""
+    folder = settings.outputs_dir() / record.tab.lower().replace(" ", "_")
+    paths = []
+    for index, image in enumerate(images):
+        path = folder / f"{record.id}_{index:02d}.png"
+        chunk = {**metadata, "Run": record.id, "Seed": record.seed} if record.seed is not None else \
+            {**metadata, "Run": record.id}
+        pngmeta.save_png(image, path, chunk, prompt=prompt, negative_prompt=negative_prompt)
+        paths.append(path)
+    record.outputs.extend(str(path) for path in paths)
+    return paths
