@@ -133,7 +133,7 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def keys(self) -> list[tuple]:
+    def loaded_keys(self) -> list[tuple]:
         with self._lock:
             return list(self._entries)
 

@@ -1,0 +1,93 @@
+"""Anime Style Lab: builds the Gradio app from the tab registry, reads settings, launches.
+
+Settings come from flags or environment variables (flags win):
+  --host / GRADIO_SERVER_NAME (default 127.0.0.1)   --port / GRADIO_SERVER_PORT (default 7860)
+  --outputs / ASL_OUTPUTS     --device / ASL_DEVICE  --dtype / ASL_DTYPE   --offline (sets HF_HUB_OFFLINE=1)
+  --auth-file FILE / ASL_AUTH="user:password[,user2:password2]"  (basic auth; a file holds one pair a line)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Before gradio or huggingface_hub are imported: no analytics, version checks or telemetry at start-up.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DISABLE_TELEMETRY", "1")
+
+TITLE = "Anime Style Lab"
+INTRO = ("Research methods for anime and animation-style images, as tools you can use in the browser. "
+         "Every result is saved with its settings; see **History**. **About** explains each method.")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=TITLE)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--outputs", default=os.environ.get("ASL_OUTPUTS"), help="folder for images and records")
+    parser.add_argument("--device", default=os.environ.get("ASL_DEVICE"), help="cuda, mps or cpu")
+    parser.add_argument("--dtype", default=os.environ.get("ASL_DTYPE"), help="fp16, bf16 or fp32")
+    parser.add_argument("--auth-file", default=os.environ.get("ASL_AUTH_FILE"), help="user:password per line")
+    parser.add_argument("--offline", action="store_true", help="never contact the model hub")
+    return parser.parse_args(argv)
+
+
+def apply_settings(args: argparse.Namespace) -> None:
+    """Flags become environment variables, which the pipelines' core reads."""
+    for flag, name in (("outputs", "ASL_OUTPUTS"), ("device", "ASL_DEVICE"), ("dtype", "ASL_DTYPE")):
+        if getattr(args, flag):
+            os.environ[name] = str(getattr(args, flag))
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def read_auth(auth_file: str | None) -> list[tuple[str, str]] | None:
+    """Basic-auth pairs from ASL_AUTH or a file; None when neither is set (no login)."""
+    text = Path(auth_file).read_text() if auth_file else os.environ.get("ASL_AUTH", "")
+    pairs = []
+    for item in text.replace(",", "\n").splitlines():
+        user, sep, password = item.strip().partition(":")
+        if item.strip() and (not sep or not user or not password):
+            raise SystemExit("Auth entries must look like user:password")
+        if sep:
+            pairs.append((user, password))
+    return pairs or None
+
+
+def build_app():
+    import gradio as gr
+
+    from tabs import TABS
+    from tabs.common import status_banner_markdown
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        banner = gr.Markdown(elem_id="status-banner")
+        for spec in TABS:
+            with gr.Tab(spec.title, id=spec.module.rsplit(".", 1)[-1]) as tab:
+                importlib.import_module(spec.module).build(tab)
+        demo.load(status_banner_markdown, outputs=banner, api_visibility="private")
+    # One model job at a time: models are large and share one device.
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    apply_settings(args)
+    demo = build_app()
+    from pipelines.core import settings
+
+    demo.launch(server_name=args.host, server_port=args.port, auth=read_auth(args.auth_file),
+                allowed_paths=[str(settings.outputs_dir().resolve()), str(Path("assets").resolve())],
+                ssr_mode=False, show_error=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
