@@ -47,6 +47,10 @@ class JobRegistry:
             self._tokens[job_id] = token
         return job_id, token
 
+    def get(self, job_id: str | None) -> CancelToken | None:
+        with self._lock:
+            return self._tokens.get(job_id or "")
+
     def cancel(self, job_id: str | None) -> bool:
         with self._lock:
             token = self._tokens.get(job_id or "")

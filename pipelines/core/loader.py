@@ -156,20 +156,27 @@ class ModelCache:
                 if key in self._entries:
                     self._entries.move_to_end(key)
                     return self._entries[key][0]
-            model, info = load()
+            try:
+                model, info = load()
+            finally:
+                with self._lock:
+                    self._key_locks.pop(key, None)
             with self._lock:
                 self._entries[key] = (model, info)
                 self._evict(self.budget_bytes if self.budget_bytes is not None else budget, keep=key)
             return model
 
     def _evict(self, budget: int, keep: tuple) -> None:
+        evicted = False
         while self.used_bytes() > budget and len(self._entries) > 1:
             oldest = next(iter(self._entries))
             if oldest == keep:
                 break
             _, info = self._entries.pop(oldest)
+            evicted = True
             log.info("Evicted %s (%s MB) from the model cache", info.source, info.size_bytes // 2**20)
-        _free_accelerator_memory()
+        if evicted:
+            _free_accelerator_memory()
 
     def clear(self) -> None:
         with self._lock:
@@ -271,7 +278,7 @@ def load_model(family: str, source: str, *, dtype: Any = None, device: Any = Non
             raise
         except Exception as err:  # any library error becomes one plain message
             reason = _plain_reason(err, str(source), offline)
-            raise ModelLoadError(f"Could not load the model '{source}': {reason}.") from err
+            raise ModelLoadError(f"Could not load the model '{source}': {reason.rstrip('.')}.") from err
         info = ModelInfo(family, str(source), _revision(model, path_or_id, str(source)),
                          is_test_model(str(source)), size_in_bytes(model))
         return model, info
@@ -306,10 +313,10 @@ def _load_diffusers_pipeline(request: LoadRequest) -> Any:
         check_safetensors(request.path_or_id)
         if pipeline_class is diffusers.DiffusionPipeline:
             pipeline_class = diffusers.StableDiffusionPipeline
-        pipe = pipeline_class.from_single_file(request.path_or_id, torch_dtype=request.dtype,
+        pipe = pipeline_class.from_single_file(request.path_or_id, dtype=request.dtype,
                                                local_files_only=request.local_files_only)
     else:
-        pipe = pipeline_class.from_pretrained(request.path_or_id, torch_dtype=request.dtype,
+        pipe = pipeline_class.from_pretrained(request.path_or_id, dtype=request.dtype,
                                               use_safetensors=True, **_hub_kwargs(request))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(request.device)
@@ -320,7 +327,7 @@ def _load_diffusers_model(request: LoadRequest) -> Any:
     import diffusers
 
     model_class = getattr(diffusers, request.options["class_name"])
-    model = model_class.from_pretrained(request.path_or_id, torch_dtype=request.dtype, use_safetensors=True,
+    model = model_class.from_pretrained(request.path_or_id, dtype=request.dtype, use_safetensors=True,
                                         **_hub_kwargs(request))
     return model.to(request.device).eval()
 
