@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 # Errors whose message is written for the user; anything else is logged and summarised.
 _USER_ERROR_NAMES = {"ImageInputError", "UnsafeWeightsError", "ModelLoadError", "ArchiveError", "ValueError",
-                     "KeyError", "FileNotFoundError"}
+                     "KeyError", "FileNotFoundError", "StyleUnavailableError", "StyleTrainingUnavailable"}
 
 
 def user_message(err: BaseException) -> str:

@@ -36,6 +36,8 @@ def _open(source: ImageSource, name: str) -> Image.Image:
         raise ImageInputError(f"{name} is not an image we can read (use PNG, JPEG, WebP, BMP or TIFF).") from err
     except Image.DecompressionBombError as err:
         raise ImageInputError(f"{name} is too large to open safely. Please downscale it first.") from err
+    except OSError as err:  # e.g. a header cut short: PIL raises it from Image.open itself
+        raise ImageInputError(f"{name} is damaged or incomplete and cannot be read ({err}).") from err
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:

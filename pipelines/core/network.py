@@ -18,7 +18,8 @@ class HubStatus:
     reason: str
 
 
-def _env_offline() -> bool:
+def env_offline() -> bool:
+    """True when the user switched the app offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
     return any(os.environ.get(name, "").lower() in _TRUTHY for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
@@ -33,15 +34,23 @@ def _probe(host: str, port: int) -> HubStatus:
 
 def hub_status() -> HubStatus:
     """Offline when HF_HUB_OFFLINE is set (no connection attempted) or the hub does not answer."""
-    if _env_offline():
+    if env_offline():
         return HubStatus(True, "offline mode is on (HF_HUB_OFFLINE=1)")
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     return _probe(endpoint.hostname or "huggingface.co", endpoint.port or 443)
 
 
+def url_status(url: str) -> HubStatus:
+    """Whether the host of a download `url` can be used now: offline when switched off, else probed once."""
+    if env_offline():
+        return hub_status()
+    parsed = urlparse(url)
+    return _probe(parsed.hostname or "", parsed.port or 443)
+
+
 def known_offline() -> HubStatus | None:
     """The status if it is already known without a network call (env flag or an earlier probe)."""
-    if _env_offline():
+    if env_offline():
         return hub_status()
     if _probe.cache_info().currsize:
         return hub_status()

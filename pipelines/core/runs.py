@@ -12,11 +12,12 @@ from PIL import Image
 from . import pngmeta, settings
 from .records import RunRecord, RunStore, default_store
 
-# tab name -> function(params) -> RunRecord; each pipeline registers its own.
-RERUNNERS: dict[str, Callable[[dict[str, Any]], RunRecord]] = {}
+# tab name -> function(params, store) -> RunRecord; each pipeline registers its own.
+Rerunner = Callable[[dict[str, Any], RunStore], RunRecord]
+RERUNNERS: dict[str, Rerunner] = {}
 
 
-def register_rerunner(tab: str, fn: Callable[[dict[str, Any]], RunRecord]) -> None:
+def register_rerunner(tab: str, fn: Rerunner) -> None:
     RERUNNERS[tab] = fn
 
 
@@ -27,7 +28,7 @@ def rerun(run_id: str, store: RunStore | None = None) -> RunRecord:
         raise KeyError(f"No run with id {run_id!r}.")
     if record.tab not in RERUNNERS:
         raise ValueError(f"Runs of the {record.tab!r} tab cannot be re-run.")
-    return RERUNNERS[record.tab](dict(record.params))
+    return RERUNNERS[record.tab](dict(record.params), store)
 
 
 def save_input_copy(image: Image.Image) -> Path:

@@ -1,0 +1,211 @@
+"""Neural style tab: fast feed-forward style transfer, pretrained or your own styles, live webcam, training."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .common import friendly_errors, test_model_note
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
+STYLE_SAMPLE = SAMPLES_DIR / "style_cel_ink.png"
+LIVE_MAX_SIZE = 512
+
+
+def sample_photos() -> list[str]:
+    return sorted(str(path) for path in SAMPLES_DIR.glob("*.jpg"))
+
+
+def style_choices() -> list[tuple[str, str]]:
+    """(label, value) for the style dropdown: pretrained, your trained/uploaded styles, the tiny test style."""
+    from pipelines.neural_style import list_styles
+
+    return [(entry.label, entry.name) for entry in list_styles()]
+
+
+def _default_style() -> str:
+    """The first real style on this machine; when offline with none downloaded, the first pretrained one
+    (it downloads on first use) unless the hub is known to be unreachable, then the labelled test style."""
+    from pipelines.core.network import known_offline
+    from pipelines.neural_style import TINY_STYLE, list_styles
+
+    entries = list_styles()
+    real = [entry for entry in entries if entry.kind != "test"]
+    ready = [entry.name for entry in real if entry.available]
+    if ready:
+        return ready[0]
+    status = known_offline()
+    return TINY_STYLE if (status and status.offline) or not real else real[0].name
+
+
+def _paths(files: Any) -> list[str]:
+    if not files:
+        return []
+    files = files if isinstance(files, list) else [files]
+    return [getattr(item, "name", None) or str(item) for item in files]
+
+
+def stylize_files(files: Any, style: str, strength: float, preserve_color: bool, max_size: int):
+    """Stylize every uploaded image; returns (output PNG paths, latency readout)."""
+    from pipelines.neural_style import run_stylize
+
+    paths = _paths(files)
+    if not paths:
+        raise ValueError("Add at least one image, or press “Use the sample photos”.")
+    if not style:
+        raise ValueError("Pick a style first.")
+    record = run_stylize(paths, style, float(strength), bool(preserve_color), int(max_size))
+    count, seconds = len(record.outputs), record.timings.get("stylize", 0.0)
+    readout = (f"**{count} image{'s' * (count != 1)} in {seconds:.2f} s** "
+               f"({seconds / max(count, 1) * 1000:.0f} ms per image, {record.device}) · run `{record.id}`")
+    notes = [readout, test_model_note(any(model.get("test_model") for model in record.models))]
+    skipped = record.params.get("skipped") or []
+    if skipped:
+        notes.append("Skipped: " + "; ".join(skipped))
+    return record.outputs, "\n\n".join(note for note in notes if note)
+
+
+def live_frame(frame, style: str, strength: float, preserve_color: bool):
+    """One webcam frame through the style network (small size keeps it real-time on modest hardware)."""
+    from PIL import Image
+
+    from pipelines.neural_style import load_style, stylize
+
+    if frame is None or not style:
+        return None
+    result = stylize([Image.fromarray(frame)], load_style(style), strength=float(strength),
+                     preserve_color=bool(preserve_color), max_size=LIVE_MAX_SIZE)
+    return result.images[0]
+
+
+def add_uploaded_style(file: Any, name: str):
+    """Copy a user's .safetensors style (checked by content, never unpickled) into the styles folder."""
+    from pipelines.neural_style import import_style
+
+    paths = _paths(file)
+    if not paths:
+        raise ValueError("Choose a .safetensors style file to upload.")
+    style_name = import_style(paths[0], name or Path(paths[0]).stem)
+    return gr.Dropdown(choices=style_choices(), value=style_name), f"Added style **{style_name}**."
+
+
+def start_job() -> str:
+    from pipelines.core.jobs import JOBS
+
+    return JOBS.start()[0]
+
+
+def cancel_job(job_id: str) -> str:
+    from pipelines.core.jobs import JOBS
+
+    return "Cancelling after the current step…" if JOBS.cancel(job_id) else "Nothing is running."
+
+
+def _training_content(zip_file: Any, name: str) -> list[str]:
+    from pipelines.core import settings
+    from pipelines.core.archives import extract_images
+
+    paths = _paths(zip_file)
+    if not paths:
+        return sample_photos()
+    folder = settings.outputs_dir() / "training" / name / "content"
+    shutil.rmtree(folder, ignore_errors=True)
+    images, _ = extract_images(paths[0], folder)
+    if not images:
+        raise ValueError("The zip holds no images (PNG, JPEG, WebP, BMP or TIFF).")
+    return [str(path) for path in images]
+
+
+def train_new_style(style_image: str | None, content_zip: Any, name: str, steps: int, image_size: int,
+                    content_weight: float, style_weight: float, job_id: str, progress=gr.Progress()):
+    """Train a style network on the style image + content photos; resumes from its last checkpoint."""
+    from pipelines.core.jobs import JOBS
+    from pipelines.neural_style import clean_style_name, train_style_job
+
+    if not style_image:
+        raise ValueError("Upload a style image (or press “Use the sample style image”).")
+    name = clean_style_name(name)
+    token = JOBS.get(job_id)
+
+    def report(step: int, total: int, message: str) -> None:
+        progress((step, total), desc=message)
+
+    try:
+        result = train_style_job(style_image, _training_content(content_zip, name), name=name, steps=int(steps),
+                                 image_size=int(image_size), content_weight=float(content_weight),
+                                 style_weight=float(style_weight), callback=report, cancel=token)
+    finally:
+        JOBS.finish(job_id)
+    return gr.Dropdown(choices=style_choices(), value=result.name), result.summary
+
+
+def build(tab: gr.Tab | None = None) -> None:
+    choices = style_choices()
+    with gr.Row():
+        with gr.Column(scale=1):
+            files = gr.File(label="Content images (one or more)", file_count="multiple", file_types=["image"],
+                            elem_id="ns-files")
+            samples = gr.Button("Use the sample photos", size="sm", elem_id="ns-samples")
+            style = gr.Dropdown(choices=choices, value=_default_style(), label="Style", elem_id="ns-style")
+            strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (0 = the original image)")
+            preserve = gr.Checkbox(False, label="Preserve colours (keep the photo's colours, take the style's "
+                                               "brightness and strokes)")
+            max_size = gr.Slider(64, 2048, value=1024, step=32, label="Maximum size (long side, px)")
+            run = gr.Button("Stylize", variant="primary", elem_id="ns-run")
+        with gr.Column(scale=1):
+            gallery = gr.Gallery(label="Stylized", columns=2, height=420, elem_id="ns-gallery")
+            readout = gr.Markdown(elem_id="ns-readout")
+
+    with gr.Accordion("Live webcam", open=False):
+        with gr.Row():
+            webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+            live = gr.Image(label=f"Stylized live (long side {LIVE_MAX_SIZE} px)", streaming=True)
+        webcam.stream(friendly_errors(live_frame), inputs=[webcam, style, strength, preserve], outputs=live,
+                      stream_every=0.2, time_limit=120, concurrency_id="live", concurrency_limit=1,
+                      api_name="stylize_frame")
+
+    with gr.Accordion("Add a style you have (.safetensors)", open=False):
+        with gr.Row():
+            upload = gr.File(label="Style weights (.safetensors only)", file_types=[".safetensors"])
+            upload_name = gr.Textbox(label="Name for it")
+        upload_button = gr.Button("Add style")
+        upload_status = gr.Markdown()
+
+    with gr.Accordion("Train your own style", open=False):
+        gr.Markdown("One style image plus content photos (a zip, or the bundled sample photos when no zip is "
+                    "given). Training uses a VGG16 perceptual loss; it saves checkpoints as it goes, so "
+                    "pressing Train again after a cancel or crash resumes where it stopped.")
+        with gr.Row():
+            style_image = gr.Image(type="filepath", sources=["upload"], label="Style image", height=220)
+            with gr.Column():
+                content_zip = gr.File(label="Content photos (.zip, optional)", file_types=[".zip"])
+                style_sample = gr.Button("Use the sample style image", size="sm")
+                train_name = gr.Textbox(value="my_style", label="Name of the new style")
+        with gr.Row():
+            steps = gr.Slider(10, 20000, value=2000, step=10, label="Steps")
+            image_size = gr.Slider(64, 512, value=256, step=32, label="Training size (px)")
+            content_weight = gr.Number(1e5, label="Content weight")
+            style_weight = gr.Number(1e10, label="Style weight")
+        with gr.Row():
+            train = gr.Button("Train", variant="primary")
+            cancel = gr.Button("Cancel", variant="stop")
+        train_status = gr.Markdown()
+        job_id = gr.State("")
+
+    samples.click(sample_photos, outputs=files, api_visibility="private")
+    style_sample.click(lambda: str(STYLE_SAMPLE), outputs=style_image, api_visibility="private")
+    run.click(friendly_errors(stylize_files), inputs=[files, style, strength, preserve, max_size],
+              outputs=[gallery, readout], api_name="stylize")
+    upload_button.click(friendly_errors(add_uploaded_style), inputs=[upload, upload_name],
+                        outputs=[style, upload_status], api_name="add_style")
+    train.click(start_job, outputs=job_id, api_visibility="private").then(
+        friendly_errors(train_new_style),
+        inputs=[style_image, content_zip, train_name, steps, image_size, content_weight, style_weight, job_id],
+        outputs=[style, train_status], api_name="train_style")
+    cancel.click(cancel_job, inputs=job_id, outputs=train_status, concurrency_limit=None, api_name="cancel_training")
+    if tab is not None:  # styles trained or added elsewhere show up when the tab is opened
+        tab.select(lambda value: gr.Dropdown(choices=style_choices(), value=value), inputs=style, outputs=style,
+                   api_visibility="private")
