@@ -149,7 +149,8 @@ def build(tab: gr.Tab | None = None) -> None:
             files = gr.File(label="Content images (one or more)", file_count="multiple", file_types=["image"],
                             elem_id="ns-files")
             samples = gr.Button("Use the sample photos", size="sm", elem_id="ns-samples")
-            style = gr.Dropdown(choices=choices, value=_default_style(), label="Style", elem_id="ns-style")
+            style = gr.Dropdown(choices=choices, value=_default_style(), label="Style", elem_id="ns-style",
+                                allow_custom_value=True)  # styles trained after start-up; the pipeline checks names
             strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (0 = the original image)")
             preserve = gr.Checkbox(False, label="Preserve colours (keep the photo's colours, take the style's "
                                                "brightness and strokes)")

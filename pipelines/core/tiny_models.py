@@ -287,7 +287,7 @@ TINY_MODELS: dict[str, TinySpec] = {
         TinySpec("blip", "transformers", "BLIP captioning", 1, _build_blip,
                  {"class_name": "BlipForConditionalGeneration"}),
         TinySpec("inception", "torch_module", "FID Inception v3", 1, _build_inception),
-        TinySpec("style", "torch_module", "fast style transfer network", 1, _build_style),
+        TinySpec("style", "torch_module", "fast style transfer network", 2, _build_style),
     ]
 }
 

@@ -392,6 +392,12 @@ def save_tiny_style(folder: Path) -> None:
     with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's random stream
         torch.manual_seed(0)
         net = ExamplesTransformerNet()
+    # Default init puts every output pixel near 0 of 0–255 (a black image that looks like a bug); scale the
+    # last layer so the noise is visible around mid-grey. Still random weights, still labelled as noise.
+    with torch.no_grad():
+        last = net.deconv3.conv2d
+        last.weight.mul_(60.0 / max(float(last.weight.std()) * (32 * 81) ** 0.5, 1e-8))
+        last.bias.fill_(127.5)
     save_style(net, folder / "model.safetensors", LAYOUT_EXAMPLES)
     config = {"architecture": ARCHITECTURE, "layout": LAYOUT_EXAMPLES}
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -1,0 +1,83 @@
+"""The app's endpoints through gradio_client against a launched app (offline, tiny test style)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from pipelines.core.pngmeta import read_png_metadata
+from tests.support.server import ROOT, running_app
+
+pytestmark = pytest.mark.slow
+SAMPLE = ROOT / "assets" / "samples" / "chelsea.jpg"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, shared_cache_dir):
+    folder = tmp_path_factory.mktemp("api")
+    with running_app(folder / "outputs", shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url:
+        yield Client(url, verbose=False)
+
+
+def _stylize(client: Client, files: list[Path], style: str = "tiny:style", strength: float = 1.0):
+    return client.predict([handle_file(str(path)) for path in files], style, strength, False, 256,
+                          api_name="/stylize")
+
+
+def _gallery_paths(gallery) -> list[Path]:
+    return [Path(item["image"] if isinstance(item["image"], str) else item["image"]["path"]) for item in gallery]
+
+
+def test_stylize_returns_png_with_metadata_and_labels_test_model(client):
+    gallery, readout = _stylize(client, [SAMPLE, ROOT / "assets" / "samples" / "coffee.jpg"])
+    paths = _gallery_paths(gallery)
+    assert len(paths) == 2
+    with Image.open(paths[0]) as image:
+        assert max(image.size) == 256
+    assert read_png_metadata(paths[0])["settings"]["Style"] == "tiny:style"
+    assert "random weights" in readout and "2 images" in readout
+
+
+def test_bad_inputs_get_messages_and_the_app_keeps_serving(client, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    with pytest.raises(Exception, match="not an image|damaged"):
+        _stylize(client, [broken])
+    with pytest.raises(Exception, match="Unknown style|unknown style"):
+        _stylize(client, [SAMPLE], style="no_such_style")
+    with pytest.raises(Exception, match="Add at least one image"):
+        client.predict([], "tiny:style", 1.0, False, 256, api_name="/stylize")
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"weight": [1, 2]}))
+    with pytest.raises(Exception, match="not a safetensors file"):
+        client.predict(handle_file(str(evil)), "evil", api_name="/add_style")
+    gallery, _ = _stylize(client, [SAMPLE])  # still serving
+    assert len(_gallery_paths(gallery)) == 1
+
+
+def test_history_lists_shows_and_reruns(client):
+    gallery, _ = _stylize(client, [SAMPLE], strength=0.5)
+    output = _gallery_paths(gallery)[0]
+    run_id = read_png_metadata(output)["settings"]["Run"]
+    _, table = client.predict("Neural style", api_name="/history_list")
+    rows = table["data"] if isinstance(table, dict) else table
+    assert run_id in [row[-1] for row in rows]
+    details = client.predict(run_id, api_name="/history_show")
+    assert details["params"]["strength"] == 0.5 and details["status"] == "done"
+    rerun_gallery, new_id = client.predict(run_id, api_name="/history_rerun")
+    assert new_id != run_id
+    rerun_output = _gallery_paths(rerun_gallery)[0]
+    with Image.open(output) as first, Image.open(rerun_output) as again:
+        assert first.tobytes() == again.tobytes()  # same settings, same deterministic network
+
+
+def test_training_offline_says_why_instead_of_faking_a_style(client):
+    """Without ImageNet VGG16 weights a trained 'style' would be meaningless: the app refuses plainly."""
+    style_image = handle_file(str(ROOT / "assets" / "samples" / "style_cel_ink.png"))
+    with pytest.raises(Exception, match="ImageNet VGG16 weights"):
+        client.predict(style_image, None, "offline_try", 20, 64, 1e5, 1e10, "", api_name="/train_style")
+    assert "offline_try" not in str(client.predict("Neural style", api_name="/history_list"))

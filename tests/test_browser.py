@@ -1,0 +1,70 @@
+"""A person's path through the app in Debian chromium: every tab, a stylization, the result on screen.
+
+Saves the README screenshot (assets/screenshot.png) on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.support.server import ROOT, running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = ROOT / "assets" / "screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, shared_cache_dir):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian chromium is missing: run tests/run_all.sh, which installs it")
+    from playwright.sync_api import sync_playwright
+
+    folder = tmp_path_factory.mktemp("browser")
+    with running_app(folder / "outputs", shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                             headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(90_000)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_visit_every_tab(page):
+    from tabs import TABS
+
+    for spec in TABS:
+        _open_tab(page, spec.title)
+    page.get_by_text("How do AI models make images that look like animation?").wait_for()
+    page.get_by_text("Fast neural style transfer", exact=False).first.wait_for()
+    _open_tab(page, "History")
+    page.get_by_text("Show runs of").wait_for()
+
+
+def test_stylize_a_bundled_image_and_see_the_result(page):
+    _open_tab(page, "Neural style")
+    style = page.locator("#ns-style input")
+    style.click()
+    style.fill("tiny")
+    page.get_by_role("option", name="tiny (test, random weights)").click()
+    page.locator("#ns-samples").click()
+    page.locator("#ns-files").get_by_text("chelsea").wait_for()
+    page.locator("#ns-run").click()
+    page.locator("#ns-gallery img").first.wait_for(state="visible")
+    readout = page.locator("#ns-readout")
+    readout.get_by_text("images in").wait_for()
+    assert "random weights" in readout.inner_text()
+    assert page.locator("#ns-gallery img").count() >= 5
+    page.screenshot(path=str(SCREENSHOT), full_page=False)
+    assert SCREENSHOT.stat().st_size > 10_000
