@@ -123,7 +123,7 @@ def train_new_style(style_image: str | None, content_zip: Any, name: str, steps:
                     content_weight: float, style_weight: float, job_id: str, progress=gr.Progress()):
     """Train a style network on the style image + content photos; resumes from its last checkpoint."""
     from pipelines.core.jobs import JOBS
-    from pipelines.neural_style import clean_style_name, train_style_job
+    from pipelines.neural_style import clean_style_name, run_train_style
 
     if not style_image:
         raise ValueError("Upload a style image (or press “Use the sample style image”).")
@@ -134,12 +134,13 @@ def train_new_style(style_image: str | None, content_zip: Any, name: str, steps:
         progress((step, total), desc=message)
 
     try:
-        result = train_style_job(style_image, _training_content(content_zip, name), name=name, steps=int(steps),
-                                 image_size=int(image_size), content_weight=float(content_weight),
-                                 style_weight=float(style_weight), callback=report, cancel=token)
+        record, result = run_train_style(style_image, _training_content(content_zip, name), name=name,
+                                         steps=int(steps), image_size=int(image_size),
+                                         content_weight=float(content_weight), style_weight=float(style_weight),
+                                         callback=report, cancel=token)
     finally:
         JOBS.finish(job_id)
-    return gr.Dropdown(choices=style_choices(), value=result.name), result.summary
+    return gr.Dropdown(choices=style_choices(), value=result.name), f"{result.summary}\n\nRun `{record.id}`."
 
 
 def build(tab: gr.Tab | None = None) -> None:

@@ -80,4 +80,8 @@ def test_training_offline_says_why_instead_of_faking_a_style(client):
     style_image = handle_file(str(ROOT / "assets" / "samples" / "style_cel_ink.png"))
     with pytest.raises(Exception, match="ImageNet VGG16 weights"):
         client.predict(style_image, None, "offline_try", 20, 64, 1e5, 1e10, "", api_name="/train_style")
-    assert "offline_try" not in str(client.predict("Neural style", api_name="/history_list"))
+    _, table = client.predict("Neural style", api_name="/history_list")
+    rows = table["data"] if isinstance(table, dict) else table
+    failed = client.predict(rows[0][-1], api_name="/history_show")  # newest first: the refused training
+    assert failed["params"]["name"] == "offline_try" and failed["status"] == "failed"
+    assert "ImageNet VGG16" in failed["error"]

@@ -536,3 +536,19 @@ def test_imported_style_appears_in_the_list_and_loads(tmp_path):
     assert load_style("my_ink").layout == "rrmina"
     with pytest.raises(ValueError, match="built-in style"):
         import_style(source, "candy")
+
+
+def test_training_is_a_recorded_run_with_a_preview_and_can_be_rerun(tmp_path):
+    from pipelines.neural_style import run_train_style
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    content = _content_files(tmp_path / "content", 2, 32)
+    record, result = run_train_style(_style_image(tmp_path), content, name="recorded", store=store, steps=3,
+                                     image_size=32, batch_size=2, vgg_weights="random",
+                                     checkpoint_dir=tmp_path / "ckpt")
+    saved = store.get(record.id)
+    assert saved.status == "done" and saved.params["task"] == "train" and saved.params["steps"] == 3
+    assert saved.params["style_path"] == str(result.path) and {"train", "preview"} <= set(saved.timings)
+    assert len(saved.outputs) == 1 and pngmeta.read_png_metadata(saved.outputs[0])["settings"]["Style"] == "recorded"
+    again = runs.rerun(record.id, store)  # resumes from the finished checkpoint: same steps, a new record
+    assert again.id != record.id and store.get(again.id).params["task"] == "train"

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHOD_CARD", "PRETRAINED", "TAB", "TINY_LABEL", "TINY_STYLE", "StyleEntry", "StyleUnavailableError",
-    "StylizeOutput", "clean_style_name", "import_style", "list_styles", "load_style", "run_stylize", "stylize",
+    "StylizeOutput", "clean_style_name", "import_style", "list_styles", "load_style", "run_stylize",
+    "run_train_style", "stylize",
     "train_style", "train_style_job",
 ]
 
@@ -300,7 +301,42 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
     return record
 
 
+def run_train_style(style_image: str, content_images: Sequence[str], *, name: str, store: RunStore | None = None,
+                    **options: Any) -> tuple[RunRecord, TrainResult]:
+    """train_style_job as one recorded run. Its output is a preview: the first content image in the new style.
+
+    A failed or cancelled training is recorded too (History shows why); the checkpoint stays for a resume.
+    """
+    from pipelines.core import devices
+    from pipelines.core.images import load_image
+    from pipelines.core.records import RunRecord, default_store
+    from pipelines.core.runs import save_input_copy, save_outputs
+
+    store = store or default_store()
+    style_copy = str(save_input_copy(load_image(style_image)))
+    params: dict[str, Any] = {"task": "train", "name": name, "style_image": style_copy,
+                              "content_images": [str(path) for path in content_images],
+                              **{key: value for key, value in options.items() if key not in ("callback", "cancel")}}
+    record = RunRecord(tab=TAB, params=params, attention=devices.attention_backend())
+    with store.run(record):
+        with record.stage("train"):
+            result = train_style_job(style_copy, list(content_images), name=name, **options)
+        params.update(style_path=str(result.path), vgg=result.vgg_note, final_loss=result.losses[-1])
+        with record.stage("preview"):
+            model = load_style(name)
+            record.device = devices.describe(*_model_placement(model))
+            preview = stylize([load_image(content_images[0], max_side=512)], model).images
+            save_outputs(record, preview,
+                         {"Style": name, "Trained steps": result.steps, "Loss network": result.vgg_note})
+    return record, result
+
+
 def _rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
+    if params.get("task") == "train":
+        options = {key: value for key, value in params.items()
+                   if key not in ("task", "name", "style_image", "content_images", "style_path", "vgg", "final_loss")}
+        return run_train_style(params["style_image"], params["content_images"], name=params["name"], store=store,
+                               **options)[0]
     return run_stylize(list(params["images"]), params["style"], float(params.get("strength", 1.0)),
                        bool(params.get("preserve_color", False)), int(params.get("max_size", DEFAULT_MAX_SIZE)),
                        store=store)
