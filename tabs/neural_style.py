@@ -8,6 +8,8 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.core.gpu import gpu_task
+
 from .common import friendly_errors, test_model_note
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
@@ -48,7 +50,9 @@ def _paths(files: Any) -> list[str]:
     return [getattr(item, "name", None) or str(item) for item in files]
 
 
-def stylize_files(files: Any, style: str, strength: float, preserve_color: bool, max_size: int):
+@gpu_task
+def stylize_files(files: Any, style: str, strength: float, preserve_color: bool, max_size: int,
+                  progress=gr.Progress()):
     """Stylize every uploaded image; returns (output PNG paths, latency readout)."""
     from pipelines.neural_style import run_stylize
 
@@ -57,7 +61,8 @@ def stylize_files(files: Any, style: str, strength: float, preserve_color: bool,
         raise ValueError("Add at least one image, or press “Use the sample photos”.")
     if not style:
         raise ValueError("Pick a style first.")
-    record = run_stylize(paths, style, float(strength), bool(preserve_color), int(max_size))
+    record = run_stylize(paths, style, float(strength), bool(preserve_color), int(max_size),
+                         callback=lambda step, total, message: progress((step, total), desc=message))
     count, seconds = len(record.outputs), record.timings.get("stylize", 0.0)
     readout = (f"**{count} image{'s' * (count != 1)} in {seconds:.2f} s** "
                f"({seconds / max(count, 1) * 1000:.0f} ms per image, {record.device}) · run `{record.id}`")
@@ -68,6 +73,7 @@ def stylize_files(files: Any, style: str, strength: float, preserve_color: bool,
     return record.outputs, "\n\n".join(note for note in notes if note)
 
 
+@gpu_task
 def live_frame(frame, style: str, strength: float, preserve_color: bool):
     """One webcam frame through the style network (small size keeps it real-time on modest hardware)."""
     from PIL import Image
@@ -119,6 +125,7 @@ def _training_content(zip_file: Any, name: str) -> list[str]:
     return [str(path) for path in images]
 
 
+@gpu_task(duration=600)
 def train_new_style(style_image: str | None, content_zip: Any, name: str, steps: int, image_size: int,
                     content_weight: float, style_weight: float, job_id: str, progress=gr.Progress()):
     """Train a style network on the style image + content photos; resumes from its last checkpoint."""

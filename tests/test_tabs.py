@@ -1,0 +1,89 @@
+"""Tab functions without a server: webcam frames, error messages, the banner, ZeroGPU decoration."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from pipelines.core.images import ImageInputError
+from pipelines.core.jobs import JobCancelled
+from tabs import common
+from tabs import neural_style as tab
+
+
+def test_live_webcam_frame_is_stylized_at_frame_size():
+    frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)
+    out = tab.live_frame(frame, "tiny:style", 1.0, False)
+    assert out.size == (160, 120)
+    assert not np.array_equal(np.asarray(out), frame)
+    assert np.array_equal(np.asarray(tab.live_frame(frame, "tiny:style", 0.0, False)), frame)  # strength 0
+    assert tab.live_frame(None, "tiny:style", 1.0, False) is None
+
+
+def test_large_webcam_frames_are_capped_for_real_time():
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    assert max(tab.live_frame(frame, "tiny:style", 1.0, False).size) == tab.LIVE_MAX_SIZE
+
+
+def test_user_errors_become_plain_gradio_errors():
+    def bad_image():
+        raise ImageInputError("cat.txt is not an image we can read")
+
+    with pytest.raises(gr.Error, match="cat.txt is not an image"):
+        common.friendly_errors(bad_image)()
+
+
+def test_unexpected_errors_are_summarised_not_dumped():
+    def crash():
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(gr.Error) as caught:
+        common.friendly_errors(crash)()
+    assert "still running" in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_cancel_says_work_is_kept_and_generators_are_wrapped():
+    def cancelled_generator():
+        yield 1
+        raise JobCancelled("Cancelled by the user.")
+
+    wrapped = common.friendly_errors(cancelled_generator)
+    with pytest.raises(gr.Error, match="Work done so far is kept"):
+        list(wrapped())
+
+
+def test_stylize_without_files_asks_for_an_image():
+    with pytest.raises(ValueError, match="Add at least one image"):
+        tab.stylize_files([], "tiny:style", 1.0, False, 256)
+
+
+def test_offline_banner_names_missing_styles_and_default_is_the_test_style(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    banner = common.status_banner_markdown()
+    assert "Offline" in banner and "rain_princess" in banner and "not downloaded" in banner
+    assert tab._default_style() == "tiny:style"
+
+
+def test_gpu_task_uses_spaces_when_installed(monkeypatch):
+    from pipelines.core.gpu import gpu_task
+
+    calls = []
+    fake = types.ModuleType("spaces")
+    fake.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
+
+    def gpu(fn=None, duration=None):
+        if fn is None:
+            return lambda handler: (calls.append(("duration", duration)), handler)[1]
+        calls.append(("plain", None))
+        return fn
+
+    fake.GPU = gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    gpu_task(lambda: None)
+    gpu_task(duration=600)(lambda: None)
+    assert calls == [("plain", None), ("duration", 600)]
