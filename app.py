@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.core import settings
 
     demo.launch(server_name=args.host, server_port=args.port, auth=read_auth(args.auth_file),
-                allowed_paths=[str(settings.outputs_dir().resolve()), str(Path("assets").resolve())],
+                allowed_paths=[str(settings.outputs_dir().resolve()), str(Path(__file__).resolve().parent / "assets")],
                 ssr_mode=False, show_error=False)
 
 

@@ -13,6 +13,9 @@ import gradio as gr
 log = logging.getLogger(__name__)
 
 # Errors whose message is written for the user; anything else is logged and summarised.
+# Every event that runs a model shares this concurrency slot: one model job at a time on the device.
+MODEL_WORK = {"concurrency_id": "model", "concurrency_limit": 1}
+
 _USER_ERROR_NAMES = {"ImageInputError", "UnsafeWeightsError", "ModelLoadError", "ArchiveError", "ValueError",
                      "KeyError", "FileNotFoundError", "StyleUnavailableError", "StyleTrainingUnavailable"}
 

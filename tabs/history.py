@@ -7,7 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from .common import friendly_errors
+from pipelines.core.gpu import gpu_task
+
+from .common import MODEL_WORK, friendly_errors
 
 ALL = "All tabs"
 TABLE_HEADERS = ["When", "Tab", "Status", "Seconds", "Run id"]
@@ -48,6 +50,7 @@ def show_run(run_id: str) -> dict[str, Any]:
             "error": record.error}
 
 
+@gpu_task
 def rerun_run(run_id: str) -> tuple[list[str], str]:
     from pipelines.core.runs import rerun
 
@@ -90,4 +93,4 @@ def build(tab: gr.Tab | None = None) -> None:
     gallery.select(_select_from_gallery, outputs=run_id, api_visibility="private")
     run_id.change(friendly_errors(show_run), inputs=run_id, outputs=details, api_name="history_show")
     rerun_button.click(friendly_errors(rerun_run), inputs=run_id, outputs=[rerun_gallery, run_id],
-                       api_name="history_rerun")
+                       api_name="history_rerun", **MODEL_WORK)

@@ -10,7 +10,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import friendly_errors, test_model_note
+from .common import MODEL_WORK, friendly_errors, test_model_note
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 STYLE_SAMPLE = SAMPLES_DIR / "style_cel_ink.png"
@@ -43,6 +43,16 @@ def _default_style() -> str:
     return TINY_STYLE if (status and status.offline) or not real else real[0].name
 
 
+def checked_style(style: str) -> str:
+    """Browser and API users pick from the styles list; a file path on the server is not a style name here."""
+    from pipelines.neural_style import available_names
+
+    names = available_names()
+    if style not in names:
+        raise ValueError(f"Unknown style {style!r}. Available styles: {', '.join(names)}.")
+    return style
+
+
 def _paths(files: Any) -> list[str]:
     if not files:
         return []
@@ -61,7 +71,7 @@ def stylize_files(files: Any, style: str, strength: float, preserve_color: bool,
         raise ValueError("Add at least one image, or press “Use the sample photos”.")
     if not style:
         raise ValueError("Pick a style first.")
-    record = run_stylize(paths, style, float(strength), bool(preserve_color), int(max_size),
+    record = run_stylize(paths, checked_style(style), float(strength), bool(preserve_color), int(max_size),
                          callback=lambda step, total, message: progress((step, total), desc=message))
     count, seconds = len(record.outputs), record.timings.get("stylize", 0.0)
     readout = (f"**{count} image{'s' * (count != 1)} in {seconds:.2f} s** "
@@ -82,7 +92,7 @@ def live_frame(frame, style: str, strength: float, preserve_color: bool):
 
     if frame is None or not style:
         return None
-    result = stylize([Image.fromarray(frame)], load_style(style), strength=float(strength),
+    result = stylize([Image.fromarray(frame)], load_style(checked_style(style)), strength=float(strength),
                      preserve_color=bool(preserve_color), max_size=LIVE_MAX_SIZE)
     return result.images[0]
 
@@ -110,14 +120,14 @@ def cancel_job(job_id: str) -> str:
     return "Cancelling after the current step…" if JOBS.cancel(job_id) else "Nothing is running."
 
 
-def _training_content(zip_file: Any, name: str) -> list[str]:
+def _training_content(zip_file: Any, name: str, job_id: str) -> list[str]:
     from pipelines.core import settings
     from pipelines.core.archives import extract_images
 
     paths = _paths(zip_file)
     if not paths:
         return sample_photos()
-    folder = settings.outputs_dir() / "training" / name / "content"
+    folder = settings.outputs_dir() / "training" / name / f"content-{job_id or 'api'}"
     shutil.rmtree(folder, ignore_errors=True)
     images, _ = extract_images(paths[0], folder)
     if not images:
@@ -132,16 +142,16 @@ def train_new_style(style_image: str | None, content_zip: Any, name: str, steps:
     from pipelines.core.jobs import JOBS
     from pipelines.neural_style import clean_style_name, run_train_style
 
-    if not style_image:
-        raise ValueError("Upload a style image (or press “Use the sample style image”).")
-    name = clean_style_name(name)
     token = JOBS.get(job_id)
 
     def report(step: int, total: int, message: str) -> None:
         progress((step, total), desc=message)
 
     try:
-        record, result = run_train_style(style_image, _training_content(content_zip, name), name=name,
+        if not style_image:
+            raise ValueError("Upload a style image (or press “Use the sample style image”).")
+        name = clean_style_name(name)
+        record, result = run_train_style(style_image, _training_content(content_zip, name, job_id), name=name,
                                          steps=int(steps), image_size=int(image_size),
                                          content_weight=float(content_weight), style_weight=float(style_weight),
                                          callback=report, cancel=token)
@@ -173,8 +183,7 @@ def build(tab: gr.Tab | None = None) -> None:
             webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
             live = gr.Image(label=f"Stylized live (long side {LIVE_MAX_SIZE} px)", streaming=True)
         webcam.stream(friendly_errors(live_frame), inputs=[webcam, style, strength, preserve], outputs=live,
-                      stream_every=0.2, time_limit=120, concurrency_id="live", concurrency_limit=1,
-                      api_name="stylize_frame")
+                      stream_every=0.2, time_limit=120, api_name="stylize_frame", **MODEL_WORK)
 
     with gr.Accordion("Add a style you have (.safetensors)", open=False):
         with gr.Row():
@@ -207,13 +216,13 @@ def build(tab: gr.Tab | None = None) -> None:
     samples.click(sample_photos, outputs=files, api_visibility="private")
     style_sample.click(lambda: str(STYLE_SAMPLE), outputs=style_image, api_visibility="private")
     run.click(friendly_errors(stylize_files), inputs=[files, style, strength, preserve, max_size],
-              outputs=[gallery, readout], api_name="stylize")
+              outputs=[gallery, readout], api_name="stylize", **MODEL_WORK)
     upload_button.click(friendly_errors(add_uploaded_style), inputs=[upload, upload_name],
                         outputs=[style, upload_status], api_name="add_style")
     train.click(start_job, outputs=job_id, api_visibility="private").then(
         friendly_errors(train_new_style),
         inputs=[style_image, content_zip, train_name, steps, image_size, content_weight, style_weight, job_id],
-        outputs=[style, train_status], api_name="train_style")
+        outputs=[style, train_status], api_name="train_style", **MODEL_WORK)
     cancel.click(cancel_job, inputs=job_id, outputs=train_status, concurrency_limit=None, api_name="cancel_training")
     if tab is not None:  # styles trained or added elsewhere show up when the tab is opened
         tab.select(lambda value: gr.Dropdown(choices=style_choices(), value=value), inputs=style, outputs=style,

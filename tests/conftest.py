@@ -16,9 +16,13 @@ def isolated_folders(tmp_path, monkeypatch):
     """Each test writes outputs and records to its own folder; the model cache starts empty."""
     monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path / "outputs"))
     yield
+    import sys
+
     from pipelines.core import loader
 
     loader.CACHE.clear()
+    if "pipelines.metrics.features" in sys.modules:  # features are cached per process, like models
+        sys.modules["pipelines.metrics.features"].FEATURE_CACHE.clear()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-[ -x .venv/bin/python ] || python3 -m venv .venv
+[ -x .venv/bin/python ] || python3.11 -m venv .venv
 .venv/bin/pip install -q -r requirements-dev.txt
 
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1

@@ -20,13 +20,20 @@ SCREENSHOT = ROOT / "assets" / "screenshot.png"
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, shared_cache_dir):
+def outside_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("guard") / "outside.log"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, shared_cache_dir, outside_log):
     if not os.path.exists(CHROMIUM):
         pytest.fail("Debian chromium is missing: run tests/run_all.sh, which installs it")
     from playwright.sync_api import sync_playwright
 
     folder = tmp_path_factory.mktemp("browser")
-    with running_app(folder / "outputs", shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url, \
+    # The app runs under the network guard: page-load events and clicks must not reach outside either.
+    with running_app(folder / "outputs", shared_cache_dir, env={"HF_HUB_OFFLINE": "1"},
+                     prefix=["tests/support/netguard.py", str(outside_log)]) as url, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
                                              headless=True)
@@ -68,3 +75,9 @@ def test_stylize_a_bundled_image_and_see_the_result(page):
     assert page.locator("#ns-gallery img").count() >= 5
     page.screenshot(path=str(SCREENSHOT), full_page=False)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_the_session_made_no_outside_connection(page, outside_log):
+    page.reload()
+    page.get_by_text("Anime Style Lab").first.wait_for()
+    assert not outside_log.exists() or outside_log.read_text() == "", outside_log.read_text()

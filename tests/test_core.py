@@ -104,7 +104,7 @@ def test_unreachable_hub_is_offline_and_probed_once(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{port}")
     monkeypatch.setattr(socket, "create_connection", counting)
-    network._probe.cache_clear()
+    network.forget_probes()
     try:
         assert network.known_offline() is None  # not probed yet: unknown, and no connection made
         assert calls == []
@@ -112,7 +112,7 @@ def test_unreachable_hub_is_offline_and_probed_once(monkeypatch):
         assert first.offline and second.offline and "cannot be reached" in first.reason
         assert len(calls) == 1
     finally:
-        network._probe.cache_clear()
+        network.forget_probes()
 
 
 # ------------------------------------------------------------------------------------------ seeds
@@ -321,3 +321,27 @@ def test_job_registry_cancel_reaches_token():
         token.raise_if_cancelled()
     jobs.JOBS.finish(job_id)
     assert not jobs.JOBS.cancel(job_id)
+
+
+def test_a_prompt_with_a_colon_is_not_taken_for_settings():
+    parsed = pngmeta.parse_a1111("anime girl, style: watercolor")
+    assert parsed == {"prompt": "anime girl, style: watercolor", "negative_prompt": "", "settings": {}}
+
+
+def test_probing_a_download_host_does_not_make_the_hub_known(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    network.forget_probes()
+    try:
+        assert network.url_status(f"https://127.0.0.1:{port}/file.zip").offline
+        assert network.known_offline() is None  # the banner must not trigger a hub probe now
+    finally:
+        network.forget_probes()
+
+
+def test_thirty_two_bit_images_keep_their_range():
+    array = (np.arange(64 * 64, dtype=np.int32).reshape(64, 64) * 1000)
+    image = images.to_array(images.load_image(_png_bytes(Image.fromarray(array, mode="I"), format="TIFF")))
+    assert image.max() == 255 and image.min() == 0

@@ -550,5 +550,9 @@ def test_training_is_a_recorded_run_with_a_preview_and_can_be_rerun(tmp_path):
     assert saved.status == "done" and saved.params["task"] == "train" and saved.params["steps"] == 3
     assert saved.params["style_path"] == str(result.path) and {"train", "preview"} <= set(saved.timings)
     assert len(saved.outputs) == 1 and pngmeta.read_png_metadata(saved.outputs[0])["settings"]["Style"] == "recorded"
-    again = runs.rerun(record.id, store)  # resumes from the finished checkpoint: same steps, a new record
+    again = runs.rerun(record.id, store)  # same settings: the finished checkpoint is reused, and said so
     assert again.id != record.id and store.get(again.id).params["task"] == "train"
+    assert store.get(again.id).params["final_loss"] == saved.params["final_loss"]
+    changed = run_train_style(_style_image(tmp_path), content, name="recorded", store=store, steps=3, image_size=32,
+                              batch_size=2, lr=1e-2, vgg_weights="random", checkpoint_dir=tmp_path / "ckpt")[1]
+    assert changed.resumed_from == 0 and changed.losses != result.losses  # new settings: trained afresh

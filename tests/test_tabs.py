@@ -87,3 +87,22 @@ def test_gpu_task_uses_spaces_when_installed(monkeypatch):
     gpu_task(lambda: None)
     gpu_task(duration=600)(lambda: None)
     assert calls == [("plain", None), ("duration", 600)]
+
+
+def test_style_names_from_the_browser_cannot_be_server_paths(tmp_path):
+    path = tmp_path / "secret.safetensors"
+    path.write_bytes(b"anything")
+    with pytest.raises(ValueError, match="Unknown style"):
+        tab.stylize_files([str(tmp_path / "x.png")], str(path), 1.0, False, 256)
+    with pytest.raises(ValueError, match="Unknown style"):
+        tab.live_frame(np.zeros((32, 32, 3), np.uint8), "/etc/passwd", 1.0, False)
+
+
+def test_model_events_share_one_queue_slot():
+    import app
+
+    demo = app.build_app()
+    model_events = {"stylize", "stylize_frame", "train_style", "history_rerun"}
+    slots = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
+             if fn.api_name in model_events}
+    assert set(slots) == model_events and set(slots.values()) == {("model", 1)}

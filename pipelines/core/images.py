@@ -27,11 +27,9 @@ def _open(source: ImageSource, name: str) -> Image.Image:
     if isinstance(source, np.ndarray):
         return _from_array(source, name)
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
-    except OSError as err:
-        raise ImageInputError(f"{name}: cannot open the file ({err.strerror or err}).") from err
-    try:
-        return Image.open(handle)
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError as err:
+        raise ImageInputError(f"{name}: the file does not exist.") from err
     except UnidentifiedImageError as err:
         raise ImageInputError(f"{name} is not an image we can read (use PNG, JPEG, WebP, BMP or TIFF).") from err
     except Image.DecompressionBombError as err:
@@ -52,8 +50,8 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
         return np.clip(array * scale, 0, 255).round().astype(np.uint8)
-    info = np.iinfo(array.dtype)
-    return (array.astype(np.float64) * 255.0 / info.max).clip(0, 255).round().astype(np.uint8)
+    high = np.iinfo(array.dtype).max if array.dtype.itemsize <= 2 else max(int(array.max(initial=0)), 1)
+    return (array.astype(np.float64) * 255.0 / high).clip(0, 255).round().astype(np.uint8)
 
 
 def _downscale_factor(size: tuple[int, int], max_side: int | None) -> float:

@@ -60,6 +60,8 @@ ARCHITECTURES: dict[str, Architecture] = {}
 ARCHITECTURE_PROVIDERS: dict[str, str] = {
     "johnson_transformer_net": "pipelines.neural_style.network",
     "tiny_inception": "pipelines.core.tiny_models",
+    "fid_inception_v3": "pipelines.metrics.fid_inception",
+    "lpips": "pipelines.metrics.features",
 }
 
 
@@ -158,12 +160,12 @@ class ModelCache:
                     return self._entries[key][0]
             try:
                 model, info = load()
+                with self._lock:  # stored before the key lock goes, so a late request finds it
+                    self._entries[key] = (model, info)
+                    self._evict(self.budget_bytes if self.budget_bytes is not None else budget, keep=key)
             finally:
                 with self._lock:
                     self._key_locks.pop(key, None)
-            with self._lock:
-                self._entries[key] = (model, info)
-                self._evict(self.budget_bytes if self.budget_bytes is not None else budget, keep=key)
             return model
 
     def _evict(self, budget: int, keep: tuple) -> None:
@@ -232,7 +234,16 @@ def _revision(model: Any, path_or_id: str, source: str) -> str:
             return match.group(1)
         if candidate and re.fullmatch(r"[0-9a-f]{40}", str(candidate)):
             return str(candidate)
-    return "local" if Path(path_or_id).exists() else "unknown"
+    path = Path(path_or_id)
+    if path.is_file():
+        import hashlib
+
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return f"sha256:{digest.hexdigest()[:16]}"
+    return "local" if path.exists() else "unknown"
 
 
 def _plain_reason(err: BaseException, source: str, offline: bool) -> str:

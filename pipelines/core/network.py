@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -23,21 +22,35 @@ def env_offline() -> bool:
     return any(os.environ.get(name, "").lower() in _TRUTHY for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-@functools.cache
+_PROBED: dict[tuple[str, int], HubStatus] = {}  # each host is probed at most once per process
+
+
 def _probe(host: str, port: int) -> HubStatus:
-    try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            return HubStatus(False, f"{host} is reachable")
-    except OSError as err:
-        return HubStatus(True, f"{host} cannot be reached ({err.strerror or type(err).__name__})")
+    if (host, port) not in _PROBED:
+        try:
+            with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+                status = HubStatus(False, f"{host} is reachable")
+        except OSError as err:
+            status = HubStatus(True, f"{host} cannot be reached ({err.strerror or type(err).__name__})")
+        _PROBED[(host, port)] = status
+    return _PROBED[(host, port)]
+
+
+def _hub_address() -> tuple[str, int]:
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return endpoint.hostname or "huggingface.co", endpoint.port or 443
+
+
+def forget_probes() -> None:
+    """Probe again on next use (tests, or after the network came back)."""
+    _PROBED.clear()
 
 
 def hub_status() -> HubStatus:
     """Offline when HF_HUB_OFFLINE is set (no connection attempted) or the hub does not answer."""
     if env_offline():
         return HubStatus(True, "offline mode is on (HF_HUB_OFFLINE=1)")
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    return _probe(endpoint.hostname or "huggingface.co", endpoint.port or 443)
+    return _probe(*_hub_address())
 
 
 def url_status(url: str) -> HubStatus:
@@ -52,6 +65,4 @@ def known_offline() -> HubStatus | None:
     """The status if it is already known without a network call (env flag or an earlier probe)."""
     if env_offline():
         return hub_status()
-    if _probe.cache_info().currsize:
-        return hub_status()
-    return None
+    return _PROBED.get(_hub_address())

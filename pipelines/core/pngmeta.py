@@ -56,7 +56,7 @@ def parse_a1111(text: str) -> dict[str, Any]:
     """Parse A1111 `parameters` text into {"prompt", "negative_prompt", "settings"}."""
     lines = text.strip().split("\n")
     settings: dict[str, str] = {}
-    if lines and len(_PAIR.findall(lines[-1])) >= 1 and ":" in lines[-1]:
+    if lines and len(_PAIR.findall(lines[-1])) >= 3:
         settings = {key.strip(): _unquote(value) for key, value in _PAIR.findall(lines.pop())}
     prompt_lines, negative_lines, in_negative = [], [], False
     for line in lines:

@@ -17,6 +17,10 @@ Rerunner = Callable[[dict[str, Any], RunStore], RunRecord]
 RERUNNERS: dict[str, Rerunner] = {}
 
 
+# Modules that register a tab's re-runner when imported; imported on demand by rerun().
+RERUN_PROVIDERS = {"Neural style": "pipelines.neural_style", "Metrics / A-B": "pipelines.metrics.runs"}
+
+
 def register_rerunner(tab: str, fn: Rerunner) -> None:
     RERUNNERS[tab] = fn
 
@@ -26,9 +30,20 @@ def rerun(run_id: str, store: RunStore | None = None) -> RunRecord:
     record = store.get(run_id)
     if record is None:
         raise KeyError(f"No run with id {run_id!r}.")
+    if record.tab not in RERUNNERS and record.tab in RERUN_PROVIDERS:
+        import importlib
+
+        importlib.import_module(RERUN_PROVIDERS[record.tab])
     if record.tab not in RERUNNERS:
         raise ValueError(f"Runs of the {record.tab!r} tab cannot be re-run.")
     return RERUNNERS[record.tab](dict(record.params), store)
+
+
+def folder_name(tab: str) -> str:
+    """A safe folder name for a tab's outputs ("Metrics / A-B" -> "metrics_a-b")."""
+    import re
+
+    return re.sub(r"[^a-z0-9\-]+", "_", tab.lower()).strip("_") or "runs"
 
 
 def save_input_copy(image: Image.Image) -> Path:
@@ -43,7 +58,7 @@ def save_input_copy(image: Image.Image) -> Path:
 def save_outputs(record: RunRecord, images: Sequence[Image.Image], metadata: dict[str, Any],
                  prompt: str = "", negative_prompt: str = "") -> list[Path]:
     """Save images as PNGs with A1111 text + JSON metadata under outputs/<tab>/, add them to the record."""
-    folder = settings.outputs_dir() / record.tab.lower().replace(" ", "_")
+    folder = settings.outputs_dir() / folder_name(record.tab)
     paths = []
     for index, image in enumerate(images):
         path = folder / f"{record.id}_{index:02d}.png"

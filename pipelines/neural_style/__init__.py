@@ -30,6 +30,7 @@ from .styles import (
     TINY_STYLE,
     StyleEntry,
     StyleUnavailableError,
+    available_names,
     clean_style_name,
     import_style,
     list_styles,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHOD_CARD", "PRETRAINED", "TAB", "TINY_LABEL", "TINY_STYLE", "StyleEntry", "StyleUnavailableError",
     "StylizeOutput", "clean_style_name", "import_style", "list_styles", "load_style", "run_stylize",
-    "run_train_style", "stylize",
+    "run_train_style", "stylize", "available_names",
     "train_style", "train_style_job",
 ]
 
@@ -246,8 +247,15 @@ def train_style_job(style_image: Any, content_images: Sequence[Any], **options: 
 
 
 # ---------------------------------------------------------------------------------------------- runs
+MAX_IMAGES_PER_RUN = 64  # all inputs and outputs of a run are held in memory at once
+
+
 def _load_inputs(image_paths: Sequence[str], max_size: int) -> tuple[list[Image.Image], list[str]]:
     from pipelines.core.images import ImageInputError, load_image
+
+    if len(image_paths) > MAX_IMAGES_PER_RUN:
+        raise ValueError(f"{len(image_paths)} images at once is more than the {MAX_IMAGES_PER_RUN} a run takes; "
+                         "please split them into smaller batches.")
 
     images, problems = [], []
     for path in image_paths:
@@ -325,7 +333,8 @@ def run_train_style(style_image: str, content_images: Sequence[str], *, name: st
         with record.stage("preview"):
             model = load_style(name)
             record.device = devices.describe(*_model_placement(model))
-            preview = stylize([load_image(content_images[0], max_side=512)], model).images
+            preview_source = _load_inputs(list(content_images)[:8], 512)[0][:1]  # the first readable one
+            preview = stylize(preview_source, model).images
             save_outputs(record, preview,
                          {"Style": name, "Trained steps": result.steps, "Loss network": result.vgg_note})
     return record, result

@@ -68,6 +68,10 @@ class TrainResult:
     @property
     def summary(self) -> str:
         first, last = (self.losses[0], self.losses[-1]) if self.losses else (float("nan"), float("nan"))
+        if self.steps and self.resumed_from >= self.steps:
+            return (f"**{self.name}** was already trained with these exact settings and images ({self.steps} "
+                    f"steps, final loss {last:.4g}); its finished checkpoint was reused. Change a setting or the "
+                    "name to train again.")
         lines = [f"Trained **{self.name}**: {self.steps} steps in {self.seconds:.0f} s"
                  + (f" (resumed from step {self.resumed_from})" if self.resumed_from else "")
                  + f"; loss {first:.4g} → {last:.4g}. Loss network: {self.vgg_note}."]
@@ -292,13 +296,15 @@ def train(style_image: Any, content_images: Sequence[Any], *, steps: int = 2000,
     optimizer = torch.optim.Adam(net.parameters(), lr=float(lr))
 
     style_digest = hashlib.sha256(style.tobytes() + repr(style.size).encode()).hexdigest()[:16]
+    content_digest = hashlib.sha256(content.numpy().tobytes()).hexdigest()[:16]
     config = {"name": name, "image_size": image_size, "batch_size": batch_size, "content_weight": content_weight,
-              "style_weight": style_weight, "lr": lr, "seed": seed, "vgg": vgg_note, "style_digest": style_digest}
+              "style_weight": style_weight, "lr": lr, "seed": seed, "vgg": vgg_note, "style_digest": style_digest,
+              "content_digest": content_digest}
     history: dict[str, list[float]] = {"losses": [], "content_losses": [], "style_losses": []}
     start_step = 0
     state = read_checkpoint(folder) if resume else None
-    if state is not None and state.get("config", {}).get("style_digest") != style_digest:
-        report(0, steps, "The checkpoint found was trained on another style image; starting afresh.")
+    if state is not None and state.get("config") != config:  # resuming is only sound with identical settings
+        report(0, steps, "The checkpoint found was trained with other settings or images; starting afresh.")
         state = None
     if state is not None:
         _restore(folder, state, net, optimizer)
