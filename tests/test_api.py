@@ -85,3 +85,35 @@ def test_training_offline_says_why_instead_of_faking_a_style(client):
     failed = client.predict(rows[0][-1], api_name="/history_show")  # newest first: the refused training
     assert failed["params"]["name"] == "offline_try" and failed["status"] == "failed"
     assert "ImageNet VGG16" in failed["error"]
+
+
+def _sample_set(folder: Path, sigma: float, seed: int) -> list[Path]:
+    """Four 64 px crops of the bundled photos, with Gaussian noise of `sigma` (0 = the originals)."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index, name in enumerate(("astronaut", "chelsea", "coffee", "horse")):
+        with Image.open(ROOT / "assets" / "samples" / f"{name}.jpg") as photo:
+            crop = np.asarray(photo.convert("RGB"))[40:104, 40:104].astype(float)
+        noisy = np.clip(crop + rng.normal(0, sigma, crop.shape), 0, 255).astype(np.uint8) if sigma else crop
+        path = folder / f"img{index}.png"
+        Image.fromarray(noisy.astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_compare_endpoint_gives_verdicts_skips_missing_models_and_is_recorded(client, tmp_path):
+    a, b, ref = (_sample_set(tmp_path / name, sigma, seed) for name, sigma, seed in
+                 (("a", 3, 1), ("b", 40, 2), ("ref", 0, 0)))
+    files = lambda paths: [handle_file(str(path)) for path in paths]  # noqa: E731
+    summary, table, bars, scatter, per_image, downloads = client.predict(
+        files(a), [], "", files(b), [], "", files(ref), "", "", "Pair by order", ["ssim", "psnr", "fid"],
+        "fid-inception", "tiny:clip", "tiny:lpips", 200, 0, api_name="/compare")
+    rows = {row[0]: row for row in (table["data"] if isinstance(table, dict) else table)}
+    assert rows["SSIM"][5] == "A" and rows["PSNR (dB)"][5] == "A"  # less noise is truly closer
+    assert "needs model FID Inception v3" in summary and "FID" not in rows  # offline: skipped, not faked
+    assert bars and Path(bars).exists() and len(downloads) == 3
+    run_id = summary.rsplit("Run `", 1)[1].split("`")[0]
+    assert client.predict(run_id, api_name="/history_show")["tab"] == "Metrics / A-B"

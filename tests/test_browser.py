@@ -81,3 +81,26 @@ def test_the_session_made_no_outside_connection(page, outside_log):
     page.reload()
     page.get_by_text("Anime Style Lab").first.wait_for()
     assert not outside_log.exists() or outside_log.read_text() == "", outside_log.read_text()
+
+
+def test_compare_two_small_sets_and_see_table_and_plots(page, tmp_path):
+    from tests.test_api import _sample_set
+
+    _open_tab(page, "Metrics / A-B")
+    for label, (sigma, seed) in {"a": (3, 1), "b": (40, 2), "r": (0, 0)}.items():
+        paths = _sample_set(tmp_path / label, sigma, seed)
+        page.locator(f"#mt-files-{label} input[type=file]").set_input_files([str(p) for p in paths])
+        page.locator(f"#mt-files-{label}").get_by_text("img3").wait_for()
+    page.get_by_text("Options").click()
+    page.get_by_label("Pair by order").check()
+    inception = page.locator("#mt-inception input")
+    inception.click()
+    inception.fill("tiny")
+    page.get_by_role("option", name="Inception — tiny (test, random weights)").click()
+    page.locator("#mt-run").click()
+    page.locator("#mt-table").get_by_text("SSIM").first.wait_for()
+    page.locator("#mt-bars img").wait_for(state="visible")
+    page.locator("#mt-scatter img").wait_for(state="visible")
+    summary = page.locator("#mt-summary").inner_text()
+    assert "not real scores" in summary  # the tiny Inception's numbers are labelled, never shown as real
+    page.screenshot(path=str(ROOT / "assets" / "screenshot_metrics.png"), full_page=True)

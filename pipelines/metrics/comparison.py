@@ -1,0 +1,291 @@
+"""compare(): every chosen metric for set A against set B, with confidence intervals and plain verdicts.
+
+Features are computed once per network and set (features.FeatureCache) and shared by every metric that
+needs them. A metric whose network cannot be loaded is skipped with "needs model X: reason"; pixel
+metrics still run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipelines.core.jobs import ProgressCallback
+from pipelines.core.loader import ModelLoadError, is_test_model
+
+from . import features, formulas, stats
+from .imagesets import ImageSet, as_image_set, pair_indices
+from .report import TEST_NETWORK_NOTE, ComparisonReport, MetricRow
+
+DEFAULT_MODELS = {"inception": "fid-inception", "clip": "openai/clip-vit-base-patch32", "lpips": "lpips-alex"}
+REFERENCE_METRICS = {"fid", "kid", "cmmd", "clip_fid", "clip_i", "fid_per_image", "kl_per_image",
+                     "ssim", "psnr", "lpips"}
+PAIRED_PIXEL_METRICS = ("ssim", "psnr", "lpips")
+# Distribution metrics need a covariance or a kernel mean over each set: at least two images in every set.
+DISTRIBUTION_METRICS = {"fid", "kid", "cmmd", "clip_fid", "fid_per_image"}
+
+
+def default_metrics() -> list[str]:
+    return [key for key, info in formulas.METRIC_INFO.items() if info.default]
+
+
+class _Context:
+    """The sets, options and lazily extracted features of one comparison."""
+
+    def __init__(self, sets: dict[str, ImageSet], models: dict[str, str], prompts: list[str] | None,
+                 pairs: dict[str, list[tuple[int, int]]], n_bootstrap: int, seed: int) -> None:
+        self.sets, self.models, self.prompts, self.pairs = sets, models, prompts, pairs
+        self.n_bootstrap, self.seed = n_bootstrap, seed
+        # Set metrics recompute a distance per resample: capped (per-image means use n_bootstrap as given).
+        self.set_bootstrap = min(n_bootstrap, stats.SET_METRIC_BOOTSTRAP)
+        self.resized = False
+        self.truncated_prompts: list[int] = []
+
+    def inception(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+        pool, probabilities, resized = features.inception_features(self.sets[label].images, self.models["inception"])
+        self.resized |= resized
+        return pool, probabilities
+
+    def clip_images(self, label: str) -> np.ndarray:
+        return features.clip_image_embeddings(self.sets[label].images, self.models["clip"])
+
+    def clip_texts(self, count: int) -> np.ndarray:
+        prompts = self.prompts if len(self.prompts) != 1 else self.prompts * count
+        if len(prompts) != count:
+            raise ValueError(f"Give one prompt for every image ({count}) or a single prompt for all; got "
+                             f"{len(self.prompts)}.")
+        embeddings, truncated = features.clip_text_embeddings(list(prompts), self.models["clip"])
+        self.truncated_prompts = [index for index, flag in enumerate(truncated) if flag]
+        return embeddings
+
+
+def _row(key: str, diff: stats.DifferenceCI | None, *, model: str = "", a=None, b=None,
+         a_interval=None, b_interval=None) -> MetricRow:
+    info = formulas.METRIC_INFO[key]
+    row = MetricRow(key=key, name=info.name, definition=info.definition, higher_is_better=info.higher_is_better,
+                    a=a, b=b, a_interval=a_interval, b_interval=b_interval, model=model,
+                    test_model=bool(model) and is_test_model(model))
+    if diff is not None:
+        row.a, row.b, row.difference, row.low, row.high, row.paired = (diff.a, diff.b, diff.difference, diff.low,
+                                                                       diff.high, diff.paired)
+        row.a_interval, row.b_interval = diff.a_interval, diff.b_interval
+        row.verdict = stats.verdict(info, diff)
+        if diff.excludes_zero:  # the same test the verdict text uses
+            b_higher = diff.low > 0
+            row.better = "B" if b_higher == info.higher_is_better else "A"
+    if row.test_model:
+        row.verdict = f"{TEST_NETWORK_NOTE}. {row.verdict}".strip()
+    return row
+
+
+# ------------------------------------------------------------------------------------------ metric families
+def _reference_set_metric(ctx: _Context, key: str, extract: Callable[[str], np.ndarray],
+                          metric: Callable[[np.ndarray, np.ndarray], float], model: str) -> MetricRow:
+    fa, fb, fr = extract("A"), extract("B"), extract("reference")
+    diff = stats.set_difference_ci(metric, fa, fb, reference_feats=fr, n_bootstrap=ctx.set_bootstrap, seed=ctx.seed)
+    return _row(key, diff, model=model)
+
+
+# A partial of the formula itself (not a wrapper) lets the bootstrap use its shared-Gram shortcut.
+_kid = functools.partial(formulas.kernel_inception_distance, subsets=20)
+
+
+def _inception_score(probabilities: np.ndarray) -> float:
+    return formulas.inception_score(probabilities, splits=1)[0]
+
+
+def _is_row(ctx: _Context) -> MetricRow:
+    pa, pb = ctx.inception("A")[1], ctx.inception("B")[1]
+    diff = stats.set_difference_ci(_inception_score, pa, pb, n_bootstrap=ctx.set_bootstrap, seed=ctx.seed)
+    row = _row("is", diff, model=ctx.models["inception"])
+    row.a, row.b = (formulas.inception_score(p, splits=10)[0] for p in (pa, pb))  # the conventional 10 splits
+    return row
+
+
+def _per_image_inception(ctx: _Context) -> dict[str, dict[str, np.ndarray]]:
+    pool_r, prob_r = ctx.inception("reference")
+    mu, sigma = formulas.gaussian_stats(pool_r)
+    values = {}
+    for label in ("A", "B"):
+        pool, prob = ctx.inception(label)
+        values[label] = {"fid_per_image": formulas.per_image_fid(pool, mu, sigma),
+                         "kl_per_image": formulas.per_image_kl(prob, prob_r)}
+    return values
+
+
+def _clip_i_values(ctx: _Context) -> dict[str, np.ndarray]:
+    reference = ctx.clip_images("reference")
+    values = {}
+    for label in ("A", "B"):
+        embeddings = ctx.clip_images(label)
+        if ctx.pairs.get(label):  # each image against its own reference image
+            values[label] = np.array([embeddings[i] @ reference[j] for i, j in ctx.pairs[label]])
+        else:  # against the reference set's centroid direction (the style it shares)
+            centroid = reference.mean(axis=0)
+            values[label] = embeddings @ (centroid / np.linalg.norm(centroid))
+    return values
+
+
+def _clip_score_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
+    definition = "hessel" if key == "clip_score_hessel" else "clip"
+    values = {}
+    for label in ("A", "B"):
+        images = ctx.clip_images(label)
+        texts = ctx.clip_texts(len(images))
+        values[label] = formulas.clip_score(np.sum(images * texts, axis=1), definition)
+    return values
+
+
+def _pixel_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
+    reference = ctx.sets["reference"].images
+    values = {}
+    for label in ("A", "B"):
+        images = ctx.sets[label].images
+        pairs = ctx.pairs[label]
+        if key == "lpips":
+            values[label] = features.lpips_distances([images[i] for i, _ in pairs], [reference[j] for _, j in pairs],
+                                                     ctx.models["lpips"])
+        else:
+            fn = formulas.ssim if key == "ssim" else formulas.psnr
+            values[label] = np.array([fn(images[i], reference[j]) for i, j in pairs])
+    return values
+
+
+def _per_image_row(ctx: _Context, key: str, values: dict[str, np.ndarray], model: str = "") -> MetricRow:
+    paired = key in PAIRED_PIXEL_METRICS or (key == "clip_i" and bool(ctx.pairs.get("A")))
+    a, b = values["A"], values["B"]
+    if paired:  # align both on the reference images they share
+        shared = sorted({j for _, j in ctx.pairs["A"]} & {j for _, j in ctx.pairs["B"]})
+        by_ref_a = {j: a[n] for n, (_, j) in enumerate(ctx.pairs["A"])}
+        by_ref_b = {j: b[n] for n, (_, j) in enumerate(ctx.pairs["B"])}
+        a, b = np.array([by_ref_a[j] for j in shared]), np.array([by_ref_b[j] for j in shared])
+    finite = np.isfinite(a) & np.isfinite(b) if paired else None
+    if finite is not None and not finite.all():  # PSNR of identical images is +inf: leave those pairs out
+        a, b = a[finite], b[finite]
+    diff = stats.difference_ci(a[np.isfinite(a)], b[np.isfinite(b)], paired=paired, n_bootstrap=ctx.n_bootstrap,
+                               seed=ctx.seed)
+    return _row(key, diff, model=model)
+
+
+# ------------------------------------------------------------------------------------------ compare
+def _needs_reason(key: str, ctx: _Context) -> str | None:
+    has_reference = "reference" in ctx.sets
+    if key in REFERENCE_METRICS and not has_reference:
+        return "needs a reference set of real images"
+    if key in PAIRED_PIXEL_METRICS and not (ctx.pairs.get("A") and ctx.pairs.get("B")):
+        return "needs pairing (by file name or order) between A, B and the reference"
+    if key in ("clip_score", "clip_score_hessel") and not ctx.prompts:
+        return "needs prompts"
+    if key in DISTRIBUTION_METRICS and min(len(image_set) for image_set in ctx.sets.values()) < 2:
+        smallest = min(ctx.sets.values(), key=len)
+        return f"needs at least 2 images in every set (set {smallest.label} has {len(smallest)})"
+    if key == "nima":
+        return "needs model NIMA: no NIMA model is configured on this server"
+    return None
+
+
+def _compute(key: str, ctx: _Context, per_image: dict[str, dict[str, np.ndarray]]) -> MetricRow:
+    models = ctx.models
+    if key == "fid":
+        return _reference_set_metric(ctx, key, lambda s: ctx.inception(s)[0],
+                                     formulas.frechet_distance_from_features, models["inception"])
+    if key == "kid":
+        return _reference_set_metric(ctx, key, lambda s: ctx.inception(s)[0], _kid, models["inception"])
+    if key == "cmmd":
+        return _reference_set_metric(ctx, key, ctx.clip_images, formulas.mmd_rbf, models["clip"])
+    if key == "clip_fid":
+        return _reference_set_metric(ctx, key, ctx.clip_images, formulas.frechet_distance_from_features,
+                                     models["clip"])
+    if key == "is":
+        return _is_row(ctx)
+    if key in ("fid_per_image", "kl_per_image"):
+        if "fid_per_image" not in per_image.get("A", {}):
+            for label, values in _per_image_inception(ctx).items():
+                per_image.setdefault(label, {}).update(values)
+        return _per_image_row(ctx, key, {s: per_image[s][key] for s in ("A", "B")}, models["inception"])
+    if key == "clip_i":
+        values = _clip_i_values(ctx)
+    elif key in ("clip_score", "clip_score_hessel"):
+        values = _clip_score_values(ctx, key)
+    else:
+        values = _pixel_values(ctx, key)
+    model = models["lpips"] if key == "lpips" else models["clip"] if key.startswith("clip") else ""
+    paired = key in PAIRED_PIXEL_METRICS or (key == "clip_i" and bool(ctx.pairs.get("A")))
+    for label in ("A", "B"):
+        per_image.setdefault(label, {})[key] = _aligned(values[label], ctx.pairs[label] if paired else None,
+                                                        len(ctx.sets[label]))
+    return _per_image_row(ctx, key, values, model)
+
+
+def _aligned(values: np.ndarray, pairs: list[tuple[int, int]] | None, count: int) -> np.ndarray:
+    """Values in the set's image order; values computed per pair go to the pair's image (NaN if unpaired)."""
+    if not pairs:
+        return values
+    aligned = np.full(count, np.nan)
+    for n, (i, _) in enumerate(pairs or []):
+        aligned[i] = values[n]
+    return aligned
+
+
+def _per_image_table(sets: dict[str, ImageSet], per_image: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    table = []
+    for label in ("A", "B"):
+        for index, name in enumerate(sets[label].names):
+            entry: dict[str, Any] = {"set": label, "image": name}
+            for key, values in per_image.get(label, {}).items():
+                value = float(values[index])
+                entry[key] = None if np.isnan(value) else value
+            table.append(entry)
+    return table
+
+
+def compare(set_a, set_b, reference=None, prompts: list[str] | None = None,
+            pairs: str | list[tuple[int, int]] | None = None, metrics: list[str] | None = None,
+            n_bootstrap: int = 1000, seed: int = 0, *, models: dict[str, str] | None = None,
+            allow_folders: bool | None = None, callback: ProgressCallback | None = None) -> ComparisonReport:
+    """Compare set A with set B (image paths, zips, "run:ID", folders when allowed, arrays or ImageSets).
+
+    reference: real images (needed by FID, KID, CMMD, CLIP-FID, CLIP-I, per-image FID/KL and, with pairs,
+    SSIM/PSNR/LPIPS). pairs: "name" or "order" pairs A and B each with the reference (paired metrics),
+    or explicit (i, j) index pairs used for both. Every metric that cannot run is listed in `skipped`.
+    """
+    sets = {"A": as_image_set(set_a, "A", allow_folders), "B": as_image_set(set_b, "B", allow_folders)}
+    if reference is not None:
+        sets["reference"] = as_image_set(reference, "reference", allow_folders)
+    chosen = list(dict.fromkeys(metrics or default_metrics()))
+    unknown = [key for key in chosen if key not in formulas.METRIC_INFO]
+    if unknown:
+        raise ValueError(f"Unknown metrics {unknown}; choose from {sorted(formulas.METRIC_INFO)}.")
+    pair_map = {}
+    if pairs is not None and "reference" in sets:
+        pair_map = {label: pair_indices(sets[label], sets["reference"], pairs) for label in ("A", "B")}
+    ctx = _Context(sets, {**DEFAULT_MODELS, **(models or {})}, list(prompts) if prompts else None, pair_map,
+                   int(n_bootstrap), int(seed))
+    rows, skipped, per_image = [], {}, {}
+    for step, key in enumerate(chosen, start=1):
+        if callback is not None:
+            callback(step, len(chosen), f"Computing {formulas.METRIC_INFO[key].name}")
+        reason = _needs_reason(key, ctx)
+        if reason:
+            skipped[key] = reason
+            continue
+        try:
+            rows.append(_compute(key, ctx, per_image))
+        except ModelLoadError as err:
+            skipped[key] = str(err)
+    warnings = stats.warnings_for(len(sets["A"]), len(sets["B"]), [row.key for row in rows], ctx.resized,
+                                  n_reference=len(sets["reference"]) if "reference" in sets else None)
+    warnings += [f"Set {s.label}: skipped {item}" for s in sets.values() for item in s.skipped]
+    warnings += [f"Set {s.label}: {s.downscaled} images larger than the limit were downscaled"
+                 for s in sets.values() if s.downscaled]
+    if ctx.truncated_prompts:
+        warnings.append(f"{len(ctx.truncated_prompts)} prompts are longer than CLIP's 77 tokens and were cut.")
+    scatter = {label: {"kl": values["kl_per_image"].tolist(), "fid": values["fid_per_image"].tolist()}
+               for label, values in per_image.items() if {"kl_per_image", "fid_per_image"} <= set(values)}
+    models_used = sorted({row.model for row in rows if row.model})
+    return ComparisonReport(rows=rows, per_image=_per_image_table(sets, per_image), warnings=warnings,
+                            skipped=skipped, scatter=scatter, sizes={k: len(v) for k, v in sets.items()},
+                            models=[{"id": m, "test_model": is_test_model(m)} for m in models_used])

@@ -1,0 +1,686 @@
+"""Feature networks for the metrics: Inception (FID, KID, IS, per-image FID/KL), CLIP (CMMD, CLIP score,
+CLIP-I) and LPIPS — loaded through the core loader, run in batches, and cached per image set.
+
+* Images are uint8 HxWx3 arrays (grey and RGBA are converted; float arrays must be in [0, 1]).
+* Inception inputs are resized to 299x299 the clean-fid way (`clean_resize`: PIL bicubic on each channel in
+  float, clipped to [0, 255]), never by the network and never through JPEG.
+* LPIPS inputs are mapped to [-1, 1] here, from uint8 [0, 255] or float [0, 1]; the user never does it.
+* Features are computed once per (network kind, source, set content hash) and kept in `FEATURE_CACHE`.
+* A network that cannot be loaded raises ModelLoadError("needs model X: reason"); callers skip its metrics.
+* "tiny:…" sources are random-weight test networks: their numbers are noise, never real scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.core import loader, settings
+from pipelines.core.jobs import atomic_path
+from pipelines.core.loader import ModelLoadError
+
+DEFAULT_BATCH_SIZE = 32
+INCEPTION_SIZE = (299, 299)
+TINY_LABEL = "tiny (test, random weights)"
+LPIPS_ARCHITECTURE = "lpips"
+LPIPS_MIN_SIDE = 31  # AlexNet's second max pool needs at least this many pixels
+LPIPS_BATCH_PIXELS = 16 * 2**20  # images of a batch together (bounds the backbone's activations)
+TINY_LPIPS_VERSION = 1
+# torchvision's AlexNet_Weights.IMAGENET1K_V1 (what torchmetrics' LPIPS downloads for its backbone).
+ALEXNET_WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+
+
+# ---------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class FeatureNetwork:
+    kind: str  # "inception", "clip" or "lpips"
+    source: str  # what load_feature_network() takes
+    name: str  # the model named in "needs model NAME: reason"
+    label: str  # what a dropdown shows
+    test_model: bool  # random weights: never a real score
+
+
+KIND_NAMES = {"inception": "Inception network", "clip": "CLIP model", "lpips": "LPIPS network"}
+
+NETWORKS: dict[str, dict[str, FeatureNetwork]] = {
+    "inception": {
+        "fid-inception": FeatureNetwork("inception", "fid-inception", "FID Inception v3",
+                                        "FID Inception v3 (pytorch-fid / TensorFlow weights)", False),
+        "tiny:inception": FeatureNetwork("inception", "tiny:inception", "FID Inception v3 (tiny test network)",
+                                         f"Inception — {TINY_LABEL}", True),
+    },
+    "clip": {
+        "openai/clip-vit-base-patch32": FeatureNetwork(
+            "clip", "openai/clip-vit-base-patch32", "CLIP ViT-B/32 (openai/clip-vit-base-patch32)",
+            "CLIP ViT-B/32 (openai/clip-vit-base-patch32)", False),
+        "tiny:clip": FeatureNetwork("clip", "tiny:clip", "CLIP (tiny test model)", f"CLIP — {TINY_LABEL}", True),
+    },
+    "lpips": {
+        "lpips-alex": FeatureNetwork("lpips", "lpips-alex", "LPIPS (AlexNet)",
+                                     "LPIPS (AlexNet backbone, linear weights from torchmetrics)", False),
+        "tiny:lpips": FeatureNetwork("lpips", "tiny:lpips", "LPIPS (tiny test network)",
+                                     f"LPIPS — {TINY_LABEL}: random AlexNet backbone", True),
+    },
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in NETWORKS:
+        raise ValueError(f"Unknown feature network kind {kind!r}; known: {', '.join(NETWORKS)}.")
+
+
+def network_for(kind: str, source: str) -> FeatureNetwork:
+    """The registry entry for `source`, or an entry describing a user-given hub id or folder."""
+    _check_kind(kind)
+    if source in NETWORKS[kind]:
+        return NETWORKS[kind][source]
+    test = loader.is_test_model(source)
+    name = f"{KIND_NAMES[kind]} '{source}'"
+    return FeatureNetwork(kind, source, name, f"{name} — {TINY_LABEL}" if test else name, test)
+
+
+def network_label(kind: str, source: str) -> str:
+    return network_for(kind, source).label
+
+
+def is_test_network(source: str) -> bool:
+    return loader.is_test_model(str(source))
+
+
+def is_downloaded(kind: str, source: str) -> bool | None:
+    """Whether a known network's weights are already here (None when it cannot be told without loading)."""
+    if kind == "inception" and source == "fid-inception":
+        return _ready(fid_inception_folder())
+    if kind == "lpips" and source == "lpips-alex":
+        return _lpips_alex_ready()
+    if kind == "clip" and not loader.is_test_model(source) and not Path(source).exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            return isinstance(try_to_load_from_cache(source, "config.json"), str)
+        except Exception:  # an id the hub library rejects: unknown
+            return None
+    return True if loader.is_test_model(source) else None
+
+
+def network_choices(kind: str) -> list[tuple[str, str]]:
+    """(label, source) pairs for a dropdown: real networks first, then the tiny test ones."""
+    _check_kind(kind)
+    choices = []
+    for entry in sorted(NETWORKS[kind].values(), key=lambda item: item.test_model):
+        label = entry.label
+        if not entry.test_model and is_downloaded(kind, entry.source) is False:
+            label += " (downloads on first use)"
+        choices.append((label, entry.source))
+    return choices
+
+
+def _reason_of(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    # the loader's "Could not load the model 'X': reason." and "Could not load 'X': reason."
+    if text.startswith(("Could not load the model '", "Could not load '")) and "': " in text:
+        text = text.split("': ", 1)[1]
+    return text.rstrip(".")
+
+
+def needs_model_message(kind: str, source: str, err: BaseException | str) -> str:
+    """The plain "needs model X: reason" message for a network that cannot be loaded."""
+    text = str(err).strip()
+    if text.startswith("needs model "):
+        return text.rstrip(".")
+    reason = err if isinstance(err, str) else _reason_of(err)
+    return f"needs model {network_for(kind, source).name}: {str(reason).rstrip('.')}"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _float32() -> Any:
+    import torch
+
+    return torch.float32  # metrics are defined in float32 (never fp16, even on a GPU)
+
+
+def load_feature_network(kind: str, source: str) -> Any:
+    """The network of `kind` from `source`, through the core loader (and its cache).
+
+    inception -> module returning {"pool", "logits"}; clip -> (CLIPModel, CLIPProcessor); lpips -> module
+    taking two [-1, 1] batches. Raises ModelLoadError("needs model X: reason") when it cannot be had.
+    """
+    _check_kind(kind)
+    source = str(source)
+    try:
+        if kind == "inception":
+            return _load_inception(source)
+        if kind == "clip":
+            model = loader.load_model("transformers", source, class_name="CLIPModel", dtype=_float32())
+            processor = loader.load_model("transformers", source, class_name="CLIPProcessor")
+            return model, processor
+        return _load_lpips(source)
+    except Exception as err:
+        raise ModelLoadError(needs_model_message(kind, source, err)) from err
+
+
+def _load_inception(source: str) -> Any:
+    if source == "fid-inception":
+        from . import fid_inception
+
+        source = str(fid_inception.ensure_fid_inception())
+    else:
+        from . import fid_inception  # noqa: F401  (registers the architecture for user folders)
+    return loader.load_model("torch_module", source, dtype=_float32())
+
+
+def _model_device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------- feature cache
+class FeatureCache:
+    """Features by (network kind, source, set content hash), computed once and shared; thread safe.
+
+    Least recently used entries are dropped beyond `budget_bytes`. Cached arrays are read-only.
+    """
+
+    def __init__(self, budget_bytes: int = 1 << 30) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[tuple[str, str, str], tuple[Any, int]] = OrderedDict()
+        self._lock = threading.RLock()
+        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._computed: dict[str, int] = {}
+
+    def get_or_compute(self, kind: str, source: str, content_hash: str, compute: Callable[[], Any]) -> Any:
+        key = (kind, str(source), content_hash)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # two requests for the same features compute them once
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    return self._entries[key][0]
+            try:
+                value = _read_only(compute())
+            finally:
+                with self._lock:
+                    self._key_locks.pop(key, None)
+            with self._lock:
+                self._computed[kind] = self._computed.get(kind, 0) + 1
+                self._entries[key] = (value, _nbytes(value))
+                self._evict(keep=key)
+            return value
+
+    def _evict(self, keep: tuple[str, str, str]) -> None:
+        while self.used_bytes() > self.budget_bytes and len(self._entries) > 1:
+            oldest = next(iter(self._entries))
+            if oldest == keep:
+                break
+            self._entries.pop(oldest)
+
+    def computed(self, kind: str) -> int:
+        """How many times features of `kind` were computed (cache misses) since the last clear()."""
+        with self._lock:
+            return self._computed.get(kind, 0)
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._entries.values())
+
+    def __contains__(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._computed.clear()
+
+
+def _read_only(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        value.setflags(write=False)
+    elif isinstance(value, tuple):
+        for item in value:
+            _read_only(item)
+    return value
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(item) for item in value)
+    return 64
+
+
+FEATURE_CACHE = FeatureCache()
+
+
+def set_hash(images: Sequence[np.ndarray]) -> str:
+    """sha256 of every image's dtype, shape and bytes, in order: the key of a set's features."""
+    digest = hashlib.sha256(f"{len(images)}".encode())
+    for image in images:
+        array = np.ascontiguousarray(image)
+        digest.update(f"|{array.dtype.str}{array.shape}|".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _text_hash(prompts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- images
+def _rgb(image: np.ndarray, index: int) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"Image {index + 1} has shape {array.shape}; expected height x width x 3 (RGB).")
+    return array
+
+
+def _unit_float(image: np.ndarray, index: int) -> np.ndarray:
+    """An RGB image as float64 in [0, 1]: uint8 is divided by 255, floats must already be in [0, 1]."""
+    array = _rgb(image, index)
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"Image {index + 1} is {array.dtype}; give uint8 [0, 255] or float [0, 1] images.")
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(f"Image {index + 1} is a float image outside [0, 1]; give floats in [0, 1] or uint8 "
+                         "images in [0, 255].")
+    return array.astype(np.float64)
+
+
+def _uint8(image: np.ndarray, index: int) -> np.ndarray:
+    array = _rgb(image, index)
+    if array.dtype == np.uint8:
+        return array
+    return np.round(_unit_float(array, index) * 255.0).astype(np.uint8)
+
+
+def _check_nonempty(images: Sequence[Any], what: str = "images") -> None:
+    if len(images) == 0:
+        raise ValueError(f"No {what} to compute features of.")
+
+
+def clean_resize(image_uint8: np.ndarray, size: tuple[int, int] = INCEPTION_SIZE) -> tuple[np.ndarray, bool]:
+    """Resize like clean-fid's make_resizer("PIL", False, "bicubic", size): each channel as a 32-bit float
+    PIL image, bicubic (antialiased when shrinking), clipped to [0, 255], never quantised.
+
+    `size` is (width, height) as PIL takes it. Returns (float32 HxWx3 array in [0, 255], resized); an image
+    already of that size comes back unchanged (as float32) with resized False.
+    """
+    from PIL import Image
+
+    image = np.asarray(image_uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"clean_resize needs a height x width x 3 image, not shape {image.shape}.")
+    width, height = int(size[0]), int(size[1])
+    if image.shape[:2] == (height, width):
+        return image.astype(np.float32), False
+    channels = []
+    for channel in range(3):
+        plane = Image.fromarray(np.ascontiguousarray(image[:, :, channel], dtype=np.float32))  # mode "F"
+        resized = plane.resize((width, height), resample=Image.Resampling.BICUBIC)
+        channels.append(np.asarray(resized, dtype=np.float32).clip(0, 255))
+    return np.stack(channels, axis=2), True
+
+
+def _batches(count: int, batch_size: int) -> list[range]:
+    size = max(1, int(batch_size))
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+# ---------------------------------------------------------------------------------------------- Inception
+def inception_features(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE
+                       ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(pool N x 2048 float64, softmax probabilities N x 1008 float64, whether any image was resized).
+
+    Images are clean-resized to 299x299 first; cached per (source, set content).
+    """
+    _check_nonempty(images)
+    rgb = [_uint8(image, index) for index, image in enumerate(images)]
+
+    def compute() -> tuple[np.ndarray, np.ndarray, bool]:
+        import torch
+
+        model = load_feature_network("inception", source)
+        device = _model_device(model)
+        pools, probabilities, resized = [], [], False
+        with torch.inference_mode():
+            for batch in _batches(len(rgb), batch_size):
+                arrays = []
+                for index in batch:
+                    array, was_resized = clean_resize(rgb[index])
+                    arrays.append(array)
+                    resized |= was_resized
+                x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device) / 255.0
+                out = model(x)
+                if not isinstance(out, dict) or "pool" not in out or "logits" not in out:
+                    raise ModelLoadError(needs_model_message("inception", source, "it does not give Inception "
+                                                             "pool features and logits"))
+                pools.append(out["pool"].double().cpu().numpy())
+                probabilities.append(torch.softmax(out["logits"].double(), dim=1).cpu().numpy())
+        return np.concatenate(pools), np.concatenate(probabilities), resized
+
+    return FEATURE_CACHE.get_or_compute("inception", source, set_hash(rgb), compute)
+
+
+# ---------------------------------------------------------------------------------------------- CLIP
+def _projected(output: Any) -> Any:
+    """get_image/text_features return a tensor (transformers 4) or an output whose pooler_output is it (5)."""
+    import torch
+
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.maximum(norms, 1e-12)
+
+
+def clip_image_embeddings(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE
+                          ) -> np.ndarray:
+    """CLIP image embeddings, N x D float64, L2-normalised; cached per (source, set content)."""
+    _check_nonempty(images)
+    rgb = [_uint8(image, index) for index, image in enumerate(images)]
+
+    def compute() -> np.ndarray:
+        import torch
+
+        model, processor = load_feature_network("clip", source)
+        device = _model_device(model)
+        chunks = []
+        with torch.inference_mode():
+            for batch in _batches(len(rgb), batch_size):
+                inputs = processor.image_processor([rgb[index] for index in batch], return_tensors="pt",
+                                                   input_data_format="channels_last")
+                pixels = inputs["pixel_values"].to(device=device, dtype=torch.float32)
+                chunks.append(_projected(model.get_image_features(pixel_values=pixels)).double().cpu().numpy())
+        return _unit_rows(np.concatenate(chunks))
+
+    return FEATURE_CACHE.get_or_compute("clip", source, set_hash(rgb), compute)
+
+
+def _context_length(model: Any, tokenizer: Any) -> int:
+    length = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None) or 77
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < length:
+        length = model_max
+    return int(length)
+
+
+def clip_text_embeddings(prompts: Sequence[str], source: str, batch_size: int = DEFAULT_BATCH_SIZE
+                         ) -> tuple[np.ndarray, list[bool]]:
+    """(CLIP text embeddings N x D float64 L2-normalised, per prompt whether it was longer than CLIP's context
+    (77 tokens with the start and end tokens) and so was cut)."""
+    _check_nonempty(prompts, "prompts")
+    texts = [str(prompt) for prompt in prompts]
+
+    def compute() -> tuple[np.ndarray, tuple[bool, ...]]:
+        import torch
+
+        model, processor = load_feature_network("clip", source)
+        tokenizer = processor.tokenizer
+        device = _model_device(model)
+        length = _context_length(model, tokenizer)
+        counts = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+        truncated = tuple(count > length for count in counts)
+        chunks = []
+        with torch.inference_mode():
+            for batch in _batches(len(texts), batch_size):
+                tokens = tokenizer([texts[index] for index in batch], padding="max_length", truncation=True,
+                                   max_length=length, return_tensors="pt")
+                tokens = {key: value.to(device) for key, value in tokens.items()
+                          if key in ("input_ids", "attention_mask")}
+                chunks.append(_projected(model.get_text_features(**tokens)).double().cpu().numpy())
+        return _unit_rows(np.concatenate(chunks)), truncated
+
+    embeddings, truncated = FEATURE_CACHE.get_or_compute("clip_text", source, _text_hash(texts), compute)
+    return embeddings, list(truncated)
+
+
+# ---------------------------------------------------------------------------------------------- LPIPS
+def make_lpips(config: dict[str, Any], state_dict: dict[str, Any] | None = None) -> Any:
+    """The `lpips` architecture: torchmetrics' LPIPS module (backbone + linear layers), built without any
+    download; its weights come from `state_dict`. Forward(in0, in1) takes Bx3xHxW batches in [-1, 1]."""
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    net = str(config.get("net", "alex"))
+    module = _NoTrainLpips(pretrained=False, net=net, pnet_rand=True, use_dropout=True, eval_mode=True)
+    if state_dict is not None:
+        result = module.load_state_dict(state_dict, strict=False)
+        missing = [key for key in result.missing_keys if not key.startswith("lins.")]  # aliases of lin0…
+        if missing or result.unexpected_keys:
+            raise ValueError(f"the weights do not fit LPIPS ({net}): missing {missing[:3]}, unexpected "
+                             f"{result.unexpected_keys[:3]}")
+    return module.eval()
+
+
+loader.register_architecture(LPIPS_ARCHITECTURE, make_lpips)
+
+
+def _lpips_state(module: Any) -> dict[str, Any]:
+    """The module's tensors without the `lins.N` aliases (safetensors refuses shared tensors)."""
+    return {key: value.detach().contiguous() for key, value in module.state_dict().items()
+            if not key.startswith("lins.")}
+
+
+def _packaged_lpips_linear_weights(net: str) -> dict[str, Any]:
+    """The LPIPS linear-layer weights torchmetrics ships (a few KB), read with weights_only=True."""
+    import torch
+    from torchmetrics.functional.image import lpips as tm_lpips
+
+    path = Path(tm_lpips.__file__).parent / "lpips_models" / f"{net}.pth"
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _save_lpips(module: Any, folder: Path, config: dict[str, Any]) -> Path:
+    from pipelines.core.safeweights import save_safetensors
+
+    metadata = {key: str(value) for key, value in config.items()}
+    save_safetensors(_lpips_state(module), folder / "model.safetensors", metadata)
+    with atomic_path(folder / "config.json") as tmp:  # written last: marks a finished folder
+        tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def fid_inception_folder() -> Path:
+    """Where fid_inception.ensure_fid_inception() keeps the converted weights (same path as its weights_folder)."""
+    return settings.cache_dir() / "metrics" / "fid-inception"
+
+
+def _ready(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
+_LPIPS_LOCK = threading.Lock()
+
+
+def tiny_lpips_folder() -> Path:
+    return settings.cache_dir() / "tiny" / f"lpips-v{TINY_LPIPS_VERSION}"
+
+
+def ensure_tiny_lpips() -> Path:
+    """The tiny test LPIPS: the same computation with a random-weight AlexNet backbone (seeded, no download)
+    and torchmetrics' linear weights; built once into a temporary folder, then renamed."""
+    target = tiny_lpips_folder()
+    if _ready(target):
+        return target
+    with _LPIPS_LOCK:
+        if _ready(target):
+            return target
+        import torch
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                module = make_lpips({"net": "alex"})
+            module.load_state_dict(_packaged_lpips_linear_weights("alex"), strict=False)
+            _save_lpips(module, tmp, {"architecture": LPIPS_ARCHITECTURE, "net": "alex", "backbone": "random",
+                                      "test_model": True, "label": TINY_LABEL})
+            os.chmod(tmp, 0o755)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not _ready(target):  # another process finished first: keep theirs
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def lpips_alex_folder() -> Path:
+    return settings.cache_dir() / "metrics" / "lpips-alex"
+
+
+def _torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch when it is not loaded yet (dropdowns are built at start-up)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    default = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "torch"
+    return Path(os.environ.get("TORCH_HOME", default)).expanduser() / "hub"
+
+
+def _torch_hub_alexnet_file() -> Path:
+    """Where torchvision keeps the AlexNet weights it downloaded (used when already there)."""
+    return _torch_hub_dir() / "checkpoints" / Path(ALEXNET_WEIGHTS_URL).name
+
+
+def _lpips_alex_ready() -> bool:
+    return _ready(lpips_alex_folder()) or _torch_hub_alexnet_file().is_file()
+
+
+def _alexnet_backbone_state(alexnet: dict[str, Any], module: Any) -> dict[str, Any]:
+    """torchvision AlexNet `features.I.*` tensors renamed to LPIPS's `net.sliceK.I.*`."""
+    slice_of = {}
+    for slice_name, child in module.net.named_children():
+        for index, _ in child.named_children():
+            slice_of[index] = slice_name
+    state = {}
+    for key, value in alexnet.items():
+        parts = key.split(".")
+        if parts[0] == "features" and parts[1] in slice_of:
+            state[f"net.{slice_of[parts[1]]}.{'.'.join(parts[1:])}"] = value
+    return state
+
+
+def ensure_lpips_alex() -> Path:
+    """LPIPS with the real AlexNet backbone (torchvision's ImageNet weights, taken from torch's hub cache or
+    downloaded once when online, read with weights_only=True) and torchmetrics' linear weights, converted to
+    safetensors under settings.cache_dir()/metrics/lpips-alex/."""
+    folder = lpips_alex_folder()
+    if _ready(folder):
+        return folder
+    with _LPIPS_LOCK:
+        if _ready(folder):
+            return folder
+        from . import fid_inception
+
+        name = NETWORKS["lpips"]["lpips-alex"].name
+        url = ALEXNET_WEIGHTS_URL
+        cached = _torch_hub_alexnet_file()
+        if cached.is_file():
+            try:
+                alexnet = fid_inception.read_pth_state_dict(cached)
+            except Exception as err:
+                raise ModelLoadError(f"needs model {name}: the AlexNet weights in {cached} are not usable "
+                                     f"({err})") from err
+        else:
+            prefix = Path(url).stem.rsplit("-", 1)[-1]  # torchvision names carry a sha256 prefix
+            alexnet = fid_inception.fetch_known_weights(url, name, sha256_prefix=prefix, max_bytes=300 * 2**20)
+        module = make_lpips({"net": "alex"})
+        backbone = _alexnet_backbone_state(alexnet, module)
+        if len(backbone) != 10:
+            raise ModelLoadError(f"needs model {name}: the AlexNet weights from {url} do not have the expected "
+                                 "layers")
+        module.load_state_dict({**backbone, **_packaged_lpips_linear_weights("alex")}, strict=False)
+        return _save_lpips(module, folder, {"architecture": LPIPS_ARCHITECTURE, "net": "alex",
+                                            "backbone": url, "test_model": False})
+
+
+def _load_lpips(source: str) -> Any:
+    if source == "lpips-alex":
+        source = str(ensure_lpips_alex())
+    elif source == "tiny:lpips":
+        source = str(ensure_tiny_lpips())
+    return loader.load_model("torch_module", source, dtype=_float32())
+
+
+def _signed_unit(images: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
+    result = []
+    for index, image in enumerate(images):
+        try:
+            unit = _unit_float(image, index)
+        except ValueError as err:
+            raise ValueError(f"Set {which}: {err}") from err
+        result.append(unit * 2.0 - 1.0)  # [0, 1] -> [-1, 1], what LPIPS expects
+    return result
+
+
+def lpips_distances(images_a: Sequence[np.ndarray], images_b: Sequence[np.ndarray], source: str,
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """LPIPS distance of each pair (images_a[i], images_b[i]), float64 (N,); 0 for identical images.
+
+    Inputs are uint8 [0, 255] or float [0, 1]; this function maps them to [-1, 1]. The two images of a pair
+    must have the same size (ValueError otherwise); different pairs may differ in size.
+    """
+    if len(images_a) != len(images_b):
+        raise ValueError(f"LPIPS compares pairs: got {len(images_a)} and {len(images_b)} images.")
+    _check_nonempty(images_a)
+    a, b = _signed_unit(images_a, "A"), _signed_unit(images_b, "B")
+    for index, (first, second) in enumerate(zip(a, b, strict=True)):
+        if first.shape != second.shape:
+            raise ValueError(f"Pair {index + 1}: the images differ in size ({first.shape[1]}x{first.shape[0]} and "
+                             f"{second.shape[1]}x{second.shape[0]}); LPIPS compares images of the same size.")
+        if min(first.shape[:2]) < LPIPS_MIN_SIDE:
+            raise ValueError(f"Pair {index + 1}: the images are {first.shape[1]}x{first.shape[0]}; LPIPS needs at "
+                             f"least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} pixels.")
+
+    def compute() -> np.ndarray:
+        import torch
+
+        model = load_feature_network("lpips", source)
+        device = _model_device(model)
+        distances = np.zeros(len(a), dtype=np.float64)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(a):
+            by_shape.setdefault(image.shape, []).append(index)
+        with torch.inference_mode():
+            for shape, indices in by_shape.items():
+                per_batch = max(1, min(int(batch_size), LPIPS_BATCH_PIXELS // (shape[0] * shape[1])))
+                for batch in _batches(len(indices), per_batch):
+                    chosen = [indices[n] for n in batch]
+                    first = torch.from_numpy(np.stack([a[i] for i in chosen])).permute(0, 3, 1, 2)
+                    second = torch.from_numpy(np.stack([b[i] for i in chosen])).permute(0, 3, 1, 2)
+                    value = model(first.to(device, torch.float32), second.to(device, torch.float32))
+                    distances[chosen] = value.reshape(len(chosen)).double().cpu().numpy()
+        return distances
+
+    key = hashlib.sha256((set_hash(images_a) + set_hash(images_b)).encode()).hexdigest()
+    return FEATURE_CACHE.get_or_compute("lpips", source, key, compute)

@@ -1,0 +1,137 @@
+"""Image sets for comparison: from files, zips, History runs or (admin-enabled) folders, and their pairing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.core.archives import IMAGE_SUFFIXES, ArchiveError, extract_images
+from pipelines.core.images import ImageInputError, load_image, to_array
+
+RUN_PREFIX = "run:"
+MAX_IMAGES = 5000
+MAX_SIDE = 1024  # long side kept for metrics; larger inputs are downscaled (and flagged)
+ENV_ALLOW_FOLDERS = "ASL_ALLOW_FOLDER_INPUTS"
+
+
+@dataclass
+class ImageSet:
+    """uint8 H×W×3 images with the names used for pairing (file stems), and what was skipped and why."""
+
+    label: str
+    images: list[np.ndarray]
+    names: list[str]
+    skipped: list[str] = field(default_factory=list)
+    downscaled: int = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        for image in self.images:
+            digest.update(repr(image.shape).encode())
+            digest.update(image.tobytes())
+        return digest.hexdigest()
+
+
+def folders_allowed() -> bool:
+    """Folder paths read the server's disk, so they are off unless the host switches them on."""
+    return os.environ.get(ENV_ALLOW_FOLDERS, "").lower() in ("1", "true", "yes", "on")
+
+
+def _expand(source: str | os.PathLike, work_dir: Path, skipped: list[str], allow_folders: bool) -> list[Path]:
+    text = str(source)
+    if text.startswith(RUN_PREFIX):
+        from pipelines.core.records import default_store
+
+        record = default_store().get(text.removeprefix(RUN_PREFIX))
+        if record is None:
+            raise ValueError(f"No run with id {text.removeprefix(RUN_PREFIX)!r} in History.")
+        return [Path(path) for path in record.outputs if Path(path).suffix.lower() in IMAGE_SUFFIXES]
+    path = Path(text)
+    if path.is_dir():
+        if not allow_folders:
+            raise ValueError(f"Folder paths are switched off on this server ({path.name}); upload files or a zip.")
+        return sorted(item for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES)
+    if path.suffix.lower() == ".zip":
+        paths, notes = extract_images(path, Path(tempfile.mkdtemp(prefix="zip-", dir=work_dir)))
+        skipped += [f"{path.name}: {note}" for note in notes]
+        return paths
+    return [path]
+
+
+def _stem(path: Path) -> str:
+    stem = path.stem
+    return stem.split("_", 1)[1] if stem[:5].isdigit() and "_" in stem else stem  # zip entries get an index
+
+
+def load_image_set(sources: list | str | os.PathLike, label: str, max_side: int = MAX_SIDE,
+                   allow_folders: bool | None = None) -> ImageSet:
+    """Read every usable image of `sources` (files, zips, "run:ID", folders when allowed).
+
+    Folders are allowed when `allow_folders` is True, or when it is None and the server enables them.
+
+    Unreadable files are skipped with a reason; a set with no usable image raises ValueError.
+    """
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources or [])
+    images, names, skipped, downscaled = [], [], [], 0
+    allow_folders = folders_allowed() if allow_folders is None else allow_folders
+    with tempfile.TemporaryDirectory(prefix="asl-set-") as folder:
+        paths: list[Path] = []
+        for source in items:
+            try:
+                paths += _expand(source, Path(folder), skipped, allow_folders)
+            except ArchiveError as err:
+                skipped.append(str(err))
+        if len(paths) > MAX_IMAGES:
+            raise ValueError(f"Set {label} has {len(paths)} images; the limit is {MAX_IMAGES}.")
+        for path in paths:
+            try:
+                image = load_image(path)
+                if max(image.size) > max_side:
+                    image, downscaled = load_image(path, max_side=max_side), downscaled + 1
+            except ImageInputError as err:
+                skipped.append(str(err))
+                continue
+            images.append(to_array(image))
+            names.append(_stem(path))
+    if not images:
+        reason = "; ".join(skipped[:5]) if skipped else "no files were given"
+        raise ValueError(f"Set {label} has no usable images ({reason}).")
+    return ImageSet(label, images, names, skipped, downscaled)
+
+
+def as_image_set(value, label: str, allow_folders: bool | None = None) -> ImageSet:
+    if isinstance(value, ImageSet):
+        return value
+    if isinstance(value, np.ndarray) or (isinstance(value, list) and value and isinstance(value[0], np.ndarray)):
+        arrays = [value] if isinstance(value, np.ndarray) else value
+        return ImageSet(label, [np.asarray(a, dtype=np.uint8) for a in arrays], [str(i) for i in range(len(arrays))])
+    return load_image_set(value, label, allow_folders=allow_folders)
+
+
+def pair_indices(a: ImageSet, b: ImageSet, pairing: str | list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Pairs of (index in a, index in b): by file name, by order, or given explicitly."""
+    if isinstance(pairing, list):
+        bad = [(i, j) for i, j in pairing if not (0 <= i < len(a) and 0 <= j < len(b))]
+        if bad:
+            raise ValueError(f"Pairs refer to images that do not exist: {bad[:3]}.")
+        return pairing
+    if pairing == "order":
+        if len(a) != len(b):
+            raise ValueError(f"Pairing by order needs sets of equal size; {a.label} has {len(a)} images and "
+                             f"{b.label} has {len(b)}.")
+        return [(i, i) for i in range(len(a))]
+    if pairing == "name":
+        index_b = {name: j for j, name in enumerate(b.names)}
+        pairs = [(i, index_b[name]) for i, name in enumerate(a.names) if name in index_b]
+        if not pairs:
+            raise ValueError(f"No file names are shared by {a.label} and {b.label}, so no pairs can be formed.")
+        return pairs
+    raise ValueError(f"Unknown pairing {pairing!r}: use 'name' or 'order'.")

@@ -1,0 +1,171 @@
+"""Metrics / A-B tab: compare two image sets with trustworthy metrics, intervals and plain verdicts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+from pipelines.core.gpu import gpu_task
+
+from .common import MODEL_WORK, friendly_errors
+
+PAIRING = {"No pairing": None, "Pair by file name": "name", "Pair by order": "order"}
+TABLE_HEADERS = ["Metric", "A", "B", "B − A", "95% interval of B − A", "Better", "Which way is better", "Verdict",
+                 "Definition"]
+INTRO = ("Upload two sets of images (**A** and **B**) — files or a zip, or pick runs from History — and, for "
+         "most metrics, a **reference** set of real images. Every number comes with a 95% bootstrap interval; "
+         "a verdict names a winner only when the interval of the difference excludes 0.")
+
+
+def metric_choices() -> list[tuple[str, str]]:
+    from pipelines.metrics import METRIC_INFO
+
+    return [(info.name, key) for key, info in METRIC_INFO.items()]
+
+
+def network_choices(kind: str) -> list[tuple[str, str]]:
+    from pipelines.metrics.features import network_choices as choices
+
+    return choices(kind)
+
+
+def history_run_choices() -> list[tuple[str, str]]:
+    import datetime
+
+    from pipelines.core.records import default_store
+
+    choices = []
+    for record in default_store().list(limit=200):
+        images = [path for path in record.outputs if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp"))]
+        if images and record.tab != "Metrics / A-B":
+            when = datetime.datetime.fromtimestamp(record.created).strftime("%m-%d %H:%M")
+            choices.append((f"{record.tab} · {when} · {len(images)} images · {record.id}", f"run:{record.id}"))
+    return choices
+
+
+def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
+    paths = [getattr(item, "name", None) or str(item) for item in (files or [])]
+    paths += list(runs or [])
+    if folder and folder.strip():
+        paths.append(folder.strip())
+    return paths
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞ (identical)"
+    return f"{value:.4g}"
+
+
+def _table(report) -> list[list[str]]:
+    rows = []
+    for row in report.rows:
+        interval = "—" if row.low is None else f"{_fmt(row.low)} to {_fmt(row.high)}"
+        better = "— (test network)" if row.test_model else {"A": "A", "B": "B"}.get(row.better, "no clear difference")
+        direction = "higher" if row.higher_is_better else "lower"
+        rows.append([row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), interval, better, direction,
+                     row.verdict, row.definition])
+    return rows
+
+
+def _summary(report) -> str:
+    lines = []
+    if report.test_model:
+        lines.append("⚠️ **Test networks with random weights were used for some metrics: those numbers are not real "
+                     "scores** (pixel metrics such as SSIM and PSNR are real).")
+    lines += [f"- {row.verdict}" for row in report.rows if row.verdict]
+    if report.skipped:
+        lines.append("\n**Not computed:**")
+        lines += [f"- {key}: {reason}" for key, reason in report.skipped.items()]
+    if report.warnings:
+        lines.append("\n**Warnings:**")
+        lines += [f"- {warning}" for warning in report.warnings]
+    return "\n".join(lines)
+
+
+@gpu_task
+def run_comparison(files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_ref, folder_ref, prompts_text: str,
+                   pairing: str, metrics: list[str], inception: str, clip: str, lpips: str, n_bootstrap: int,
+                   seed: int, progress=gr.Progress()):
+    from pipelines.metrics import run_compare
+
+    set_a, set_b = _sources(files_a, runs_a, folder_a), _sources(files_b, runs_b, folder_b)
+    reference = _sources(files_ref, None, folder_ref) or None
+    if not set_a or not set_b:
+        raise ValueError("Give images for both set A and set B (files, a zip, or runs from History).")
+    if not metrics:
+        raise ValueError("Choose at least one metric.")
+    prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()] or None
+    record, report, files = run_compare(
+        set_a, set_b, reference, prompts=prompts, pairs=PAIRING.get(pairing), metrics=list(metrics),
+        n_bootstrap=int(n_bootstrap), seed=int(seed), models={"inception": inception, "clip": clip, "lpips": lpips},
+        callback=lambda step, total, message: progress((step, total), desc=message))
+    downloads = [str(path) for path in (files.rows_csv, files.per_image_csv, files.json)]
+    per_image = [[item.get(column) for column in _per_image_columns(report)] for item in report.per_image]
+    return (_summary(report) + f"\n\nRun `{record.id}`.", _table(report),
+            str(files.bar_chart) if files.bar_chart else None, str(files.scatter) if files.scatter else None,
+            gr.Dataframe(value=per_image, headers=_per_image_columns(report)), downloads)
+
+
+def _per_image_columns(report) -> list[str]:
+    return list(dict.fromkeys(key for item in report.per_image for key in item)) or ["set", "image"]
+
+
+def _set_picker(label: str, run_choices: list[tuple[str, str]]):
+    """Files or a zip, runs from History, or (when the host enables it) a folder on the server."""
+    from pipelines.metrics.imagesets import folders_allowed
+
+    with gr.Column(variant="panel"):
+        gr.Markdown(f"**Set {label}**" if len(label) == 1 else f"**{label}**")
+        files = gr.File(label="Images or a zip", file_count="multiple", elem_id=f"mt-files-{label[0].lower()}")
+        runs = gr.Dropdown(run_choices, multiselect=True, label="…or runs from History",
+                           visible=label != "Reference (real images)")
+        folder = gr.Textbox(label="…or a folder on the server (admin-enabled)", visible=folders_allowed())
+    return files, runs, folder
+
+
+def build(tab: gr.Tab | None = None) -> None:
+    from pipelines.metrics.comparison import default_metrics
+
+    gr.Markdown(INTRO)
+    run_choices = history_run_choices()
+    columns = []
+    with gr.Row(equal_height=False):
+        for label in ("A", "B", "Reference (real images)"):
+            columns.append(_set_picker(label, run_choices))
+    with gr.Accordion("Options", open=False):
+        prompts = gr.Textbox(lines=3, label="Prompts for text alignment (one per image, or one for all)")
+        pairing = gr.Radio(list(PAIRING), value="No pairing", label="Pairing with the reference (paired metrics)")
+        metrics = gr.CheckboxGroup(metric_choices(), value=default_metrics(), label="Metrics")
+        with gr.Row():
+            inception = gr.Dropdown(network_choices("inception"), value=network_choices("inception")[0][1],
+                                    label="Inception network (FID, KID, IS)", elem_id="mt-inception")
+            clip = gr.Dropdown(network_choices("clip"), value=network_choices("clip")[0][1],
+                               label="CLIP model", elem_id="mt-clip")
+            lpips = gr.Dropdown(network_choices("lpips"), value=network_choices("lpips")[0][1],
+                                label="LPIPS network", elem_id="mt-lpips")
+        with gr.Row():
+            n_bootstrap = gr.Slider(100, 5000, value=1000, step=100, label="Bootstrap resamples")
+            seed = gr.Number(0, precision=0, label="Seed (resampling)")
+    compare_button = gr.Button("Compare", variant="primary", elem_id="mt-run")
+    summary = gr.Markdown(elem_id="mt-summary")
+    table = gr.Dataframe(headers=TABLE_HEADERS, label="Metrics", wrap=True, interactive=False, elem_id="mt-table")
+    with gr.Row():
+        bars = gr.Image(label="A and B with 95% intervals", type="filepath", elem_id="mt-bars")
+        scatter = gr.Image(label="Per-image FID vs KL (seed 000)", type="filepath", elem_id="mt-scatter")
+    per_image = gr.Dataframe(label="Per-image values (click a column to sort)", interactive=False)
+    downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple")
+
+    (files_a, runs_a, folder_a), (files_b, runs_b, folder_b), (files_ref, _, folder_ref) = columns
+    compare_button.click(
+        friendly_errors(run_comparison),
+        inputs=[files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_ref, folder_ref, prompts, pairing,
+                metrics, inception, clip, lpips, n_bootstrap, seed],
+        outputs=[summary, table, bars, scatter, per_image, downloads], api_name="compare", **MODEL_WORK)
+    if tab is not None:  # runs made since start-up appear when the tab is opened
+        tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2, outputs=[runs_a, runs_b],
+                   api_visibility="private")

@@ -1,0 +1,178 @@
+"""compare(): verdicts on sets whose truth is known, feature sharing, missing models, bad input, CLI, records."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from pipelines.metrics import compare
+from pipelines.metrics.imagesets import ImageSet, load_image_set
+
+TINY = {"inception": "tiny:inception", "clip": "tiny:clip", "lpips": "tiny:lpips"}
+
+
+def _photos(count: int = 12, size: int = 64) -> list[np.ndarray]:
+    """Crops of scikit-image's sample photos: a small 'real' set."""
+    rng = np.random.default_rng(0)
+    sources = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()]
+    crops = []
+    for index in range(count):
+        photo = sources[index % len(sources)]
+        y, x = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
+        crops.append(np.ascontiguousarray(photo[y:y + size, x:x + size]))
+    return crops
+
+
+def _noisy(images: list[np.ndarray], sigma: float, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8) for image in images]
+
+
+def _save(images: list[np.ndarray], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"img{index:03d}.png")
+    return folder
+
+
+def test_paired_pixel_metrics_find_the_truly_better_set():
+    reference = _photos()
+    report = compare(_noisy(reference, 4, 1), _noisy(reference, 25, 2), ImageSet("ref", reference, []),
+                     pairs="order", metrics=["ssim", "psnr"], n_bootstrap=300)
+    for key in ("ssim", "psnr"):
+        row = report.row(key)
+        assert row.better == "A" and row.paired and row.high < 0 < row.a - row.b, row
+        assert "A" in row.verdict and not row.test_model
+    assert [item["ssim"] for item in report.per_image if item["set"] == "A"][0] > 0.5
+
+
+def test_same_distribution_gets_no_verdict():
+    reference = _photos(16)
+    report = compare(_noisy(reference, 10, 1), _noisy(reference, 10, 2), ImageSet("ref", reference, []),
+                     pairs="order", metrics=["psnr"], n_bootstrap=300)
+    row = report.row("psnr")
+    assert row.better == "none" and row.low < 0 < row.high
+
+
+def test_network_metrics_with_test_models_are_labelled_and_share_features(monkeypatch):
+    from pipelines.metrics import features
+
+    calls = []
+    real = features.inception_features
+
+    def counting(images, source, *args, **kwargs):
+        calls.append(len(images))
+        return real(images, source, *args, **kwargs)
+
+    monkeypatch.setattr(features, "inception_features", counting)
+    reference = _photos(10)
+    shifted = [255 - image for image in _photos(10)]
+    report = compare(_noisy(reference, 3, 1), shifted, ImageSet("ref", reference, []),
+                     metrics=["fid", "kid", "is", "fid_per_image", "kl_per_image", "cmmd", "clip_i"],
+                     n_bootstrap=100, models=TINY)
+    assert not report.skipped, report.skipped
+    assert all(row.test_model and "not a real score" in row.verdict for row in report.rows)
+    assert all(np.isfinite(row.a) and np.isfinite(row.b) for row in report.rows)
+    assert len(report.scatter["A"]["kl"]) == 10 and len(report.scatter["B"]["fid"]) == 10
+    assert report.test_model
+    # each set's features are computed once, then cached for every other metric
+    from pipelines.metrics.features import FEATURE_CACHE
+
+    assert FEATURE_CACHE.computed("inception") == 3
+
+
+def test_missing_feature_network_is_skipped_with_reason_and_pixels_still_work():
+    reference = _photos(6)
+    report = compare(_noisy(reference, 5, 1), _noisy(reference, 9, 2), ImageSet("ref", reference, []),
+                     pairs="order", metrics=["fid", "ssim"], n_bootstrap=100,
+                     models={"inception": "nobody/no-inception"})
+    assert "needs model" in report.skipped["fid"] and [row.key for row in report.rows] == ["ssim"]
+
+
+def test_reference_metrics_without_reference_are_skipped_plainly():
+    report = compare(_photos(4), _photos(4), metrics=["fid", "ssim", "clip_score"], models=TINY, n_bootstrap=100)
+    assert report.skipped["fid"].startswith("needs a reference") and "prompts" in report.skipped["clip_score"]
+
+
+@pytest.mark.parametrize("make_b, message", [
+    (lambda tmp: [], "no usable images"),
+    (lambda tmp: [str(_save([np.zeros((64, 64, 3), np.uint8)] * 3, tmp / "three"))], "Folder paths are switched"),
+])
+def test_bad_sets_get_plain_messages(tmp_path, make_b, message):
+    with pytest.raises(ValueError, match=message):
+        compare(_photos(4), make_b(tmp_path), metrics=["psnr"])
+
+
+def test_zip_with_escaping_and_non_image_entries_is_read_safely(tmp_path):
+    folder = _save(_photos(3), tmp_path / "imgs")
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.iterdir()):
+            bundle.write(path, path.name)
+        bundle.writestr("../escape.png", (folder / "img000.png").read_bytes())
+        bundle.writestr("readme.txt", "hello")
+    image_set = load_image_set([str(archive)], "A")
+    assert len(image_set) == 3 and image_set.names == ["img000", "img001", "img002"]
+    assert len(image_set.skipped) == 2
+
+
+def test_pairing_mismatches_and_sizes_get_plain_messages():
+    reference = _photos(4)
+    with pytest.raises(ValueError, match="equal size"):
+        compare(_photos(3), _photos(4), ImageSet("ref", reference, []), pairs="order", metrics=["ssim"])
+    small = [image[:32, :32] for image in _photos(4)]
+    with pytest.raises(ValueError, match="different sizes"):
+        compare(small, small, ImageSet("ref", reference, []), pairs="order", metrics=["ssim"])
+
+
+def test_single_image_sets_are_explained_and_small_sets_stay_finite():
+    reference = _photos(3)
+    single = compare(_photos(1), _noisy(_photos(1), 20, 3), ImageSet("ref", reference, []), metrics=["fid", "is"],
+                     n_bootstrap=50, models=TINY)
+    assert "at least 2 images" in single.skipped["fid"] and single.row("is").a is not None
+    report = compare(_photos(2), _noisy(_photos(2), 20, 3), ImageSet("ref", reference, []), metrics=["fid"],
+                     n_bootstrap=50, models=TINY)
+    row = report.row("fid")
+    assert np.isfinite(row.a) and np.isfinite(row.b) and np.isfinite(row.low) and np.isfinite(row.high)
+    assert any("2048" in warning for warning in report.warnings)
+
+
+def test_cli_writes_json(tmp_path, capsys):
+    from pipelines.metrics.__main__ import main
+
+    reference = _photos(6)
+    folders = [_save(images, tmp_path / name) for name, images in
+               (("a", _noisy(reference, 3, 1)), ("b", _noisy(reference, 30, 2)), ("ref", reference))]
+    out = tmp_path / "report.json"
+    code = main([str(folders[0]), str(folders[1]), "--ref", str(folders[2]), "--pairs", "name", "--metrics",
+                 "ssim,psnr", "--bootstrap", "200", "--json", str(out)])
+    assert code == 0 and "SSIM" in capsys.readouterr().out
+    rows = {row["key"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["psnr"]["better"] == "A"
+
+
+def test_comparison_is_recorded_with_files_and_can_be_rerun(tmp_path):
+    from pipelines.core.records import RunStore
+    from pipelines.core.runs import rerun
+    from pipelines.metrics import run_compare
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    reference = _photos(6)
+    folders = [str(_save(images, tmp_path / name)) for name, images in
+               (("a", _noisy(reference, 3, 1)), ("b", _noisy(reference, 30, 2)), ("ref", reference))]
+    files_a = sorted(str(p) for p in Path(folders[0]).iterdir())
+    files_b = sorted(str(p) for p in Path(folders[1]).iterdir())
+    files_ref = sorted(str(p) for p in Path(folders[2]).iterdir())
+    record, report, files = run_compare(files_a, files_b, files_ref, store=store, pairs="name",
+                                        metrics=["ssim", "psnr"], n_bootstrap=100)
+    saved = store.get(record.id)
+    assert saved.status == "done" and saved.tab == "Metrics / A-B" and files.bar_chart.exists()
+    assert "psnr" in files.rows_csv.read_text() and json.loads(files.json.read_text())["rows"]
+    again = rerun(record.id, store)
+    assert store.get(again.id).params["metrics"] == ["ssim", "psnr"]
