@@ -367,9 +367,9 @@ def test_pretrained_zip_is_converted_to_safetensors_on_first_use(tmp_path, monke
             torch.save(state, buffer)
             archive.writestr(f"saved_models/{name}.pth", buffer.getvalue())
     downloads = []
-    monkeypatch.setattr(styles, "_offline_reason", lambda url: None)
-    monkeypatch.setattr(styles, "_download", lambda url, target: (downloads.append(url), target.write_bytes(
-        bundle.read_bytes())))
+    monkeypatch.setattr(styles, "offline_reason", lambda url: None)
+    monkeypatch.setattr(styles, "download_file", lambda url, target, max_bytes: (
+        downloads.append(url), target.write_bytes(bundle.read_bytes())))
 
     model = load_style("rain_princess")
     assert downloads == [styles.EXAMPLES_ZIP]

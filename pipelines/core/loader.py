@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
 TEST_MODEL_LABEL = "test model — random weights, output is noise"
+TINY_LABEL = "tiny (test, random weights)"  # how every model dropdown names a tiny test model
 
 
 class ModelLoadError(RuntimeError):

@@ -25,9 +25,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.loader import TINY_LABEL
+
 from . import loader, settings
 
-TINY_LABEL = "tiny (test, random weights)"
 CLIP_CONTEXT_LENGTH = 77
 INCEPTION_ARCHITECTURE = "tiny_inception"
 

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from pipelines.core import loader, settings
+from pipelines.core.downloads import read_pth_state_dict
 from pipelines.core.jobs import atomic_path
-from pipelines.core.loader import ModelLoadError
+from pipelines.core.loader import TINY_LABEL, ModelLoadError
 
 DEFAULT_BATCH_SIZE = 32
 INCEPTION_SIZE = (299, 299)
-TINY_LABEL = "tiny (test, random weights)"
+
 LPIPS_ARCHITECTURE = "lpips"
 LPIPS_MIN_SIDE = 31  # AlexNet's second max pool needs at least this many pixels
 LPIPS_BATCH_PIXELS = 16 * 2**20  # images of a batch together (bounds the backbone's activations)
@@ -607,7 +608,7 @@ def ensure_lpips_alex() -> Path:
         cached = _torch_hub_alexnet_file()
         if cached.is_file():
             try:
-                alexnet = fid_inception.read_pth_state_dict(cached)
+                alexnet = read_pth_state_dict(cached)
             except Exception as err:
                 raise ModelLoadError(f"needs model {name}: the AlexNet weights in {cached} are not usable "
                                      f"({err})") from err

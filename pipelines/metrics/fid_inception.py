@@ -20,7 +20,6 @@ the zero padding out, and a max pool in the last block), loaded with the weights
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import threading
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
 from pipelines.core import loader, network, settings
+from pipelines.core.downloads import download_file, offline_reason, read_pth_state_dict
 from pipelines.core.jobs import atomic_path
 from pipelines.core.loader import ModelLoadError
 
@@ -47,7 +47,6 @@ FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fi
                    "pt_inception-2015-12-05-6726825d.pth")
 FID_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its hash prefix
 FID_WEIGHTS_MAX_BYTES = 160 * 2**20  # the file is about 91 MB
-DOWNLOAD_TIMEOUT_S = 30
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -163,48 +162,13 @@ loader.register_architecture(ARCHITECTURE, make_fid_inception)
 
 
 # ---------------------------------------------------------------------------------------------- known downloads
-def offline_reason(url: str) -> str | None:
-    """Why a known download cannot be fetched now (plain words), or None. Checked lazily, never at start-up."""
-    status = network.url_status(url)
-    if not status.offline:
-        return None
-    if network.env_offline():
-        return "not downloaded yet and offline (HF_HUB_OFFLINE=1)"
-    return f"not downloaded yet and offline ({status.reason})"
-
-
-def download_file(url: str, target: Path, max_bytes: int) -> str:
-    """Stream `url` to `target` atomically, refusing more than `max_bytes`; returns the sha256 hex digest."""
-    request = urllib.request.Request(url, headers={"User-Agent": "anime-style-lab"})
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(target) as tmp:
-        total = 0
-        with tmp.open("wb") as handle:
-            while chunk := response.read(1 << 20):
-                total += len(chunk)
-                if total > max_bytes:
-                    raise ValueError(f"the download is larger than expected ({max_bytes // 2**20} MB); refused")
-                digest.update(chunk)
-                handle.write(chunk)
-    return digest.hexdigest()
-
-
-def read_pth_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A known download's state dict, read with weights_only=True (plain tensors; no code is run)."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError("the download does not hold a state dict")
-    return {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
-
-
 def fetch_known_weights(url: str, model_name: str, *, sha256_prefix: str | None = None,
                         max_bytes: int = FID_WEIGHTS_MAX_BYTES) -> dict[str, torch.Tensor]:
     """Download a known PyTorch pickle and read its tensors safely; ModelLoadError("needs model …") if not."""
     reason = offline_reason(url)
     if reason:
-        raise ModelLoadError(f"needs model {model_name}: {reason}")
+        why = "HF_HUB_OFFLINE=1" if network.env_offline() else reason
+        raise ModelLoadError(f"needs model {model_name}: not downloaded yet and offline ({why})")
     downloads = settings.cache_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=downloads) as folder:

@@ -12,24 +12,23 @@ Importing this module is cheap (no torch); nothing touches the network until a s
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 import tempfile
 import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.core import network, settings
+from pipelines.core import settings
+from pipelines.core.downloads import download_file, offline_reason, read_pth_state_dict
 from pipelines.core.jobs import atomic_path
+from pipelines.core.loader import TINY_LABEL
 from pipelines.core.safeweights import check_safetensors
 
 TINY_STYLE = "tiny:style"
-TINY_LABEL = "tiny (test, random weights)"
-DOWNLOAD_TIMEOUT_S = 30
+
 PROBE_TIMEOUT_S = 3
 MAX_DOWNLOAD_BYTES = 200 * 2**20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -199,41 +198,11 @@ def import_style(path: str | os.PathLike, name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- downloads
-def _offline_reason(url: str) -> str | None:
-    """Why the download host cannot be used now, or None. Checked lazily, only when a download is needed."""
-    status = network.url_status(url)
-    return status.reason if status.offline else None
-
-
-def _download(url: str, target: Path) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "anime-style-lab"})
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(target) as tmp:
-        total = 0
-        with tmp.open("wb") as handle:
-            while chunk := response.read(1 << 20):
-                total += len(chunk)
-                if total > MAX_DOWNLOAD_BYTES:
-                    raise StyleUnavailableError(f"{url} is larger than expected; download refused.")
-                handle.write(chunk)
-
-
-def _read_pth(data: bytes) -> dict:
-    """A known download's state dict, read with weights_only=True (plain tensors; no code is run)."""
-    import torch
-
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError("the download does not hold a state dict")
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
-
-
 def convert_pth(data: bytes, style: PretrainedStyle, target: Path) -> Path:
     """Convert a downloaded .pth to safetensors with the architecture and layout in its metadata."""
     from .network import build_transformer_net, clean_state_dict, detect_layout, layout_metadata, make_network
 
-    state = _read_pth(data)
+    state = read_pth_state_dict(data)
     layout = detect_layout(state)
     if layout != style.layout:
         raise ValueError(f"{style.name}: expected the {style.layout} layout, the file is {layout}")
@@ -251,7 +220,7 @@ def ensure_pretrained(name: str) -> Path:
     target = pretrained_path(name)
     if target.exists():
         return target
-    reason = _offline_reason(style.url)
+    reason = offline_reason(style.url)
     if reason:
         raise StyleUnavailableError(
             f"Style {name!r} is not downloaded yet and the Hub/internet cannot be reached ({reason}). Connect to "
@@ -261,8 +230,8 @@ def ensure_pretrained(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=downloads) as folder:
         archive = Path(folder) / "download"
         try:
-            _download(style.url, archive)
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            download_file(style.url, archive, MAX_DOWNLOAD_BYTES)
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
             raise StyleUnavailableError(f"Style {name!r} could not be downloaded from {style.url} ({err}).") from err
         try:
             if style.member is None:
