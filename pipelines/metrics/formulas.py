@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.linalg
 
 __all__ = [
     "METRIC_INFO", "MetricInfo", "clip_score", "frechet_distance", "frechet_distance_from_features",
@@ -203,6 +202,8 @@ def _sum_singular_values(matrix: np.ndarray) -> float:
     try:
         return float(np.linalg.svd(matrix, compute_uv=False).sum())
     except np.linalg.LinAlgError:  # gesdd did not converge: the slower, sturdier gesvd
+        import scipy.linalg  # here, not at import: the app builds its pages without scipy (start-up time)
+
         return float(scipy.linalg.svdvals(matrix, lapack_driver="gesvd").sum())
 
 
