@@ -13,7 +13,7 @@ from .common import MODEL_WORK, friendly_errors
 
 PAIRING = {"No pairing": None, "Pair by file name": "name", "Pair by order": "order"}
 TABLE_HEADERS = ["Metric", "A", "B", "B − A", "95% interval of B − A", "Better", "Which way is better", "Verdict",
-                 "Definition"]
+                 "Network", "Definition"]
 INTRO = ("Upload two sets of images (**A** and **B**) — files or a zip, or pick runs from History — and, for "
          "most metrics, a **reference** set of real images. Every number comes with a 95% bootstrap interval; "
          "a verdict names a winner only when the interval of the difference excludes 0.")
@@ -29,6 +29,13 @@ def network_choices(kind: str) -> list[tuple[str, str]]:
     from pipelines.metrics.features import network_choices as choices
 
     return choices(kind)
+
+
+def network_label(source: str) -> str:
+    from pipelines.metrics.features import NETWORKS
+
+    labels = {entry.source: entry.label for networks in NETWORKS.values() for entry in networks.values()}
+    return labels.get(source, source)
 
 
 def history_run_choices() -> list[tuple[str, str]]:
@@ -67,8 +74,9 @@ def _table(report) -> list[list[str]]:
         interval = "—" if row.low is None else f"{_fmt(row.low)} to {_fmt(row.high)}"
         better = "— (test network)" if row.test_model else {"A": "A", "B": "B"}.get(row.better, "no clear difference")
         direction = "higher" if row.higher_is_better else "lower"
+        network = network_label(row.model) if row.model else "none (pixels)"
         rows.append([row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), interval, better, direction,
-                     row.verdict, row.definition])
+                     row.verdict, network, row.definition])
     return rows
 
 

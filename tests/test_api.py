@@ -117,3 +117,17 @@ def test_compare_endpoint_gives_verdicts_skips_missing_models_and_is_recorded(cl
     assert bars and Path(bars).exists() and len(downloads) == 3
     run_id = summary.rsplit("Run `", 1)[1].split("`")[0]
     assert client.predict(run_id, api_name="/history_show")["tab"] == "Metrics / A-B"
+
+
+def test_compare_with_unusable_sets_says_why_and_the_app_keeps_serving(client, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    good = _sample_set(tmp_path / "good", 0, 0)
+    with pytest.raises(Exception, match="Set A has no usable images"):
+        client.predict([handle_file(str(notes))], [], "", [handle_file(str(p)) for p in good], [], "", [], "", "",
+                       "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", 100, 0, api_name="/compare")
+    with pytest.raises(Exception, match="equal size"):
+        client.predict([handle_file(str(p)) for p in good[:3]], [], "", [handle_file(str(p)) for p in good], [], "",
+                       [handle_file(str(p)) for p in good], "", "", "Pair by order", ["ssim"], "tiny:inception",
+                       "tiny:clip", "tiny:lpips", 100, 0, api_name="/compare")
+    assert client.predict("Neural style", api_name="/history_list") is not None  # still serving
