@@ -176,3 +176,13 @@ def test_comparison_is_recorded_with_files_and_can_be_rerun(tmp_path):
     assert "psnr" in files.rows_csv.read_text() and json.loads(files.json.read_text())["rows"]
     again = rerun(record.id, store)
     assert store.get(again.id).params["metrics"] == ["ssim", "psnr"]
+
+
+def test_every_row_shows_b_minus_a_and_intervals_around_its_values():
+    reference = _photos(10)
+    report = compare(_noisy(reference, 3, 1), [255 - image for image in _photos(10)],
+                     ImageSet("ref", reference, []), metrics=["is", "fid", "psnr"], pairs="order",
+                     n_bootstrap=200, models=TINY)
+    for row in report.rows:
+        assert abs((row.b - row.a) - row.difference) <= 1e-9 * max(1.0, abs(row.difference)), row
+        assert row.low <= row.difference <= row.high, row
