@@ -53,6 +53,7 @@ def test_visit_every_tab(page):
 
     for spec in TABS:
         _open_tab(page, spec.title)
+        assert page.get_by_role("tab", name=spec.title).get_attribute("aria-selected") == "true", spec.title
     page.get_by_text("How do AI models make images that look like animation?").wait_for()
     page.get_by_text("Fast neural style transfer", exact=False).first.wait_for()
     _open_tab(page, "History")
