@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import devices, network, settings
+from .cache import KeyedCache
 
 log = logging.getLogger(__name__)
 
@@ -120,70 +119,26 @@ def default_budget_bytes(device: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- cache
-class ModelCache:
-    """Least-recently-used cache of loaded models under a byte budget; thread safe."""
-
-    def __init__(self, budget_bytes: int | None = None) -> None:
-        self.budget_bytes = budget_bytes
-        self._entries: OrderedDict[tuple, tuple[Any, ModelInfo]] = OrderedDict()
-        self._lock = threading.RLock()
-        self._key_locks: dict[tuple, threading.Lock] = {}
-
-    def __contains__(self, key: tuple) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def loaded_keys(self) -> list[tuple]:
-        with self._lock:
-            return list(self._entries)
-
-    def used_bytes(self) -> int:
-        with self._lock:
-            return sum(info.size_bytes for _, info in self._entries.values())
+class ModelCache(KeyedCache):
+    """Loaded models under a byte budget (values are (model, ModelInfo)); frees GPU memory on eviction."""
 
     def info_for(self, model: Any) -> ModelInfo | None:
-        with self._lock:
-            return next((info for obj, info in self._entries.values() if obj is model), None)
+        return next((info for obj, info in self.values() if obj is model), None)
 
     def get_or_load(self, key: tuple, load: Callable[[], tuple[Any, ModelInfo]], budget: int) -> Any:
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key][0]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # two requests for the same model load it once
-            with self._lock:
-                if key in self._entries:
-                    self._entries.move_to_end(key)
-                    return self._entries[key][0]
-            try:
-                model, info = load()
-                with self._lock:  # stored before the key lock goes, so a late request finds it
-                    self._entries[key] = (model, info)
-                    self._evict(self.budget_bytes if self.budget_bytes is not None else budget, keep=key)
-            finally:
-                with self._lock:
-                    self._key_locks.pop(key, None)
-            return model
+        def create() -> tuple[tuple[Any, ModelInfo], int]:
+            model, info = load()
+            return (model, info), info.size_bytes
 
-    def _evict(self, budget: int, keep: tuple) -> None:
-        evicted = False
-        while self.used_bytes() > budget and len(self._entries) > 1:
-            oldest = next(iter(self._entries))
-            if oldest == keep:
-                break
-            _, info = self._entries.pop(oldest)
-            evicted = True
+        return self.get_or_create(key, create, budget)[0]
+
+    def on_evicted(self, evicted: list[tuple[Any, Any]]) -> None:
+        for _, (_, info) in evicted:
             log.info("Evicted %s (%s MB) from the model cache", info.source, info.size_bytes // 2**20)
-        if evicted:
-            _free_accelerator_memory()
+        _free_accelerator_memory()
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        super().clear()
         _free_accelerator_memory()
 
 

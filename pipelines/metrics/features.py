@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.core import loader, settings
+from pipelines.core.cache import KeyedCache
 from pipelines.core.downloads import read_pth_state_dict
 from pipelines.core.jobs import atomic_path
 from pipelines.core.loader import TINY_LABEL, ModelLoadError
@@ -187,69 +187,33 @@ def _model_device(model: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- feature cache
-class FeatureCache:
+class FeatureCache(KeyedCache):
     """Features by (network kind, source, set content hash), computed once and shared; thread safe.
 
     Least recently used entries are dropped beyond `budget_bytes`. Cached arrays are read-only.
     """
 
     def __init__(self, budget_bytes: int = 1 << 30) -> None:
-        self.budget_bytes = budget_bytes
-        self._entries: OrderedDict[tuple[str, str, str], tuple[Any, int]] = OrderedDict()
-        self._lock = threading.RLock()
-        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        super().__init__(budget_bytes)
         self._computed: dict[str, int] = {}
 
     def get_or_compute(self, kind: str, source: str, content_hash: str, compute: Callable[[], Any]) -> Any:
-        key = (kind, str(source), content_hash)
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key][0]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # two requests for the same features compute them once
-            with self._lock:
-                if key in self._entries:
-                    self._entries.move_to_end(key)
-                    return self._entries[key][0]
-            try:
-                value = _read_only(compute())
-            finally:
-                with self._lock:
-                    self._key_locks.pop(key, None)
+        def create() -> tuple[Any, int]:
+            value = _read_only(compute())
             with self._lock:
                 self._computed[kind] = self._computed.get(kind, 0) + 1
-                self._entries[key] = (value, _nbytes(value))
-                self._evict(keep=key)
-            return value
+            return value, _nbytes(value)
 
-    def _evict(self, keep: tuple[str, str, str]) -> None:
-        while self.used_bytes() > self.budget_bytes and len(self._entries) > 1:
-            oldest = next(iter(self._entries))
-            if oldest == keep:
-                break
-            self._entries.pop(oldest)
+        return self.get_or_create((kind, str(source), content_hash), create)
 
     def computed(self, kind: str) -> int:
         """How many times features of `kind` were computed (cache misses) since the last clear()."""
         with self._lock:
             return self._computed.get(kind, 0)
 
-    def used_bytes(self) -> int:
-        with self._lock:
-            return sum(size for _, size in self._entries.values())
-
-    def __contains__(self, key: tuple[str, str, str]) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            super().clear()
             self._computed.clear()
 
 
