@@ -12,7 +12,7 @@ import skimage.data
 from PIL import Image
 
 from pipelines.metrics import compare
-from pipelines.metrics.imagesets import ImageSet, load_image_set
+from pipelines.metrics.imagesets import ImageSet, as_image_set, load_image_set, set_hash
 
 TINY = {"inception": "tiny:inception", "clip": "tiny:clip", "lpips": "tiny:lpips"}
 
@@ -107,6 +107,19 @@ def test_reference_metrics_without_reference_are_skipped_plainly():
 def test_bad_sets_get_plain_messages(tmp_path, make_b, message):
     with pytest.raises(ValueError, match=message):
         compare(_photos(4), make_b(tmp_path), metrics=["psnr"])
+
+
+def test_arrays_in_every_documented_form_give_the_same_set():
+    photos = _photos(4)
+    as_uint8 = as_image_set(photos, "A")
+    for form in (np.stack(photos), [image / 255.0 for image in photos], np.stack(photos).astype(np.float32) / 255):
+        image_set = as_image_set(form, "A")  # a stack, or floats in [0, 1]: never truncated to 0/1
+        assert len(image_set) == 4 and image_set.content_hash() == as_uint8.content_hash()
+    grey = as_image_set([image[:, :, 0] for image in photos], "A")
+    assert grey.images[0].shape == (64, 64, 3) and grey.images[0].dtype == np.uint8
+    assert as_uint8.content_hash() == set_hash(as_uint8.images)  # the feature cache's key
+    with pytest.raises(ValueError, match=r"Set B: Image 1 is a float image outside \[0, 1\]"):
+        as_image_set([photos[0].astype(np.float32)], "B")
 
 
 def test_zip_with_escaping_and_non_image_entries_is_read_safely(tmp_path):

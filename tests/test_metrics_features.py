@@ -285,6 +285,30 @@ def test_lpips_is_the_same_for_uint8_and_unit_float_inputs():
     assert abs(from_uint8[0] - features.lpips_distances(a[:1], b[:1], "tiny:lpips")[0]) < 1e-6  # batch-free
 
 
+def test_lpips_against_a_shared_reference_equals_the_module_on_each_pair():
+    import torch
+
+    reference = _random_images(3, 48, 48, seed=10) + _random_images(2, 40, 64, seed=11)
+    set_a = _random_images(3, 48, 48, seed=12) + _random_images(2, 40, 64, seed=13)
+    set_b = [np.clip(image.astype(int) + 20, 0, 255).astype(np.uint8) for image in reference]
+    features.FEATURE_CACHE.clear()
+    shared_a, shared_b = features.lpips_distances_to([set_a, set_b], reference, "tiny:lpips", batch_size=2)
+    assert features.FEATURE_CACHE.computed("lpips") == 2
+    module = features.load_feature_network("lpips", "tiny:lpips")
+
+    def signed(image):  # the documented mapping [0, 255] -> [-1, 1]
+        return torch.from_numpy(image / 127.5 - 1.0).permute(2, 0, 1)[None].float()
+
+    with torch.inference_mode():  # torchmetrics' own forward, one pair at a time
+        whole = {label: np.array([float(module(signed(x), signed(r))) for x, r in zip(images, reference, strict=True)])
+                 for label, images in (("A", set_a), ("B", set_b))}
+    np.testing.assert_allclose(shared_a, whole["A"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(shared_b, whole["B"], rtol=1e-5, atol=1e-8)
+    # the same numbers come back from the cache for the single-list call
+    np.testing.assert_array_equal(features.lpips_distances(set_b, reference, "tiny:lpips"), shared_b)
+    assert features.FEATURE_CACHE.computed("lpips") == 2
+
+
 def test_lpips_refuses_pairs_of_different_sizes_and_ambiguous_ranges():
     a, b = _random_images(1, 48, 48), _random_images(1, 48, 64)
     with pytest.raises(ValueError, match="differ in size"):

@@ -44,6 +44,17 @@ def test_ssim_and_psnr_equal_scikit_image_on_its_photos(photo):
     assert formulas.ssim(image, _noisy(image, 40)) < formulas.ssim(image, _noisy(image, 5))
 
 
+def test_ssim_equals_scikit_image_on_grey_and_window_sized_images():
+    grey = skimage.data.camera()  # 2-D: one channel
+    noisy = _noisy(grey, 20)
+    assert formulas.ssim(grey, noisy) == pytest.approx(structural_similarity(grey, noisy, data_range=255), abs=1e-6)
+    rng = np.random.default_rng(3)
+    for shape in ((7, 7, 3), (7, 9, 1), (11, 8, 3)):  # the smallest sizes, where the border crop leaves little
+        a, b = (rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(2))
+        expected = structural_similarity(a, b, channel_axis=-1, data_range=255)
+        assert formulas.ssim(a, b) == pytest.approx(expected, abs=1e-9)
+
+
 def test_psnr_of_identical_images_is_infinite():
     image = skimage.data.chelsea()
     assert formulas.psnr(image, image.copy()) == float("inf")

@@ -146,7 +146,7 @@ def test_set_difference_of_the_same_distribution_includes_zero():
 def test_shared_gram_shortcut_equals_recomputing_the_metric(metric):
     rng = np.random.default_rng(6)
     a, b, reference = _features(rng, 30, 0.1, 40), _features(rng, 30, 0.3, 40), _features(rng, 30, 0.0, 40)
-    assert stats._fast_evaluator(metric, [a, b, reference]) is not None
+    assert stats._shortcut(metric, [a, b, reference], [(0, 2), (1, 2)]) is not None
 
     def plain(*sets):  # hides the metric from the shortcut
         return metric(*sets)
@@ -156,6 +156,38 @@ def test_shared_gram_shortcut_equals_recomputing_the_metric(metric):
     for x, y in ((fast.low, slow.low), (fast.high, slow.high), (fast.a_interval[1], slow.a_interval[1]),
                  (fast.b_interval[0], slow.b_interval[0])):
         assert x == pytest.approx(y, rel=1e-8, abs=1e-12)
+
+
+def test_inception_score_shortcut_equals_recomputing_it():
+    rng = np.random.default_rng(8)
+    confident = np.eye(10)[rng.integers(0, 10, 40)] * 0.9 + 0.01
+    vague = rng.dirichlet(np.ones(10) * 5, 40)
+    vague[0, :3] = 0.0  # zero probabilities: 0·log 0 = 0 on both paths
+    vague[0] /= vague[0].sum()
+    metric = functools.partial(formulas.inception_score, splits=1)
+    assert stats._shortcut(metric, [confident, vague], [(0,), (1,)]) is not None
+    assert stats._shortcut(functools.partial(formulas.inception_score, splits=2), [confident, vague], [(0,), (1,)]) \
+        is None  # several splits depend on the order of the rows: no shortcut
+
+    def plain(p):
+        return metric(p)
+
+    fast = stats.set_difference_ci(metric, confident, vague, n_bootstrap=60, seed=2)
+    slow = stats.set_difference_ci(plain, confident, vague, n_bootstrap=60, seed=2)
+    for x, y in ((fast.low, slow.low), (fast.high, slow.high), (fast.a_interval[0], slow.a_interval[0]),
+                 (fast.b_interval[1], slow.b_interval[1])):
+        assert x == pytest.approx(y, rel=1e-10, abs=1e-12)
+
+
+def test_resamples_spread_over_threads_give_the_serial_values(monkeypatch):
+    rng = np.random.default_rng(10)
+    a, b, reference = _features(rng, 25, 0.1, 40), _features(rng, 25, 0.3, 40), _features(rng, 25, 0.0, 40)
+    metric = formulas.frechet_distance_from_features
+    monkeypatch.setattr(stats, "_worker_count", lambda: 1)
+    serial = stats._set_resamples(metric, [a, b, reference], [(0, 2), (1, 2)], 30, seed=4)
+    monkeypatch.setattr(stats, "_worker_count", lambda: 3)
+    threaded = stats._set_resamples(metric, [a, b, reference], [(0, 2), (1, 2)], 30, seed=4)
+    np.testing.assert_allclose(threaded, serial, rtol=1e-12)  # one BLAS thread per worker: rounding at most
 
 
 def test_set_metric_without_reference_compares_each_set_alone():

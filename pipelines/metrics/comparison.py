@@ -45,12 +45,16 @@ class _Context:
         self.truncated_prompts: list[int] = []
 
     def inception(self, label: str) -> tuple[np.ndarray, np.ndarray]:
-        pool, probabilities, resized = features.inception_features(self.sets[label].images, self.models["inception"])
+        image_set = self.sets[label]
+        pool, probabilities, resized = features.inception_features(image_set.images, self.models["inception"],
+                                                                   content_hash=image_set.content_hash())
         self.resized |= resized
         return pool, probabilities
 
     def clip_images(self, label: str) -> np.ndarray:
-        return features.clip_image_embeddings(self.sets[label].images, self.models["clip"])
+        image_set = self.sets[label]
+        return features.clip_image_embeddings(image_set.images, self.models["clip"],
+                                              content_hash=image_set.content_hash())
 
     def clip_texts(self, count: int) -> np.ndarray:
         prompts = self.prompts if len(self.prompts) != 1 else self.prompts * count
@@ -93,14 +97,14 @@ def _reference_set_metric(ctx: _Context, key: str, extract: Callable[[str], np.n
 _kid = functools.partial(formulas.kernel_inception_distance, subsets=20)
 
 
-def _inception_score(probabilities: np.ndarray) -> float:
-    return formulas.inception_score(probabilities, splits=1)[0]
+# One split throughout, so A, B, B − A and every interval describe the same number; a partial, so the
+# bootstrap's shortcut recognises it.
+_inception_score = functools.partial(formulas.inception_score, splits=1)
 
 
 def _is_row(ctx: _Context) -> MetricRow:
     pa, pb = ctx.inception("A")[1], ctx.inception("B")[1]
     diff = stats.set_difference_ci(_inception_score, pa, pb, n_bootstrap=ctx.set_bootstrap, seed=ctx.seed)
-    # One split throughout, so A, B, B − A and every interval describe the same number.
     return _row("is", diff, model=ctx.models["inception"])
 
 
@@ -138,19 +142,25 @@ def _clip_score_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
     return values
 
 
+def _lpips_values(ctx: _Context) -> dict[str, np.ndarray]:
+    reference, pairs, source = ctx.sets["reference"].images, ctx.pairs, ctx.models["lpips"]
+    candidates = {label: [ctx.sets[label].images[i] for i, _ in pairs[label]] for label in ("A", "B")}
+    ref_a, ref_b = ([j for _, j in pairs[label]] for label in ("A", "B"))
+    if ref_a == ref_b:  # both paired with the same reference images: their backbone pass is shared
+        shared = features.lpips_distances_to([candidates["A"], candidates["B"]], [reference[j] for j in ref_a], source)
+        return dict(zip(("A", "B"), shared, strict=True))
+    return {label: features.lpips_distances_to([candidates[label]], [reference[j] for _, j in pairs[label]], source,
+                                               labels=(label,))[0]
+            for label in ("A", "B")}
+
+
 def _pixel_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
+    if key == "lpips":
+        return _lpips_values(ctx)
     reference = ctx.sets["reference"].images
-    values = {}
-    for label in ("A", "B"):
-        images = ctx.sets[label].images
-        pairs = ctx.pairs[label]
-        if key == "lpips":
-            values[label] = features.lpips_distances([images[i] for i, _ in pairs], [reference[j] for _, j in pairs],
-                                                     ctx.models["lpips"])
-        else:
-            fn = formulas.ssim if key == "ssim" else formulas.psnr
-            values[label] = np.array([fn(images[i], reference[j]) for i, j in pairs])
-    return values
+    fn = formulas.ssim if key == "ssim" else formulas.psnr
+    return {label: np.array([fn(ctx.sets[label].images[i], reference[j]) for i, j in ctx.pairs[label]])
+            for label in ("A", "B")}
 
 
 def _per_image_row(ctx: _Context, key: str, values: dict[str, np.ndarray], model: str = "") -> MetricRow:

@@ -32,6 +32,8 @@ from pipelines.core.downloads import read_pth_state_dict
 from pipelines.core.jobs import atomic_path
 from pipelines.core.loader import TINY_LABEL, ModelLoadError
 
+from .imagesets import rgb_array, set_hash, uint8_rgb, unit_float
+
 DEFAULT_BATCH_SIZE = 32
 INCEPTION_SIZE = (299, 299)
 
@@ -237,54 +239,11 @@ def _nbytes(value: Any) -> int:
 FEATURE_CACHE = FeatureCache()
 
 
-def set_hash(images: Sequence[np.ndarray]) -> str:
-    """sha256 of every image's dtype, shape and bytes, in order: the key of a set's features."""
-    digest = hashlib.sha256(f"{len(images)}".encode())
-    for image in images:
-        array = np.ascontiguousarray(image)
-        digest.update(f"|{array.dtype.str}{array.shape}|".encode())
-        digest.update(array.data)
-    return digest.hexdigest()
-
-
 def _text_hash(prompts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- images
-def _rgb(image: np.ndarray, index: int) -> np.ndarray:
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[:, :, :3]
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"Image {index + 1} has shape {array.shape}; expected height x width x 3 (RGB).")
-    return array
-
-
-def _unit_float(image: np.ndarray, index: int) -> np.ndarray:
-    """An RGB image as float64 in [0, 1]: uint8 is divided by 255, floats must already be in [0, 1]."""
-    array = _rgb(image, index)
-    if array.dtype == np.uint8:
-        return array.astype(np.float64) / 255.0
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"Image {index + 1} is {array.dtype}; give uint8 [0, 255] or float [0, 1] images.")
-    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-        raise ValueError(f"Image {index + 1} is a float image outside [0, 1]; give floats in [0, 1] or uint8 "
-                         "images in [0, 255].")
-    return array.astype(np.float64)
-
-
-def _uint8(image: np.ndarray, index: int) -> np.ndarray:
-    array = _rgb(image, index)
-    if array.dtype == np.uint8:
-        return array
-    return np.round(_unit_float(array, index) * 255.0).astype(np.uint8)
-
-
 def _check_nonempty(images: Sequence[Any], what: str = "images") -> None:
     if len(images) == 0:
         raise ValueError(f"No {what} to compute features of.")
@@ -319,14 +278,15 @@ def _batches(count: int, batch_size: int) -> list[range]:
 
 
 # ---------------------------------------------------------------------------------------------- Inception
-def inception_features(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE
-                       ) -> tuple[np.ndarray, np.ndarray, bool]:
+def inception_features(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                       content_hash: str | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """(pool N x 2048 float64, softmax probabilities N x 1008 float64, whether any image was resized).
 
-    Images are clean-resized to 299x299 first; cached per (source, set content).
+    Images are clean-resized to 299x299 first; cached per (source, set content). content_hash: the images'
+    set_hash when the caller already has it (an ImageSet keeps it), which spares hashing the set again.
     """
     _check_nonempty(images)
-    rgb = [_uint8(image, index) for index, image in enumerate(images)]
+    rgb = [uint8_rgb(image, index) for index, image in enumerate(images)]
 
     def compute() -> tuple[np.ndarray, np.ndarray, bool]:
         import torch
@@ -350,7 +310,7 @@ def inception_features(images: Sequence[np.ndarray], source: str, batch_size: in
                 probabilities.append(torch.softmax(out["logits"].double(), dim=1).cpu().numpy())
         return np.concatenate(pools), np.concatenate(probabilities), resized
 
-    return FEATURE_CACHE.get_or_compute("inception", source, set_hash(rgb), compute)
+    return FEATURE_CACHE.get_or_compute("inception", source, content_hash or set_hash(rgb), compute)
 
 
 # ---------------------------------------------------------------------------------------------- CLIP
@@ -366,11 +326,12 @@ def _unit_rows(array: np.ndarray) -> np.ndarray:
     return array / np.maximum(norms, 1e-12)
 
 
-def clip_image_embeddings(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE
-                          ) -> np.ndarray:
-    """CLIP image embeddings, N x D float64, L2-normalised; cached per (source, set content)."""
+def clip_image_embeddings(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                          content_hash: str | None = None) -> np.ndarray:
+    """CLIP image embeddings, N x D float64, L2-normalised; cached per (source, set content, as for
+    inception_features)."""
     _check_nonempty(images)
-    rgb = [_uint8(image, index) for index, image in enumerate(images)]
+    rgb = [uint8_rgb(image, index) for index, image in enumerate(images)]
 
     def compute() -> np.ndarray:
         import torch
@@ -386,7 +347,7 @@ def clip_image_embeddings(images: Sequence[np.ndarray], source: str, batch_size:
                 chunks.append(_projected(model.get_image_features(pixel_values=pixels)).double().cpu().numpy())
         return _unit_rows(np.concatenate(chunks))
 
-    return FEATURE_CACHE.get_or_compute("clip", source, set_hash(rgb), compute)
+    return FEATURE_CACHE.get_or_compute("clip", source, content_hash or set_hash(rgb), compute)
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:
@@ -597,15 +558,110 @@ def _load_lpips(source: str) -> Any:
     return loader.load_model("torch_module", source, dtype=_float32())
 
 
-def _signed_unit(images: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
-    result = []
+def _checked_for_lpips(images: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
+    """RGB images whose range is known (uint8, or floats in [0, 1]); converted to [-1, 1] batch by batch later."""
+    checked = []
     for index, image in enumerate(images):
         try:
-            unit = _unit_float(image, index)
+            array = rgb_array(image, index)
+            if array.dtype != np.uint8:
+                unit_float(array, index)  # raises for ambiguous ranges
         except ValueError as err:
             raise ValueError(f"Set {which}: {err}") from err
-        result.append(unit * 2.0 - 1.0)  # [0, 1] -> [-1, 1], what LPIPS expects
-    return result
+        checked.append(array)
+    return checked
+
+
+def _signed_unit_batch(images: list[np.ndarray]) -> Any:
+    """Bx3xHxW float32 in [-1, 1] (what LPIPS expects), via float64 [0, 1] so uint8 and unit floats agree."""
+    import torch
+
+    unit = np.stack([unit_float(image, index) for index, image in enumerate(images)])
+    return torch.from_numpy(unit * 2.0 - 1.0).permute(0, 3, 1, 2).to(torch.float32)
+
+
+def _lpips_layers(model: Any, x: Any) -> list[Any] | None:
+    """The image half of torchmetrics' LPIPS forward (scaling, backbone, unit-normalised layers), so one image's
+    layers serve several comparisons; None for a module without that layout (then it is called whole)."""
+    from torchmetrics.functional.image.lpips import _normalize_tensor
+
+    if not all(hasattr(model, name) for name in ("scaling_layer", "net", "lins", "L")) or model.resize is not None \
+            or model.spatial:
+        return None
+    outputs = model.net.forward(model.scaling_layer(x))
+    return [_normalize_tensor(outputs[k]) for k in range(model.L)]
+
+
+def _lpips_from_layers(model: Any, first: list[Any], second: list[Any]) -> Any:
+    """The pair half of torchmetrics' LPIPS forward: linear layers on squared differences, spatially averaged."""
+    from torchmetrics.functional.image.lpips import _spatial_average
+
+    return sum(_spatial_average(model.lins[k]((first[k] - second[k]) ** 2), keep_dim=True) for k in range(model.L))
+
+
+def _check_lpips_pairs(candidates: list[list[np.ndarray]], references: list[np.ndarray]) -> None:
+    for images in candidates:
+        for index, (first, second) in enumerate(zip(images, references, strict=True)):
+            if first.shape[:2] != second.shape[:2]:
+                raise ValueError(f"Pair {index + 1}: the images differ in size ({first.shape[1]}x{first.shape[0]} "
+                                 f"and {second.shape[1]}x{second.shape[0]}); LPIPS compares images of the same size.")
+            if min(first.shape[:2]) < LPIPS_MIN_SIDE:
+                raise ValueError(f"Pair {index + 1}: the images are {first.shape[1]}x{first.shape[0]}; LPIPS needs "
+                                 f"at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} pixels.")
+
+
+def lpips_distances_to(candidates: Sequence[Sequence[np.ndarray]], references: Sequence[np.ndarray], source: str,
+                       batch_size: int = DEFAULT_BATCH_SIZE, labels: Sequence[str] = ("A", "B"),
+                       reference_label: str = "reference") -> list[np.ndarray]:
+    """LPIPS distance of candidates[k][i] to references[i], for every list k: one float64 (N,) array per list.
+
+    Each reference image goes through the backbone once for all lists (A and B against one reference set:
+    3 backbone passes per pair of pairs instead of 4). Inputs are uint8 [0, 255] or float [0, 1]; this function
+    maps them to [-1, 1]. The two images of a pair must have the same size (ValueError otherwise); different
+    pairs may differ in size. Results are cached per (list, references) content. labels name the lists (and
+    reference_label the references) in error messages.
+    """
+    refs = _checked_for_lpips(references, reference_label)
+    _check_nonempty(refs)
+    lists = []
+    for k, images in enumerate(candidates):
+        if len(images) != len(refs):
+            raise ValueError(f"LPIPS compares pairs: got {len(images)} and {len(refs)} images.")
+        lists.append(_checked_for_lpips(images, labels[k] if k < len(labels) else f"{k + 1}"))
+    _check_lpips_pairs(lists, refs)
+    ref_hash = set_hash(refs)
+    keys = [hashlib.sha256((set_hash(images) + ref_hash).encode()).hexdigest() for images in lists]
+    missing = [k for k, key in enumerate(keys) if ("lpips", str(source), key) not in FEATURE_CACHE]
+    computed = _compute_lpips([lists[k] for k in missing], refs, source, batch_size) if missing else []
+    fresh = dict(zip(missing, computed, strict=True))
+    return [FEATURE_CACHE.get_or_compute("lpips", source, key, lambda k=k: fresh[k] if k in fresh else
+                                         _compute_lpips([lists[k]], refs, source, batch_size)[0])
+            for k, key in enumerate(keys)]
+
+
+def _compute_lpips(lists: list[list[np.ndarray]], refs: list[np.ndarray], source: str, batch_size: int
+                   ) -> list[np.ndarray]:
+    import torch
+
+    model = load_feature_network("lpips", source)
+    device = _model_device(model)
+    distances = [np.zeros(len(refs), dtype=np.float64) for _ in lists]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(refs):
+        by_shape.setdefault(image.shape[:2], []).append(index)
+    with torch.inference_mode():
+        for shape, indices in by_shape.items():
+            per_batch = max(1, min(int(batch_size), LPIPS_BATCH_PIXELS // (shape[0] * shape[1])))
+            for batch in _batches(len(indices), per_batch):
+                chosen = [indices[n] for n in batch]
+                ref_x = _signed_unit_batch([refs[i] for i in chosen]).to(device)
+                ref_layers = _lpips_layers(model, ref_x)
+                for k, images in enumerate(lists):
+                    x = _signed_unit_batch([images[i] for i in chosen]).to(device)
+                    value = (model(x, ref_x) if ref_layers is None
+                             else _lpips_from_layers(model, _lpips_layers(model, x), ref_layers))
+                    distances[k][chosen] = value.reshape(len(chosen)).double().cpu().numpy()
+    return distances
 
 
 def lpips_distances(images_a: Sequence[np.ndarray], images_b: Sequence[np.ndarray], source: str,
@@ -615,37 +671,4 @@ def lpips_distances(images_a: Sequence[np.ndarray], images_b: Sequence[np.ndarra
     Inputs are uint8 [0, 255] or float [0, 1]; this function maps them to [-1, 1]. The two images of a pair
     must have the same size (ValueError otherwise); different pairs may differ in size.
     """
-    if len(images_a) != len(images_b):
-        raise ValueError(f"LPIPS compares pairs: got {len(images_a)} and {len(images_b)} images.")
-    _check_nonempty(images_a)
-    a, b = _signed_unit(images_a, "A"), _signed_unit(images_b, "B")
-    for index, (first, second) in enumerate(zip(a, b, strict=True)):
-        if first.shape != second.shape:
-            raise ValueError(f"Pair {index + 1}: the images differ in size ({first.shape[1]}x{first.shape[0]} and "
-                             f"{second.shape[1]}x{second.shape[0]}); LPIPS compares images of the same size.")
-        if min(first.shape[:2]) < LPIPS_MIN_SIDE:
-            raise ValueError(f"Pair {index + 1}: the images are {first.shape[1]}x{first.shape[0]}; LPIPS needs at "
-                             f"least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} pixels.")
-
-    def compute() -> np.ndarray:
-        import torch
-
-        model = load_feature_network("lpips", source)
-        device = _model_device(model)
-        distances = np.zeros(len(a), dtype=np.float64)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(a):
-            by_shape.setdefault(image.shape, []).append(index)
-        with torch.inference_mode():
-            for shape, indices in by_shape.items():
-                per_batch = max(1, min(int(batch_size), LPIPS_BATCH_PIXELS // (shape[0] * shape[1])))
-                for batch in _batches(len(indices), per_batch):
-                    chosen = [indices[n] for n in batch]
-                    first = torch.from_numpy(np.stack([a[i] for i in chosen])).permute(0, 3, 1, 2)
-                    second = torch.from_numpy(np.stack([b[i] for i in chosen])).permute(0, 3, 1, 2)
-                    value = model(first.to(device, torch.float32), second.to(device, torch.float32))
-                    distances[chosen] = value.reshape(len(chosen)).double().cpu().numpy()
-        return distances
-
-    key = hashlib.sha256((set_hash(images_a) + set_hash(images_b)).encode()).hexdigest()
-    return FEATURE_CACHE.get_or_compute("lpips", source, key, compute)
+    return lpips_distances_to([images_a], images_b, source, batch_size, reference_label="B")[0]

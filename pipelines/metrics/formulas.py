@@ -460,18 +460,44 @@ def _pixel_pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+SSIM_WINDOW = 7
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _ssim_plane(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    """Mean SSIM of two float64 planes, scikit-image's formula step by step (uniform 7×7 windows, sample
+    covariances, borders of (7 − 1)/2 cropped). OpenCV's box filter stands in for scipy's uniform_filter: the
+    same window means (the cropped result does not depend on the border mode), about 8× faster."""
+    import cv2
+
+    def mean(plane):
+        return cv2.blur(plane, (SSIM_WINDOW, SSIM_WINDOW), borderType=cv2.BORDER_REFLECT)
+
+    count = SSIM_WINDOW**2
+    cov_norm = count / (count - 1)
+    ux, uy = mean(x), mean(y)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    pad = (SSIM_WINDOW - 1) // 2
+    return float(s[pad:-pad, pad:-pad].mean(dtype=np.float64))
+
+
 def ssim(a, b) -> float:
     """SSIM of two uint8 H×W×C images, data range 255: skimage.metrics.structural_similarity(channel_axis=-1).
 
-    scikit-image's defaults: 7×7 uniform windows, K1 = 0.01, K2 = 0.03, the mean over channels. Raises
-    ValueError for images of different sizes, non-uint8 images and images smaller than 7×7.
+    scikit-image's defaults: 7×7 uniform windows, K1 = 0.01, K2 = 0.03, the mean over channels (the tests
+    check equality with scikit-image). Raises ValueError for images of different sizes, non-uint8 images and
+    images smaller than 7×7.
     """
-    from skimage.metrics import structural_similarity
-
     a, b = _pixel_pair(a, b)
-    if min(a.shape[:2]) < 7:
+    if min(a.shape[:2]) < SSIM_WINDOW:
         raise ValueError(f"image of {a.shape[1]}×{a.shape[0]} pixels is too small for SSIM's 7×7 windows")
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
+    planes = [_ssim_plane(a[:, :, c].astype(np.float64), b[:, :, c].astype(np.float64), 255.0)
+              for c in range(a.shape[2])]
+    return float(np.mean(planes))
 
 
 def psnr(a, b) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,52 @@ MAX_SIDE = 1024  # long side kept for metrics; larger inputs are downscaled (and
 ENV_ALLOW_FOLDERS = "ASL_ALLOW_FOLDER_INPUTS"
 
 
+def set_hash(images: Sequence[np.ndarray]) -> str:
+    """sha256 of every image's dtype, shape and bytes, in order: the key of a set's features."""
+    digest = hashlib.sha256(f"{len(images)}".encode())
+    for image in images:
+        array = np.ascontiguousarray(image)
+        digest.update(f"|{array.dtype.str}{array.shape}|".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+
+def rgb_array(image: np.ndarray, index: int) -> np.ndarray:
+    """The image as height x width x 3: grey repeated, alpha dropped; ValueError for other shapes."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"Image {index + 1} has shape {array.shape}; expected height x width x 3 (RGB).")
+    return array
+
+
+def unit_float(image: np.ndarray, index: int) -> np.ndarray:
+    """An RGB image as float64 in [0, 1]: uint8 is divided by 255, floats must already be in [0, 1]."""
+    array = rgb_array(image, index)
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"Image {index + 1} is {array.dtype}; give uint8 [0, 255] or float [0, 1] images.")
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(f"Image {index + 1} is a float image outside [0, 1]; give floats in [0, 1] or uint8 "
+                         "images in [0, 255].")
+    return array.astype(np.float64)
+
+
+def uint8_rgb(image: np.ndarray, index: int) -> np.ndarray:
+    """The image as uint8 RGB: uint8 kept, floats in [0, 1] scaled and rounded, anything else refused."""
+    array = rgb_array(image, index)
+    if array.dtype == np.uint8:
+        return array
+    return np.round(unit_float(array, index) * 255.0).astype(np.uint8)
+
+
 @dataclass
 class ImageSet:
     """uint8 H×W×3 images with the names used for pairing (file stems), and what was skipped and why."""
@@ -28,16 +75,16 @@ class ImageSet:
     names: list[str]
     skipped: list[str] = field(default_factory=list)
     downscaled: int = 0
+    _hash: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def content_hash(self) -> str:
-        digest = hashlib.sha256()
-        for image in self.images:
-            digest.update(repr(image.shape).encode())
-            digest.update(image.tobytes())
-        return digest.hexdigest()
+        """set_hash of the images, computed once (a set's images are not changed after it is made)."""
+        if self._hash is None:
+            self._hash = set_hash(self.images)
+        return self._hash
 
 
 def folders_allowed() -> bool:
@@ -111,8 +158,16 @@ def as_image_set(value, label: str, allow_folders: bool | None = None) -> ImageS
     if isinstance(value, ImageSet):
         return value
     if isinstance(value, np.ndarray) or (isinstance(value, list) and value and isinstance(value[0], np.ndarray)):
-        arrays = [value] if isinstance(value, np.ndarray) else value
-        return ImageSet(label, [np.asarray(a, dtype=np.uint8) for a in arrays], [str(i) for i in range(len(arrays))])
+        # one image, a stack N×H×W×C, or a list of images; uint8 or floats in [0, 1]
+        arrays = list(value) if isinstance(value, np.ndarray) and value.ndim == 4 else \
+            [value] if isinstance(value, np.ndarray) else value
+        try:
+            images = [uint8_rgb(array, index) for index, array in enumerate(arrays)]
+        except ValueError as err:
+            raise ValueError(f"Set {label}: {err}") from err
+        if not images:
+            raise ValueError(f"Set {label} has no images.")
+        return ImageSet(label, images, [str(i) for i in range(len(arrays))])
     return load_image_set(value, label, allow_folders=allow_folders)
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,7 @@ __all__ = ["SET_METRIC_BOOTSTRAP", "DifferenceCI", "bootstrap_ci", "bootstrap_se
 SET_METRIC_BOOTSTRAP = 500
 FID_MIN_IMAGES = 2048  # FID's feature size: below it the covariance is rank-deficient
 _FAST_MAX_ROWS = 4096  # the shared Gram matrix of all rows (A, B and reference) is used up to this many rows
+MAX_BOOTSTRAP_WORKERS = 8  # threads for resamples that need a decomposition each (FID)
 _CHUNK_ELEMENTS = 2_000_000  # resampled values held in memory at once by the vectorised mean bootstrap
 
 
@@ -160,93 +163,196 @@ def _scalar(value) -> float:
     return float(value)
 
 
-def _fast_evaluator(metric_fn: Callable, arrays: Sequence[np.ndarray]) -> Callable | None:
-    """For FID, KID and CMMD: evaluate(pairs) on resampled rows via one Gram matrix of all rows, else None.
+def _plain_function(metric_fn: Callable) -> tuple[Callable, dict]:
+    """(function, keyword arguments) of a metric given as a formulas function or a keyword-only partial of one."""
+    if isinstance(metric_fn, functools.partial) and not metric_fn.args:
+        return metric_fn.func, dict(metric_fn.keywords)
+    return metric_fn, {}
 
-    The returned evaluate(set_a, index_a, set_b, index_b) equals metric_fn(arrays[set_a][index_a],
-    arrays[set_b][index_b]) up to rounding (the tests check this), but looks rows up instead of recomputing.
+
+def _worker_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _per_resample(evaluate: Callable[[int], float], n_bootstrap: int) -> np.ndarray:
+    """evaluate(r) for every resample r, on one thread per core with LAPACK single-threaded in each: the
+    matrices are small (~300×300), where one thread per decomposition is faster than one shared by all."""
+    workers = min(_worker_count(), MAX_BOOTSTRAP_WORKERS)
+    if workers < 2 or n_bootstrap < 2 * workers:
+        return np.array([evaluate(r) for r in range(n_bootstrap)], dtype=np.float64)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        return np.fromiter(pool.map(evaluate, range(n_bootstrap)), dtype=np.float64, count=n_bootstrap)
+
+
+def _counts(index: np.ndarray, n: int) -> np.ndarray:
+    """R×n: how many times each row appears in each of the R resamples (R×n row indices)."""
+    rows = index.shape[0]
+    flat = (index + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+class _Shortcut:
+    """Resampled values of FID, KID, CMMD or IS from quantities computed once for all rows.
+
+    values(comparison, index) -> R values, where index[s] is the R×n_s matrix of resampled row indices of
+    set s, equal (up to rounding; the tests check this) to metric_fn on the resampled rows:
+    * CMMD and KID are kernel means: with count vectors c, each is a quadratic form cᵀKc of one kernel matrix
+      of all rows, so all resamples are a few matrix products;
+    * IS (one split) is exp(mean_i Σ p_i log p_i − Σ p̄ log p̄) with p̄ = cᵀP / n: one matrix product;
+    * FID needs the singular values of each resample's centred cross product: one SVD of its distinct rows,
+      resamples spread over the cores.
     """
-    fn, kwargs = metric_fn, {}
-    if isinstance(fn, functools.partial) and not fn.args:
-        fn, kwargs = fn.func, dict(fn.keywords)
-    if fn not in (formulas.frechet_distance_from_features, formulas.mmd_rbf, formulas.kernel_inception_distance):
+
+    def __init__(self, kind: str, arrays: Sequence[np.ndarray], options: dict) -> None:
+        self.kind, self.options = kind, options
+        self.sizes = [a.shape[0] for a in arrays]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
+        rows = np.concatenate(arrays).astype(np.float64)
+        if kind == "is":
+            p = [formulas._probabilities(a) for a in arrays]
+            self.probabilities = p
+            self.negentropy = [formulas._kl_rows(a, np.ones((1, a.shape[1]))) for a in p]  # Σ p log p (0 log 0 = 0)
+        elif kind == "kid":
+            self.kernel = formulas.poly_kernel(rows, rows, options["degree"], options["gamma"], options["coef0"])
+        else:
+            rows = rows - rows.mean(axis=0)  # FID and CMMD are translation-invariant; centring keeps the Gram exact
+            gram = rows @ rows.T
+            if kind == "cmmd":
+                sq = np.diag(gram)
+                gamma = 1.0 / (2.0 * options["sigma"] ** 2)
+                self.kernel = np.exp(-gamma * np.maximum(sq[:, None] + sq[None, :] - 2 * gram, 0.0))
+            else:
+                self.gram = gram
+        self._counts: dict[int, np.ndarray] = {}
+
+    def _block(self, s: int, t: int) -> np.ndarray:
+        rows, cols = (slice(self.offsets[u], self.offsets[u] + self.sizes[u]) for u in (s, t))
+        return self.kernel[rows, cols]
+
+    def _count_matrix(self, s: int, index: Sequence[np.ndarray]) -> np.ndarray:
+        if s not in self._counts:
+            self._counts[s] = _counts(index[s], self.sizes[s])
+        return self._counts[s]
+
+    def _quadratic(self, s: int, t: int, index: Sequence[np.ndarray]) -> np.ndarray:
+        cs, ct = self._count_matrix(s, index), self._count_matrix(t, index)
+        return np.einsum("rj,rj->r", cs @ self._block(s, t), ct)
+
+    def values(self, comparison: tuple[int, ...], index: Sequence[np.ndarray]) -> np.ndarray:
+        if self.kind == "is":
+            (s,) = comparison
+            counts, n = self._count_matrix(s, index), self.sizes[s]
+            marginal = counts @ self.probabilities[s] / n
+            log_marginal = np.log(np.maximum(marginal, np.finfo(np.float64).tiny))
+            return np.exp(counts @ self.negentropy[s] / n - np.einsum("rk,rk->r", marginal, log_marginal))
+        s, t = comparison
+        if self.kind == "cmmd":
+            ns, nt = self.sizes[s], self.sizes[t]
+            value = (self._quadratic(s, s, index) / ns**2 + self._quadratic(t, t, index) / nt**2
+                     - 2 * self._quadratic(s, t, index) / (ns * nt))
+            return np.maximum(self.options["scale"] * value, 0.0)
+        if self.kind == "kid":
+            return self._kid(s, t, index)
+        return _per_resample(lambda r: self._fid(s, index[s][r], t, index[t][r]), index[s].shape[0])
+
+    def _distinct(self, s: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.bincount(rows, minlength=self.sizes[s])
+        used = np.flatnonzero(counts)
+        return self.offsets[s] + used, counts[used].astype(np.float64)
+
+    def _fid(self, s: int, rows_s: np.ndarray, t: int, rows_t: np.ndarray) -> float:
+        (us, ws), (ut, wt) = self._distinct(s, rows_s), self._distinct(t, rows_t)
+        gram = self.gram
+        return formulas.frechet_distance_from_gram(gram[np.ix_(us, us)], gram[np.ix_(ut, ut)], gram[np.ix_(us, ut)],
+                                                   ws, wt)
+
+    def _kid(self, s: int, t: int, index: Sequence[np.ndarray]) -> np.ndarray:
+        m, options = self.sizes[s], self.options
+        if m == self.sizes[t] <= int(options["subset_size"]) and m >= 2:
+            # every subset is the whole resample: the unbiased MMD² of the resampled rows (repeats are distinct
+            # positions i ≠ j, so only each row's own kernel value, counted c times, leaves the sums)
+            diagonal = [np.diag(self._block(u, u)) @ self._count_matrix(u, index).T for u in (s, t)]
+            within = (self._quadratic(s, s, index) - diagonal[0] + self._quadratic(t, t, index) - diagonal[1])
+            return within / (m * (m - 1)) - 2 * self._quadratic(s, t, index) / m**2
+        kernel, offsets = self.kernel, self.offsets
+
+        def one(r: int) -> float:
+            pa, pb = offsets[s] + index[s][r], offsets[t] + index[t][r]
+
+            def blocks(ja, jb):
+                va, vb = pa[ja], pb[jb]
+                return kernel[np.ix_(va, va)], kernel[np.ix_(vb, vb)], kernel[np.ix_(va, vb)]
+
+            return formulas._kid_from_blocks(len(pa), len(pb), blocks, options["subsets"], options["subset_size"],
+                                             options["seed"])[0]
+        return _per_resample(one, index[s].shape[0])
+
+
+_SHORTCUT_OPTIONS = {
+    formulas.frechet_distance_from_features: ("fid", {}),
+    formulas.mmd_rbf: ("cmmd", {"sigma": 10.0, "scale": 1000.0}),
+    formulas.kernel_inception_distance: ("kid", {"subsets": 100, "subset_size": 1000, "degree": 3, "gamma": None,
+                                                 "coef0": 1.0, "seed": 0}),
+    formulas.inception_score: ("is", {"splits": 10}),
+}
+
+
+def _shortcut(metric_fn: Callable, arrays: Sequence[np.ndarray], comparisons: Sequence[tuple[int, ...]]
+              ) -> _Shortcut | None:
+    """A _Shortcut for FID, KID, CMMD (two sets per comparison) and one-split IS (one set), else None."""
+    fn, kwargs = _plain_function(metric_fn)
+    if fn not in _SHORTCUT_OPTIONS:
+        return None
+    kind, defaults = _SHORTCUT_OPTIONS[fn]
+    if set(kwargs) - set(defaults):
+        return None
+    options = {**defaults, **kwargs}
+    width = 1 if kind == "is" else 2
+    if any(len(c) != width for c in comparisons) or (kind == "is" and int(options["splits"]) != 1):
         return None
     if any(a.ndim != 2 or a.shape[1] != arrays[0].shape[1] or a.shape[0] < 2 or not np.isfinite(a).all()
            for a in arrays):
         return None  # let the metric itself raise its clear error
-    sizes = [a.shape[0] for a in arrays]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    total, d = sum(sizes), arrays[0].shape[1]
-    if total > _FAST_MAX_ROWS:
+    if sum(a.shape[0] for a in arrays) > _FAST_MAX_ROWS:
         return None
-    rows = np.concatenate(arrays).astype(np.float64)
-
-    def distinct(s, index):  # the rows a resample uses, as union indices, and how often each appears
-        counts = np.bincount(index, minlength=sizes[s])
-        used = np.flatnonzero(counts)
-        return offsets[s] + used, counts[used].astype(np.float64)
-
-    if fn is formulas.frechet_distance_from_features:
-        if kwargs or min(sizes) >= d:  # many rows: the d×d path of the metric itself is cheaper
+    if kind == "fid" and min(a.shape[0] for a in arrays) >= arrays[0].shape[1]:
+        return None  # many rows: the d×d path of the metric itself is cheaper
+    if kind == "is":
+        try:
+            formulas._probabilities(np.concatenate(arrays))
+        except ValueError:
             return None
-        rows = rows - rows.mean(axis=0)  # translation-invariant; centring keeps the Gram accurate
-        gram = rows @ rows.T
+    if kind == "kid":
+        options["gamma"] = 1.0 / arrays[0].shape[1] if options["gamma"] is None else float(options["gamma"])
+    return _Shortcut(kind, arrays, options)
 
-        def fid(sa, ia, sb, ib):
-            (ua, wa), (ub, wb) = distinct(sa, ia), distinct(sb, ib)
-            return formulas.frechet_distance_from_gram(gram[np.ix_(ua, ua)], gram[np.ix_(ub, ub)],
-                                                       gram[np.ix_(ua, ub)], wa, wb)
-        return fid
 
-    if fn is formulas.mmd_rbf:
-        if set(kwargs) - {"sigma", "scale"}:
-            return None
-        rows = rows - rows.mean(axis=0)
-        gram = rows @ rows.T
-
-        def cmmd(sa, ia, sb, ib):
-            (ua, wa), (ub, wb) = distinct(sa, ia), distinct(sb, ib)
-            return formulas.mmd_rbf_from_gram(gram[np.ix_(ua, ua)], gram[np.ix_(ub, ub)], gram[np.ix_(ua, ub)],
-                                              weights_x=wa, weights_y=wb, **kwargs)
-        return cmmd
-
-    # KID: the polynomial kernel of all rows once; subsets are drawn exactly as kernel_inception_distance does
-    if set(kwargs) - {"subsets", "subset_size", "degree", "gamma", "coef0", "seed"}:
-        return None
-    options = {"subsets": 100, "subset_size": 1000, "degree": 3, "gamma": None, "coef0": 1.0, "seed": 0, **kwargs}
-    kernel = formulas.poly_kernel(rows, rows, options["degree"], options["gamma"], options["coef0"])
-
-    def kid(sa, ia, sb, ib):
-        if int(options["subsets"]) >= 1 and len(ia) == len(ib) <= int(options["subset_size"]) and len(ia) >= 2:
-            (ua, wa), (ub, wb) = distinct(sa, ia), distinct(sb, ib)  # every subset is the whole resample
-            return formulas.poly_mmd_unbiased(kernel[np.ix_(ua, ua)], kernel[np.ix_(ub, ub)], kernel[np.ix_(ua, ub)],
-                                              wa, wb)
-        pa, pb = offsets[sa] + ia, offsets[sb] + ib
-
-        def blocks(ja, jb):
-            va, vb = pa[ja], pb[jb]
-            return kernel[np.ix_(va, va)], kernel[np.ix_(vb, vb)], kernel[np.ix_(va, vb)]
-
-        return formulas._kid_from_blocks(len(pa), len(pb), blocks, options["subsets"], options["subset_size"],
-                                         options["seed"])[0]
-    return kid
+def _resample_indices(rng: np.random.Generator, sizes: Sequence[int], n_bootstrap: int) -> list[np.ndarray]:
+    """Per set an R×n matrix of row indices drawn with replacement; resample by resample, set by set."""
+    index = [np.empty((n_bootstrap, n), dtype=np.int64) for n in sizes]
+    for r in range(n_bootstrap):
+        for s, n in enumerate(sizes):
+            index[s][r] = rng.integers(0, n, n)
+    return index
 
 
 def _set_resamples(metric_fn: Callable, arrays: list[np.ndarray], comparisons: list[tuple[int, ...]],
                    n_bootstrap: int, seed: int) -> np.ndarray:
     """Metric values on n_bootstrap resamples: rows of every array resampled independently (shared by all
     comparisons of one resample); comparisons are (i,) for metric_fn(arrays[i]) or (i, j) for two sets."""
-    rng = np.random.default_rng(seed)
-    fast = _fast_evaluator(metric_fn, arrays) if all(len(c) == 2 for c in comparisons) else None
+    index = _resample_indices(np.random.default_rng(seed), [len(a) for a in arrays], n_bootstrap)
+    shortcut = _shortcut(metric_fn, arrays, comparisons)
+    if shortcut is not None:
+        return np.column_stack([shortcut.values(tuple(sets), index) for sets in comparisons])
     values = np.empty((n_bootstrap, len(comparisons)))
     for r in range(n_bootstrap):
-        index = [rng.integers(0, len(a), len(a)) for a in arrays]
         for k, sets in enumerate(comparisons):
-            if fast is not None:
-                i, j = sets
-                values[r, k] = fast(i, index[i], j, index[j])
-            else:
-                values[r, k] = _scalar(metric_fn(*(arrays[s][index[s]] for s in sets)))
+            values[r, k] = _scalar(metric_fn(*(arrays[s][index[s][r]] for s in sets)))
     return values
 
 
