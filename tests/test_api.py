@@ -109,11 +109,12 @@ def test_compare_endpoint_gives_verdicts_skips_missing_models_and_is_recorded(cl
                  (("a", 3, 1), ("b", 40, 2), ("ref", 0, 0)))
     files = lambda paths: [handle_file(str(path)) for path in paths]  # noqa: E731
     summary, table, bars, scatter, per_image, downloads = client.predict(
-        files(a), [], "", files(b), [], "", files(ref), "", "", "Pair by order", ["ssim", "psnr", "fid"],
-        "fid-inception", "tiny:clip", "tiny:lpips", 200, 0, api_name="/compare")
+        files(a), [], "", files(b), [], "", files(ref), "", "", "Pair by order", ["ssim", "psnr", "fid", "nima"],
+        "fid-inception", "tiny:clip", "tiny:lpips", "", 200, 0, api_name="/compare")
     rows = {row[0]: row for row in (table["data"] if isinstance(table, dict) else table)}
     assert rows["SSIM"][5] == "A" and rows["PSNR (dB)"][5] == "A"  # less noise is truly closer
     assert "needs model FID Inception v3" in summary and "FID" not in rows  # offline: skipped, not faked
+    assert "needs model NIMA: no NIMA model is configured" in summary and "NIMA" not in rows
     assert bars and Path(bars).exists() and len(downloads) == 3
     run_id = summary.rsplit("Run `", 1)[1].split("`")[0]
     assert client.predict(run_id, api_name="/history_show")["tab"] == "Metrics / A-B"
@@ -125,9 +126,10 @@ def test_compare_with_unusable_sets_says_why_and_the_app_keeps_serving(client, t
     good = _sample_set(tmp_path / "good", 0, 0)
     with pytest.raises(Exception, match="Set A has no usable images"):
         client.predict([handle_file(str(notes))], [], "", [handle_file(str(p)) for p in good], [], "", [], "", "",
-                       "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", 100, 0, api_name="/compare")
+                       "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", "", 100, 0,
+                       api_name="/compare")
     with pytest.raises(Exception, match="equal size"):
         client.predict([handle_file(str(p)) for p in good[:3]], [], "", [handle_file(str(p)) for p in good], [], "",
                        [handle_file(str(p)) for p in good], "", "", "Pair by order", ["ssim"], "tiny:inception",
-                       "tiny:clip", "tiny:lpips", 100, 0, api_name="/compare")
+                       "tiny:clip", "tiny:lpips", "", 100, 0, api_name="/compare")
     assert client.predict("Neural style", api_name="/history_list") is not None  # still serving

@@ -250,7 +250,7 @@ def test_loader_caches_tiny_models(tiny_cache: Path) -> None:
 
 
 def test_specs_and_dropdown_choices() -> None:
-    assert set(tiny_models.TINY_MODELS) == {*OWN_MODELS, "style"}
+    assert set(tiny_models.TINY_MODELS) == {*OWN_MODELS, "style", "lpips", "nima"}  # the last two: pipelines.metrics
     for name, spec in tiny_models.TINY_MODELS.items():
         assert spec.name == name and spec.family in loader.FAMILIES and spec.version >= 1
         label, value = tiny_models.dropdown_choice(name)

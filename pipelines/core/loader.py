@@ -62,6 +62,7 @@ ARCHITECTURE_PROVIDERS: dict[str, str] = {
     "tiny_inception": "pipelines.core.tiny_models",
     "fid_inception_v3": "pipelines.metrics.fid_inception",
     "lpips": "pipelines.metrics.features",
+    "nima": "pipelines.metrics.nima",
 }
 
 

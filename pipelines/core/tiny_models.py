@@ -269,6 +269,18 @@ def _build_inception(folder: Path) -> None:
     save_safetensors(module.state_dict(), folder / "model.safetensors", {"architecture": INCEPTION_ARCHITECTURE})
 
 
+def _build_lpips(folder: Path) -> None:
+    from pipelines.metrics.features import build_tiny_lpips  # the architecture lives with the metrics pipeline
+
+    build_tiny_lpips(folder)
+
+
+def _build_nima(folder: Path) -> None:
+    from pipelines.metrics.nima import build_tiny_nima  # the architecture lives with the metrics pipeline
+
+    build_tiny_nima(folder)
+
+
 def _build_style(folder: Path) -> None:
     from pipelines.neural_style.network import save_tiny_style  # written by the neural-style pipeline
 
@@ -289,6 +301,8 @@ TINY_MODELS: dict[str, TinySpec] = {
                  {"class_name": "BlipForConditionalGeneration"}),
         TinySpec("inception", "torch_module", "FID Inception v3", 1, _build_inception),
         TinySpec("style", "torch_module", "fast style transfer network", 2, _build_style),
+        TinySpec("lpips", "torch_module", "LPIPS (AlexNet)", 1, _build_lpips),
+        TinySpec("nima", "torch_module", "NIMA aesthetic model", 1, _build_nima),
     ]
 }
 

@@ -28,6 +28,13 @@ PAIRED_PIXEL_METRICS = ("ssim", "psnr", "lpips")
 DISTRIBUTION_METRICS = {"fid", "kid", "cmmd", "clip_fid", "fid_per_image"}
 
 
+def default_models() -> dict[str, str]:
+    """DEFAULT_MODELS and the host's NIMA model ("" when none is configured: NIMA is then skipped, with why)."""
+    from .nima import configured_source
+
+    return {**DEFAULT_MODELS, "nima": configured_source() or ""}
+
+
 def default_metrics() -> list[str]:
     return [key for key, info in formulas.METRIC_INFO.items() if info.default]
 
@@ -55,6 +62,10 @@ class _Context:
         image_set = self.sets[label]
         return features.clip_image_embeddings(image_set.images, self.models["clip"],
                                               content_hash=image_set.content_hash())
+
+    def nima(self, label: str) -> np.ndarray:
+        image_set = self.sets[label]
+        return features.nima_scores(image_set.images, self.models["nima"], content_hash=image_set.content_hash())
 
     def clip_texts(self, count: int) -> np.ndarray:
         prompts = self.prompts if len(self.prompts) != 1 else self.prompts * count
@@ -191,8 +202,6 @@ def _needs_reason(key: str, ctx: _Context) -> str | None:
     if key in DISTRIBUTION_METRICS and min(len(image_set) for image_set in ctx.sets.values()) < 2:
         smallest = min(ctx.sets.values(), key=len)
         return f"needs at least 2 images in every set (set {smallest.label} has {len(smallest)})"
-    if key == "nima":
-        return "needs model NIMA: no NIMA model is configured on this server"
     return None
 
 
@@ -219,9 +228,11 @@ def _compute(key: str, ctx: _Context, per_image: dict[str, dict[str, np.ndarray]
         values = _clip_i_values(ctx)
     elif key in ("clip_score", "clip_score_hessel"):
         values = _clip_score_values(ctx, key)
+    elif key == "nima":
+        values = {label: ctx.nima(label) for label in ("A", "B")}
     else:
         values = _pixel_values(ctx, key)
-    model = models["lpips"] if key == "lpips" else models["clip"] if key.startswith("clip") else ""
+    model = models.get(formulas.METRIC_INFO[key].needs or "", "")
     paired = key in PAIRED_PIXEL_METRICS or (key == "clip_i" and bool(ctx.pairs.get("A")))
     for label in ("A", "B"):
         per_image.setdefault(label, {})[key] = _aligned(values[label], ctx.pairs[label] if paired else None,
@@ -271,7 +282,7 @@ def compare(set_a, set_b, reference=None, prompts: list[str] | None = None,
     pair_map = {}
     if pairs is not None and "reference" in sets:
         pair_map = {label: pair_indices(sets[label], sets["reference"], pairs) for label in ("A", "B")}
-    ctx = _Context(sets, {**DEFAULT_MODELS, **(models or {})}, list(prompts) if prompts else None, pair_map,
+    ctx = _Context(sets, {**default_models(), **(models or {})}, list(prompts) if prompts else None, pair_map,
                    int(n_bootstrap), int(seed))
     rows, skipped, per_image = [], {}, {}
     for step, key in enumerate(chosen, start=1):

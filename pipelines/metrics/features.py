@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +38,6 @@ INCEPTION_SIZE = (299, 299)
 LPIPS_ARCHITECTURE = "lpips"
 LPIPS_MIN_SIDE = 31  # AlexNet's second max pool needs at least this many pixels
 LPIPS_BATCH_PIXELS = 16 * 2**20  # images of a batch together (bounds the backbone's activations)
-TINY_LPIPS_VERSION = 1
 # torchvision's AlexNet_Weights.IMAGENET1K_V1 (what torchmetrics' LPIPS downloads for its backbone).
 ALEXNET_WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
@@ -55,7 +52,10 @@ class FeatureNetwork:
     test_model: bool  # random weights: never a real score
 
 
-KIND_NAMES = {"inception": "Inception network", "clip": "CLIP model", "lpips": "LPIPS network"}
+KIND_NAMES = {"inception": "Inception network", "clip": "CLIP model", "lpips": "LPIPS network",
+              "nima": "NIMA model"}
+NO_NIMA_REASON = ("no NIMA model is configured on this server (the host sets ASL_NIMA_MODEL to a converted "
+                  "NIMA folder; see pipelines/metrics/nima.py)")
 
 NETWORKS: dict[str, dict[str, FeatureNetwork]] = {
     "inception": {
@@ -75,6 +75,11 @@ NETWORKS: dict[str, dict[str, FeatureNetwork]] = {
                                      "LPIPS (AlexNet backbone, linear weights from torchmetrics)", False),
         "tiny:lpips": FeatureNetwork("lpips", "tiny:lpips", "LPIPS (tiny test network)",
                                      f"LPIPS — {TINY_LABEL}: random AlexNet backbone", True),
+    },
+    # the host's own NIMA model (ASL_NIMA_MODEL) is added by network_choices; none can be downloaded
+    "nima": {
+        "": FeatureNetwork("nima", "", "NIMA", "None configured on this server", False),
+        "tiny:nima": FeatureNetwork("nima", "tiny:nima", "NIMA (tiny test network)", f"NIMA — {TINY_LABEL}", True),
     },
 }
 
@@ -121,8 +126,16 @@ def is_downloaded(kind: str, source: str) -> bool | None:
 def network_choices(kind: str) -> list[tuple[str, str]]:
     """(label, source) pairs for a dropdown: real networks first, then the tiny test ones."""
     _check_kind(kind)
+    entries = list(NETWORKS[kind].values())
+    if kind == "nima":
+        from .nima import configured_source
+
+        configured = configured_source()
+        if configured:  # the host's model replaces "none configured"
+            entries = [network_for(kind, configured)] + [entry for entry in entries
+                                                         if entry.source not in ("", configured)]
     choices = []
-    for entry in sorted(NETWORKS[kind].values(), key=lambda item: item.test_model):
+    for entry in sorted(entries, key=lambda item: item.test_model):
         label = entry.label
         if not entry.test_model and is_downloaded(kind, entry.source) is False:
             label += " (downloads on first use)"
@@ -158,10 +171,13 @@ def load_feature_network(kind: str, source: str) -> Any:
     """The network of `kind` from `source`, through the core loader (and its cache).
 
     inception -> module returning {"pool", "logits"}; clip -> (CLIPModel, CLIPProcessor); lpips -> module
-    taking two [-1, 1] batches. Raises ModelLoadError("needs model X: reason") when it cannot be had.
+    taking two [-1, 1] batches; nima -> module giving the probabilities of the ratings 1…10 for [0, 1] batches.
+    Raises ModelLoadError("needs model X: reason") when it cannot be had.
     """
     _check_kind(kind)
     source = str(source)
+    if kind == "nima" and not source:
+        raise ModelLoadError(needs_model_message(kind, source, NO_NIMA_REASON))
     try:
         if kind == "inception":
             return _load_inception(source)
@@ -169,6 +185,10 @@ def load_feature_network(kind: str, source: str) -> Any:
             model = loader.load_model("transformers", source, class_name="CLIPModel", dtype=_float32())
             processor = loader.load_model("transformers", source, class_name="CLIPProcessor")
             return model, processor
+        if kind == "nima":
+            from . import nima  # noqa: F401  (registers the architecture)
+
+            return loader.load_model("torch_module", source, dtype=_float32())
         return _load_lpips(source)
     except Exception as err:
         raise ModelLoadError(needs_model_message(kind, source, err)) from err
@@ -388,6 +408,39 @@ def clip_text_embeddings(prompts: Sequence[str], source: str, batch_size: int = 
     return embeddings, list(truncated)
 
 
+# ---------------------------------------------------------------------------------------------- NIMA
+def nima_scores(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                content_hash: str | None = None) -> np.ndarray:
+    """NIMA's mean rating (1 to 10) of each image, float64 (N,); cached per (source, set content).
+
+    Images are resized to 224×224 with PIL's bilinear filter (torchvision's Resize on PIL images, which the
+    published NIMA models were trained with) and given to the model in [0, 1]; it normalises them itself.
+    """
+    from PIL import Image
+
+    from .nima import INPUT_SIZE, mean_rating
+
+    _check_nonempty(images)
+    rgb = [uint8_rgb(image, index) for index, image in enumerate(images)]
+
+    def compute() -> np.ndarray:
+        import torch
+
+        model = load_feature_network("nima", source)
+        device = _model_device(model)
+        chunks = []
+        with torch.inference_mode():
+            for batch in _batches(len(rgb), batch_size):
+                arrays = [np.asarray(Image.fromarray(rgb[index]).resize((INPUT_SIZE, INPUT_SIZE),
+                                                                        Image.Resampling.BILINEAR))
+                          for index in batch]
+                x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device, torch.float32) / 255.0
+                chunks.append(model(x).double().cpu().numpy())
+        return mean_rating(np.concatenate(chunks))
+
+    return FEATURE_CACHE.get_or_compute("nima", source, content_hash or set_hash(rgb), compute)
+
+
 # ---------------------------------------------------------------------------------------------- LPIPS
 def make_lpips(config: dict[str, Any], state_dict: dict[str, Any] | None = None) -> Any:
     """The `lpips` architecture: torchmetrics' LPIPS module (backbone + linear layers), built without any
@@ -445,39 +498,13 @@ def _ready(folder: Path) -> bool:
 _LPIPS_LOCK = threading.Lock()
 
 
-def tiny_lpips_folder() -> Path:
-    return settings.cache_dir() / "tiny" / f"lpips-v{TINY_LPIPS_VERSION}"
-
-
-def ensure_tiny_lpips() -> Path:
-    """The tiny test LPIPS: the same computation with a random-weight AlexNet backbone (seeded, no download)
-    and torchmetrics' linear weights; built once into a temporary folder, then renamed."""
-    target = tiny_lpips_folder()
-    if _ready(target):
-        return target
-    with _LPIPS_LOCK:
-        if _ready(target):
-            return target
-        import torch
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                module = make_lpips({"net": "alex"})
-            module.load_state_dict(_packaged_lpips_linear_weights("alex"), strict=False)
-            _save_lpips(module, tmp, {"architecture": LPIPS_ARCHITECTURE, "net": "alex", "backbone": "random",
-                                      "test_model": True, "label": TINY_LABEL})
-            os.chmod(tmp, 0o755)
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not _ready(target):  # another process finished first: keep theirs
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def build_tiny_lpips(folder: Path) -> None:
+    """The tiny test LPIPS (built by tiny_models, which seeds the RNG): the same computation with a random-weight
+    AlexNet backbone (no download) and torchmetrics' linear weights."""
+    module = make_lpips({"net": "alex"})
+    module.load_state_dict(_packaged_lpips_linear_weights("alex"), strict=False)
+    _save_lpips(module, folder, {"architecture": LPIPS_ARCHITECTURE, "net": "alex", "backbone": "random",
+                                 "test_model": True, "label": TINY_LABEL})
 
 
 def lpips_alex_folder() -> Path:
@@ -553,8 +580,6 @@ def ensure_lpips_alex() -> Path:
 def _load_lpips(source: str) -> Any:
     if source == "lpips-alex":
         source = str(ensure_lpips_alex())
-    elif source == "tiny:lpips":
-        source = str(ensure_tiny_lpips())
     return loader.load_model("torch_module", source, dtype=_float32())
 
 

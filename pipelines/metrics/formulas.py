@@ -85,8 +85,10 @@ METRIC_INFO: dict[str, MetricInfo] = {info.key: info for info in (
           "Learned perceptual distance (Zhang et al. 2018, AlexNet features) between each image and its paired "
           "reference; the code maps pixels to [-1, 1] itself. 0 = identical; lower is closer."),
     _info("clip_score", "CLIP score (100·cos)", "text", True, "clip", True, False,
-          "How well each image matches its prompt: 100 × max(cos, 0) of the CLIP image and text embeddings, as "
-          "torchmetrics' CLIPScore computes it. Higher is better; prompts longer than 77 tokens are cut."),
+          "How well each image matches its prompt: 100 × max(cos, 0) of the CLIP image and text embeddings, per "
+          "image, then averaged (torchmetrics' CLIPScore scales by 100 the same way but clamps only the average, "
+          "so the two differ when some cosines are negative). Higher is better; prompts longer than 77 tokens are "
+          "cut."),
     _info("clip_score_hessel", "CLIP-S (Hessel, 2.5·cos)", "text", True, "clip", True, False,
           "How well each image matches its prompt, as Hessel et al. (2021) define CLIPScore: 2.5 × max(cos, 0) of "
           "the CLIP image and text embeddings; the same cosine as 'CLIP score' on a different scale. Higher is "
@@ -428,7 +430,9 @@ def per_image_kl(probabilities, reference_probabilities, eps: float = 1e-12) -> 
 def clip_score(cosines, definition: str = "clip") -> np.ndarray:
     """CLIP score from image–text cosine similarities.
 
-    "clip": 100·max(cos, 0), torchmetrics' CLIPScore. "hessel": 2.5·max(cos, 0), Hessel et al.'s CLIP-S (2021).
+    "clip": 100·max(cos, 0) per image (torchmetrics' CLIPScore scale; torchmetrics clamps only the mean over
+    images, max(mean(100·cos), 0), so per-image values and their mean can differ from it when cosines are negative).
+    "hessel": 2.5·max(cos, 0), Hessel et al.'s CLIP-S (2021).
     """
     cos = np.asarray(cosines, dtype=np.float64)
     factors = {"clip": 100.0, "hessel": 2.5}
