@@ -10,18 +10,21 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.core.errors import UserError
+from pipelines.core.jobs import JobCancelled
+
 log = logging.getLogger(__name__)
 
-# Errors whose message is written for the user; anything else is logged and summarised.
 # Every event that runs a model shares this concurrency slot: one model job at a time on the device.
 MODEL_WORK = {"concurrency_id": "model", "concurrency_limit": 1}
 
-_USER_ERROR_NAMES = {"ImageInputError", "UnsafeWeightsError", "ModelLoadError", "ArchiveError", "ValueError",
-                     "KeyError", "FileNotFoundError", "StyleUnavailableError", "StyleTrainingUnavailable"}
+# Errors whose text is for the user (the pipelines' own and the plain ones raised for bad input); any other is
+# logged and summarised.
+USER_ERRORS = (UserError, ValueError, KeyError, FileNotFoundError)
 
 
 def user_message(err: BaseException) -> str:
-    if type(err).__name__ in _USER_ERROR_NAMES or any(c.__name__ in _USER_ERROR_NAMES for c in type(err).__mro__):
+    if isinstance(err, USER_ERRORS):
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         return str(text)
     return (f"Something went wrong ({type(err).__name__}: {err}). The app is still running; "
@@ -32,11 +35,11 @@ def friendly_errors(fn: Callable) -> Callable:
     """Turn exceptions into a gr.Error with a plain message (never a stack trace in the page)."""
 
     def handle(err: Exception) -> None:
-        if type(err).__name__ == "JobCancelled":
+        if isinstance(err, JobCancelled):
             raise gr.Error(f"{err} Work done so far is kept; press the button again to resume.")
         if isinstance(err, gr.Error):
             raise err
-        if type(err).__name__ not in _USER_ERROR_NAMES:
+        if not isinstance(err, USER_ERRORS):
             log.exception("Unexpected error in %s", fn.__name__)
         raise gr.Error(user_message(err)) from err
 

@@ -38,6 +38,20 @@ def test_user_errors_become_plain_gradio_errors():
         common.friendly_errors(bad_image)()
 
 
+def test_every_pipeline_user_error_reaches_the_page_as_written():
+    from pipelines.core.archives import ArchiveError
+    from pipelines.core.errors import UserError
+    from pipelines.core.loader import ModelLoadError
+    from pipelines.core.safeweights import UnsafeWeightsError
+    from pipelines.neural_style.styles import StyleUnavailableError
+    from pipelines.neural_style.train import StyleTrainingUnavailable
+
+    for error in (ArchiveError, ModelLoadError, UnsafeWeightsError, StyleUnavailableError, StyleTrainingUnavailable):
+        assert issubclass(error, UserError)
+        assert common.user_message(error("plain words for the user")) == "plain words for the user"
+    assert "Something went wrong (RuntimeError: internal)" in common.user_message(RuntimeError("internal"))
+
+
 def test_unexpected_errors_are_summarised_not_dumped():
     def crash():
         raise ZeroDivisionError("division by zero")

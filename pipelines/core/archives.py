@@ -6,12 +6,14 @@ import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .errors import UserError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MAX_FILES = 2000
 MAX_TOTAL_BYTES = 2 * 2**30
 
 
-class ArchiveError(ValueError):
+class ArchiveError(UserError, ValueError):
     """A zip that cannot be used, with a message meant for the user."""
 
 

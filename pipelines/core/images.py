@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 MIN_SIDE = 16
 # Decoding beyond this many pixels could exhaust memory on a small Space, so such files are refused
 # (JPEGs are decoded at a reduced scale first via Image.draft, so large photos still work).
@@ -17,7 +19,7 @@ MAX_DECODE_PIXELS = 64_000_000
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserError, ValueError):
     """A user image that cannot be used, with a message meant for the user."""
 
 

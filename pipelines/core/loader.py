@@ -18,6 +18,7 @@ from typing import Any
 
 from . import devices, network, settings
 from .cache import KeyedCache
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ TEST_MODEL_LABEL = "test model — random weights, output is noise"
 TINY_LABEL = "tiny (test, random weights)"  # how every model dropdown names a tiny test model
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be loaded; the message names the model and the reason in plain words."""
 
 

@@ -8,13 +8,15 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
 MAX_HEADER_BYTES = 100 * 2**20
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(UserError, ValueError):
     """The file is not a valid safetensors file (whatever its extension says)."""
 
 

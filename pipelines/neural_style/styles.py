@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipelines.core import settings
 from pipelines.core.downloads import download_file, offline_reason, read_pth_state_dict
+from pipelines.core.errors import UserError
 from pipelines.core.jobs import atomic_path
 from pipelines.core.loader import TINY_LABEL
 from pipelines.core.safeweights import check_safetensors
@@ -73,7 +74,7 @@ PRETRAINED: dict[str, PretrainedStyle] = {style.name: style for style in (
 )}
 
 
-class StyleUnavailableError(RuntimeError):
+class StyleUnavailableError(UserError, RuntimeError):
     """A pretrained style that is not downloaded yet and cannot be downloaded now; the message says why."""
 
 

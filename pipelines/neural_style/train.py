@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.core import devices, settings
+from pipelines.core.errors import UserError
 from pipelines.core.images import ImageInputError, load_image
 from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path
 from pipelines.core.safeweights import load_safetensors
@@ -150,7 +151,7 @@ def _load_features(features: nn.Sequential, state: dict[str, torch.Tensor]) -> N
     features.load_state_dict({key: value for key, value in trimmed.items() if key in wanted}, strict=True)
 
 
-class StyleTrainingUnavailable(RuntimeError):
+class StyleTrainingUnavailable(UserError, RuntimeError):
     """Training cannot run here (e.g. no ImageNet VGG16 weights offline); the message says why."""
 
 
