@@ -25,6 +25,7 @@ REFERENCE_METRICS = {"fid", "kid", "cmmd", "clip_fid", "clip_i", "fid_per_image"
                      "ssim", "psnr", "lpips"}
 PAIRED_PIXEL_METRICS = ("ssim", "psnr", "lpips")
 # Distribution metrics need a covariance or a kernel mean over each set: at least two images in every set.
+IS_SPLITS = 10
 DISTRIBUTION_METRICS = {"fid", "kid", "cmmd", "clip_fid", "fid_per_image"}
 
 
@@ -108,9 +109,9 @@ def _reference_set_metric(ctx: _Context, key: str, extract: Callable[[str], np.n
 _kid = functools.partial(formulas.kernel_inception_distance, subsets=20)
 
 
-# One split throughout, so A, B, B − A and every interval describe the same number; a partial, so the
-# bootstrap's shortcut recognises it.
-_inception_score = functools.partial(formulas.inception_score, splits=1)
+# The usual 10 splits, for the row's value and for every resample, so A, B, B − A and each interval describe the
+# same number; a partial, so the bootstrap's shortcut recognises it.
+_inception_score = functools.partial(formulas.inception_score, splits=IS_SPLITS)
 
 
 def _is_row(ctx: _Context) -> MetricRow:

@@ -203,7 +203,7 @@ class _Shortcut:
     set s, equal (up to rounding; the tests check this) to metric_fn on the resampled rows:
     * CMMD and KID are kernel means: with count vectors c, each is a quadratic form cᵀKc of one kernel matrix
       of all rows, so all resamples are a few matrix products;
-    * IS (one split) is exp(mean_i Σ p_i log p_i − Σ p̄ log p̄) with p̄ = cᵀP / n: one matrix product;
+    * IS is, per split, exp(mean_i Σ p_i log p_i − Σ p̄ log p̄) with p̄ = cᵀP / n: one matrix product per split;
     * FID needs the singular values of each resample's centred cross product: one SVD of its distinct rows,
       resamples spread over the cores.
     """
@@ -245,11 +245,7 @@ class _Shortcut:
 
     def values(self, comparison: tuple[int, ...], index: Sequence[np.ndarray]) -> np.ndarray:
         if self.kind == "is":
-            (s,) = comparison
-            counts, n = self._count_matrix(s, index), self.sizes[s]
-            marginal = counts @ self.probabilities[s] / n
-            log_marginal = np.log(np.maximum(marginal, np.finfo(np.float64).tiny))
-            return np.exp(counts @ self.negentropy[s] / n - np.einsum("rk,rk->r", marginal, log_marginal))
+            return self._inception_score(comparison[0], index[comparison[0]])
         s, t = comparison
         if self.kind == "cmmd":
             ns, nt = self.sizes[s], self.sizes[t]
@@ -259,6 +255,20 @@ class _Shortcut:
         if self.kind == "kid":
             return self._kid(s, t, index)
         return _per_resample(lambda r: self._fid(s, index[s][r], t, index[t][r]), index[s].shape[0])
+
+    def _inception_score(self, s: int, index: np.ndarray) -> np.ndarray:
+        """IS of each resample as inception_score computes it: consecutive splits of the resampled rows, each
+        exp(mean Σ p log p − Σ p̄ log p̄) with p̄ the split's mean, averaged over the splits."""
+        n = self.sizes[s]
+        splits = max(1, min(int(self.options["splits"]), n))
+        scores = np.zeros(index.shape[0])
+        for k in range(splits):
+            chunk = index[:, k * n // splits:(k + 1) * n // splits]
+            counts, size = _counts(chunk, n), chunk.shape[1]
+            marginal = counts @ self.probabilities[s] / size
+            log_marginal = np.log(np.maximum(marginal, np.finfo(np.float64).tiny))
+            scores += np.exp(counts @ self.negentropy[s] / size - np.einsum("rk,rk->r", marginal, log_marginal))
+        return scores / splits
 
     def _distinct(self, s: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         counts = np.bincount(rows, minlength=self.sizes[s])
@@ -304,7 +314,7 @@ _SHORTCUT_OPTIONS = {
 
 def _shortcut(metric_fn: Callable, arrays: Sequence[np.ndarray], comparisons: Sequence[tuple[int, ...]]
               ) -> _Shortcut | None:
-    """A _Shortcut for FID, KID, CMMD (two sets per comparison) and one-split IS (one set), else None."""
+    """A _Shortcut for FID, KID, CMMD (two sets per comparison) and IS (one set), else None."""
     fn, kwargs = _plain_function(metric_fn)
     if fn not in _SHORTCUT_OPTIONS:
         return None
@@ -313,7 +323,7 @@ def _shortcut(metric_fn: Callable, arrays: Sequence[np.ndarray], comparisons: Se
         return None
     options = {**defaults, **kwargs}
     width = 1 if kind == "is" else 2
-    if any(len(c) != width for c in comparisons) or (kind == "is" and int(options["splits"]) != 1):
+    if any(len(c) != width for c in comparisons):
         return None
     if any(a.ndim != 2 or a.shape[1] != arrays[0].shape[1] or a.shape[0] < 2 or not np.isfinite(a).all()
            for a in arrays):
