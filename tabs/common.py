@@ -23,6 +23,12 @@ MODEL_WORK = {"concurrency_id": "model", "concurrency_limit": 1}
 USER_ERRORS = (UserError, ValueError, KeyError, FileNotFoundError)
 
 
+def _meant_for_user(err: BaseException) -> bool:
+    """The pipelines' own errors and plain ValueError/KeyError/FileNotFoundError; subclasses of those from
+    libraries (numpy's LinAlgError, JSONDecodeError, …) are bugs to log even though their text is shown."""
+    return isinstance(err, UserError) or type(err) in USER_ERRORS
+
+
 def user_message(err: BaseException) -> str:
     if isinstance(err, USER_ERRORS):
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
@@ -39,7 +45,7 @@ def friendly_errors(fn: Callable) -> Callable:
             raise gr.Error(f"{err} Work done so far is kept; press the button again to resume.")
         if isinstance(err, gr.Error):
             raise err
-        if not isinstance(err, USER_ERRORS):
+        if not _meant_for_user(err):
             log.exception("Unexpected error in %s", fn.__name__)
         raise gr.Error(user_message(err)) from err
 

@@ -111,7 +111,7 @@ def run_comparison(files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_r
     record, report, files = run_compare(
         set_a, set_b, reference, prompts=prompts, pairs=PAIRING.get(pairing), metrics=list(metrics),
         n_bootstrap=int(n_bootstrap), seed=int(seed), models={"inception": inception, "clip": clip, "lpips": lpips,
-                                                                  "nima": nima or ""},
+                                                                  **({"nima": nima} if nima else {})},
         callback=lambda step, total, message: progress((step, total), desc=message))
     downloads = [str(path) for path in (files.rows_csv, files.per_image_csv, files.json)]
     per_image = [[item.get(column) for column in _per_image_columns(report)] for item in report.per_image]

@@ -122,6 +122,36 @@ def test_arrays_in_every_documented_form_give_the_same_set():
         as_image_set([photos[0].astype(np.float32)], "B")
 
 
+def test_is_on_small_sets_still_tells_varied_from_uniform_predictions(monkeypatch):
+    """10 images: ten 1-image splits would score 1 whatever the images are; the row keeps splits of 50+."""
+    from pipelines.metrics import features
+
+    varied, uniform = _photos(10), _noisy(_photos(10), 5, 3)
+    classes = 1008
+    predictions = {id(varied[0]): np.eye(classes)[np.arange(10)] * 0.99 + 0.01 / classes,
+                   id(uniform[0]): np.full((10, classes), 1.0 / classes)}
+
+    def fake_inception(images, source, batch_size=32, content_hash=None):  # hand-built class probabilities
+        return np.zeros((len(images), 4)), predictions[id(images[0])], False
+
+    monkeypatch.setattr(features, "inception_features", fake_inception)
+    report = compare(varied, uniform, metrics=["is"], n_bootstrap=200, models=TINY)
+    row = report.row("is")
+    assert row.a > 8 and row.b == pytest.approx(1.0) and row.better == "A"
+
+
+def test_image_sets_keep_their_hash_only_for_their_own_images():
+    import dataclasses
+
+    image_set = as_image_set(_photos(3), "A")
+    changed = dataclasses.replace(image_set, images=_photos(3)[::-1])
+    assert changed.content_hash() != image_set.content_hash() == set_hash(image_set.images)
+    ints = as_image_set([image.astype(np.int64) for image in _photos(3)], "A")  # integer arithmetic results
+    assert ints.content_hash() == image_set.content_hash()
+    with pytest.raises(ValueError, match="outside \\[0, 255\\]"):
+        as_image_set([_photos(1)[0].astype(np.int64) + 300], "A")
+
+
 def test_zip_with_escaping_and_non_image_entries_is_read_safely(tmp_path):
     folder = _save(_photos(3), tmp_path / "imgs")
     archive = tmp_path / "set.zip"

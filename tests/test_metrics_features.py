@@ -317,3 +317,7 @@ def test_lpips_refuses_pairs_of_different_sizes_and_ambiguous_ranges():
         features.lpips_distances([a[0].astype(np.float32)], a, "tiny:lpips")
     with pytest.raises(ValueError, match="pairs"):
         features.lpips_distances(a + a, a, "tiny:lpips")
+    with pytest.raises(ValueError, match="LPIPS compares pairs: got 1 and 0 images"):
+        features.lpips_distances(a, [], "tiny:lpips")
+    with pytest.raises(ValueError, match="Pair 1 of set B: the images differ in size"):
+        features.lpips_distances_to([a, b], a, "tiny:lpips")

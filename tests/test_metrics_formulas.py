@@ -235,6 +235,13 @@ def test_inception_score_is_k_for_k_evenly_used_one_hot_classes():
     assert formulas.inception_score(p, splits=1) == pytest.approx((k, 0.0))
     # splits are reduced to the number of rows: 3 images, 10 splits → 3 one-image splits with IS 1
     assert formulas.inception_score(np.eye(3), splits=10) == pytest.approx((1.0, 0.0))
+    # ... unless each split must keep a minimum of rows: then 40 rows make 2 splits of 20, each with all 5 classes
+    assert formulas.inception_score(p, splits=10, min_split_size=20) == pytest.approx((k, 0.0))
+
+
+def test_inception_score_splits_keep_a_minimum_size():
+    assert [formulas.inception_score_splits(n, 10, 50) for n in (10, 99, 100, 499, 500, 5000)] == [1, 1, 2, 9, 10, 10]
+    assert formulas.inception_score_splits(3, 10) == 3  # the default minimum of 1 row
 
 
 def test_inception_score_by_hand_and_input_checks():

@@ -71,7 +71,9 @@ def test_nima_in_compare_is_skipped_without_a_model_and_labelled_with_the_test_o
     report = compare(set_a, set_b, metrics=["nima"], n_bootstrap=100, models={"nima": "tiny:nima"})
     row = report.row("nima")
     assert row.test_model and not row.paired and "random weights" in row.verdict
-    assert row.a == pytest.approx(features.nima_scores(set_a, "tiny:nima").mean())
+    module = features.load_feature_network("nima", "tiny:nima")
+    assert row.a == pytest.approx(_by_hand(module, set_a).mean(), rel=1e-5)
+    assert row.b == pytest.approx(_by_hand(module, set_b).mean(), rel=1e-5)
     with pytest.raises(ModelLoadError, match="needs model NIMA"):
         features.load_feature_network("nima", "")
 
@@ -79,9 +81,9 @@ def test_nima_in_compare_is_skipped_without_a_model_and_labelled_with_the_test_o
 def test_the_hosts_nima_model_is_offered_first(monkeypatch):
     monkeypatch.delenv(nima.ENV_NIMA_MODEL, raising=False)
     assert features.network_choices("nima")[0] == ("None configured on this server", "")
-    monkeypatch.setenv(nima.ENV_NIMA_MODEL, "tiny:nima")
+    monkeypatch.setenv(nima.ENV_NIMA_MODEL, "models/nima")  # listed without being loaded
     choices = features.network_choices("nima")
-    assert [value for _, value in choices] == ["tiny:nima"]
+    assert [value for _, value in choices] == ["models/nima", "tiny:nima"]  # no "none configured" any more
     from pipelines.metrics.comparison import default_models
 
-    assert default_models()["nima"] == "tiny:nima"
+    assert default_models()["nima"] == "models/nima"

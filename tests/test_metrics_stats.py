@@ -156,6 +156,10 @@ def test_shared_gram_shortcut_equals_recomputing_the_metric(metric):
     for x, y in ((fast.low, slow.low), (fast.high, slow.high), (fast.a_interval[1], slow.a_interval[1]),
                  (fast.b_interval[0], slow.b_interval[0])):
         assert x == pytest.approx(y, rel=1e-8, abs=1e-12)
+    # every resample's value, in order, not only the percentiles
+    arrays, comparisons = [a, b, reference], [(0, 2), (1, 2)]
+    np.testing.assert_allclose(stats._set_resamples(metric, arrays, comparisons, 25, seed=5),
+                               stats._set_resamples(plain, arrays, comparisons, 25, seed=5), rtol=1e-8, atol=1e-12)
 
 
 def test_inception_score_shortcut_equals_recomputing_it():
@@ -164,12 +168,16 @@ def test_inception_score_shortcut_equals_recomputing_it():
     vague = rng.dirichlet(np.ones(10) * 5, 40)
     vague[0, :3] = 0.0  # zero probabilities: 0·log 0 = 0 on both paths
     vague[0] /= vague[0].sum()
-    for splits in (1, 3, 10):  # splits of unequal sizes (40 rows in 3) included
-        metric = functools.partial(formulas.inception_score, splits=splits)
+    for options in ({"splits": 1}, {"splits": 3}, {"splits": 10}, {"splits": 10, "min_split_size": 15}):
+        metric = functools.partial(formulas.inception_score, **options)  # 40 rows in 3 splits: unequal sizes
         assert stats._shortcut(metric, [confident, vague], [(0,), (1,)]) is not None
 
         def plain(p, metric=metric):
             return metric(p)
+
+        np.testing.assert_allclose(stats._set_resamples(metric, [confident, vague], [(0,), (1,)], 20, seed=1),
+                                   stats._set_resamples(plain, [confident, vague], [(0,), (1,)], 20, seed=1),
+                                   rtol=1e-10)
 
         fast = stats.set_difference_ci(metric, confident, vague, n_bootstrap=60, seed=2)
         slow = stats.set_difference_ci(plain, confident, vague, n_bootstrap=60, seed=2)

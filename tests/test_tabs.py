@@ -52,6 +52,25 @@ def test_every_pipeline_user_error_reaches_the_page_as_written():
     assert "Something went wrong (RuntimeError: internal)" in common.user_message(RuntimeError("internal"))
 
 
+def test_library_errors_that_subclass_value_error_are_still_logged(caplog):
+    import numpy as np
+
+    def diverged():
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    with caplog.at_level("ERROR"), pytest.raises(gr.Error, match="SVD did not converge"):
+        common.friendly_errors(diverged)()
+    assert "Unexpected error in diverged" in caplog.text
+    caplog.clear()
+
+    def bad_input():
+        raise ImageInputError("not an image")
+
+    with caplog.at_level("ERROR"), pytest.raises(gr.Error):
+        common.friendly_errors(bad_input)()
+    assert "Unexpected error" not in caplog.text
+
+
 def test_unexpected_errors_are_summarised_not_dumped():
     def crash():
         raise ZeroDivisionError("division by zero")

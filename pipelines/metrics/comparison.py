@@ -26,6 +26,7 @@ REFERENCE_METRICS = {"fid", "kid", "cmmd", "clip_fid", "clip_i", "fid_per_image"
 PAIRED_PIXEL_METRICS = ("ssim", "psnr", "lpips")
 # Distribution metrics need a covariance or a kernel mean over each set: at least two images in every set.
 IS_SPLITS = 10
+IS_MIN_SPLIT_SIZE = 50  # a split of a few images scores near 1 whatever they are
 DISTRIBUTION_METRICS = {"fid", "kid", "cmmd", "clip_fid", "fid_per_image"}
 
 
@@ -109,9 +110,10 @@ def _reference_set_metric(ctx: _Context, key: str, extract: Callable[[str], np.n
 _kid = functools.partial(formulas.kernel_inception_distance, subsets=20)
 
 
-# The usual 10 splits, for the row's value and for every resample, so A, B, B − A and each interval describe the
-# same number; a partial, so the bootstrap's shortcut recognises it.
-_inception_score = functools.partial(formulas.inception_score, splits=IS_SPLITS)
+# The usual 10 splits (fewer on small sets, each split keeping IS_MIN_SPLIT_SIZE images) for the row's value and
+# for every resample, so A, B, B − A and each interval describe the same number; a partial, so the bootstrap's
+# shortcut recognises it.
+_inception_score = functools.partial(formulas.inception_score, splits=IS_SPLITS, min_split_size=IS_MIN_SPLIT_SIZE)
 
 
 def _is_row(ctx: _Context) -> MetricRow:

@@ -610,8 +610,8 @@ def _lpips_layers(model: Any, x: Any) -> list[Any] | None:
     layers serve several comparisons; None for a module without that layout (then it is called whole)."""
     from torchmetrics.functional.image.lpips import _normalize_tensor
 
-    if not all(hasattr(model, name) for name in ("scaling_layer", "net", "lins", "L")) or model.resize is not None \
-            or model.spatial:
+    if not all(hasattr(model, name) for name in ("scaling_layer", "net", "lins", "L")) \
+            or getattr(model, "resize", None) is not None or getattr(model, "spatial", False):
         return None
     outputs = model.net.forward(model.scaling_layer(x))
     return [_normalize_tensor(outputs[k]) for k in range(model.L)]
@@ -624,15 +624,17 @@ def _lpips_from_layers(model: Any, first: list[Any], second: list[Any]) -> Any:
     return sum(_spatial_average(model.lins[k]((first[k] - second[k]) ** 2), keep_dim=True) for k in range(model.L))
 
 
-def _check_lpips_pairs(candidates: list[list[np.ndarray]], references: list[np.ndarray]) -> None:
-    for images in candidates:
+def _check_lpips_pairs(candidates: list[list[np.ndarray]], references: list[np.ndarray], names: list[str]) -> None:
+    for images, name in zip(candidates, names, strict=True):
+        where = f" of set {name}" if len(candidates) > 1 else ""
         for index, (first, second) in enumerate(zip(images, references, strict=True)):
             if first.shape[:2] != second.shape[:2]:
-                raise ValueError(f"Pair {index + 1}: the images differ in size ({first.shape[1]}x{first.shape[0]} "
-                                 f"and {second.shape[1]}x{second.shape[0]}); LPIPS compares images of the same size.")
+                raise ValueError(f"Pair {index + 1}{where}: the images differ in size ({first.shape[1]}x"
+                                 f"{first.shape[0]} and {second.shape[1]}x{second.shape[0]}); LPIPS compares images "
+                                 "of the same size.")
             if min(first.shape[:2]) < LPIPS_MIN_SIDE:
-                raise ValueError(f"Pair {index + 1}: the images are {first.shape[1]}x{first.shape[0]}; LPIPS needs "
-                                 f"at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} pixels.")
+                raise ValueError(f"Pair {index + 1}{where}: the images are {first.shape[1]}x{first.shape[0]}; LPIPS "
+                                 f"needs at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} pixels.")
 
 
 def lpips_distances_to(candidates: Sequence[Sequence[np.ndarray]], references: Sequence[np.ndarray], source: str,
@@ -646,14 +648,14 @@ def lpips_distances_to(candidates: Sequence[Sequence[np.ndarray]], references: S
     pairs may differ in size. Results are cached per (list, references) content. labels name the lists (and
     reference_label the references) in error messages.
     """
+    names = [labels[k] if k < len(labels) else f"{k + 1}" for k in range(len(candidates))]
+    for images in candidates:
+        if len(images) != len(references):
+            raise ValueError(f"LPIPS compares pairs: got {len(images)} and {len(references)} images.")
+    _check_nonempty(references)
     refs = _checked_for_lpips(references, reference_label)
-    _check_nonempty(refs)
-    lists = []
-    for k, images in enumerate(candidates):
-        if len(images) != len(refs):
-            raise ValueError(f"LPIPS compares pairs: got {len(images)} and {len(refs)} images.")
-        lists.append(_checked_for_lpips(images, labels[k] if k < len(labels) else f"{k + 1}"))
-    _check_lpips_pairs(lists, refs)
+    lists = [_checked_for_lpips(images, name) for images, name in zip(candidates, names, strict=True)]
+    _check_lpips_pairs(lists, refs, names)
     ref_hash = set_hash(refs)
     keys = [hashlib.sha256((set_hash(images) + ref_hash).encode()).hexdigest() for images in lists]
     missing = [k for k, key in enumerate(keys) if ("lpips", str(source), key) not in FEATURE_CACHE]

@@ -64,8 +64,10 @@ METRIC_INFO: dict[str, MetricInfo] = {info.key: info for info in (
           "closer to the reference; about 0 (it can dip below 0) for the same distribution, and fair on small sets."),
     _info("is", "IS", "set", True, "inception", True, False,
           "Inception Score: exp of the average KL divergence between each image's Inception-v3 ImageNet class "
-          "probabilities and the set's average, over 10 splits. From 1 (every image looks alike to the "
-          "classifier) up to the number of classes; higher is better. ImageNet classes, not anime ones."),
+          "probabilities and the set's average, averaged over 10 splits of the set (fewer for sets under 500 "
+          "images, so that each split keeps at least 50; one split below 100 images). From 1 (every image looks "
+          "alike to the classifier) up to the number of classes; higher is better. ImageNet classes, not anime "
+          "ones."),
     _info("cmmd", "CMMD", "set", False, "clip", True, True,
           "CLIP Maximum Mean Discrepancy (Jayasumana et al. 2024): the squared MMD between the CLIP image "
           "embeddings of the set and of the reference with a Gaussian kernel (σ = 10), times 1000. Lower is "
@@ -348,17 +350,24 @@ def _kl_rows(p: np.ndarray, q: np.ndarray, eps: float = 0.0) -> np.ndarray:
     return terms.sum(axis=1)
 
 
-def inception_score(probabilities, splits: int = 10) -> tuple[float, float]:
+def inception_score_splits(n: int, splits: int = 10, min_split_size: int = 1) -> int:
+    """How many splits inception_score uses for n rows: at most `splits`, each of at least `min_split_size` rows
+    (at least one split)."""
+    return max(1, min(int(splits), n // max(1, int(min_split_size))))
+
+
+def inception_score(probabilities, splits: int = 10, min_split_size: int = 1) -> tuple[float, float]:
     """Inception Score: mean and std (ddof=0) over splits of exp(mean_i KL(p(y|x_i) ‖ p(y))).
 
     As torch-fidelity's `isc_features_to_metric` (splits are consecutive chunks i·N//splits … (i+1)·N//splits,
     p(y) is each chunk's mean), but on probabilities in the given order (torch-fidelity shuffles logits first).
-    Splits are reduced to the number of rows. IS = 1 when all predictions are identical and K when K classes
-    are each predicted with certainty equally often.
+    Splits are reduced so that each has at least `min_split_size` rows (1: reduced to the number of rows): a
+    split of one image always scores 1. IS = 1 when all predictions are identical and K when K classes are
+    each predicted with certainty equally often.
     """
     p = _probabilities(probabilities)
     n = p.shape[0]
-    splits = max(1, min(int(splits), n))
+    splits = inception_score_splits(n, splits, min_split_size)
     scores = []
     for i in range(splits):
         chunk = p[i * n // splits:(i + 1) * n // splits]

@@ -30,7 +30,6 @@ def set_hash(images: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-
 def rgb_array(image: np.ndarray, index: int) -> np.ndarray:
     """The image as height x width x 3: grey repeated, alpha dropped; ValueError for other shapes."""
     array = np.asarray(image)
@@ -45,9 +44,19 @@ def rgb_array(image: np.ndarray, index: int) -> np.ndarray:
     return array
 
 
+def _integers_as_uint8(array: np.ndarray, index: int) -> np.ndarray:
+    """Integer images (e.g. int64 from arithmetic) in [0, 255] as uint8; other integer ranges are refused."""
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"Image {index + 1} is {array.dtype} with values outside [0, 255]; give uint8 [0, 255] or "
+                         "float [0, 1] images.")
+    return array.astype(np.uint8)
+
+
 def unit_float(image: np.ndarray, index: int) -> np.ndarray:
-    """An RGB image as float64 in [0, 1]: uint8 is divided by 255, floats must already be in [0, 1]."""
+    """An RGB image as float64 in [0, 1]: integers in [0, 255] are divided by 255, floats must be in [0, 1]."""
     array = rgb_array(image, index)
+    if np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
+        array = _integers_as_uint8(array, index)
     if array.dtype == np.uint8:
         return array.astype(np.float64) / 255.0
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
@@ -63,6 +72,8 @@ def uint8_rgb(image: np.ndarray, index: int) -> np.ndarray:
     array = rgb_array(image, index)
     if array.dtype == np.uint8:
         return array
+    if np.issubdtype(array.dtype, np.integer):
+        return _integers_as_uint8(array, index)
     return np.round(unit_float(array, index) * 255.0).astype(np.uint8)
 
 
@@ -75,7 +86,7 @@ class ImageSet:
     names: list[str]
     skipped: list[str] = field(default_factory=list)
     downscaled: int = 0
-    _hash: str | None = field(default=None, repr=False, compare=False)
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -15,9 +15,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,10 +185,33 @@ def _per_resample(evaluate: Callable[[int], float], n_bootstrap: int) -> np.ndar
     workers = min(_worker_count(), MAX_BOOTSTRAP_WORKERS)
     if workers < 2 or n_bootstrap < 2 * workers:
         return np.array([evaluate(r) for r in range(n_bootstrap)], dtype=np.float64)
+    with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        return np.fromiter(pool.map(evaluate, range(n_bootstrap)), dtype=np.float64, count=n_bootstrap)
+
+
+_BLAS_LOCK = threading.Lock()
+_blas_state = {"users": 0, "limiter": None}
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """BLAS limited to one thread while any bootstrap runs its workers. The limit is process-wide, so
+    overlapping bootstraps (library callers in parallel threads) share one limiter: the first sets it, the last
+    restores the original setting."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        return np.fromiter(pool.map(evaluate, range(n_bootstrap)), dtype=np.float64, count=n_bootstrap)
+    with _BLAS_LOCK:
+        if _blas_state["users"] == 0:
+            _blas_state["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _blas_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_state["users"] -= 1
+            if _blas_state["users"] == 0:
+                _blas_state["limiter"].restore_original_limits()
+                _blas_state["limiter"] = None
 
 
 def _counts(index: np.ndarray, n: int) -> np.ndarray:
@@ -212,12 +237,13 @@ class _Shortcut:
         self.kind, self.options = kind, options
         self.sizes = [a.shape[0] for a in arrays]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
-        rows = np.concatenate(arrays).astype(np.float64)
         if kind == "is":
             p = [formulas._probabilities(a) for a in arrays]
             self.probabilities = p
             self.negentropy = [formulas._kl_rows(a, np.ones((1, a.shape[1]))) for a in p]  # Σ p log p (0 log 0 = 0)
-        elif kind == "kid":
+            return
+        rows = np.concatenate(arrays).astype(np.float64)
+        if kind == "kid":
             self.kernel = formulas.poly_kernel(rows, rows, options["degree"], options["gamma"], options["coef0"])
         else:
             rows = rows - rows.mean(axis=0)  # FID and CMMD are translation-invariant; centring keeps the Gram exact
@@ -260,7 +286,7 @@ class _Shortcut:
         """IS of each resample as inception_score computes it: consecutive splits of the resampled rows, each
         exp(mean Σ p log p − Σ p̄ log p̄) with p̄ the split's mean, averaged over the splits."""
         n = self.sizes[s]
-        splits = max(1, min(int(self.options["splits"]), n))
+        splits = formulas.inception_score_splits(n, self.options["splits"], self.options["min_split_size"])
         scores = np.zeros(index.shape[0])
         for k in range(splits):
             chunk = index[:, k * n // splits:(k + 1) * n // splits]
@@ -308,7 +334,7 @@ _SHORTCUT_OPTIONS = {
     formulas.mmd_rbf: ("cmmd", {"sigma": 10.0, "scale": 1000.0}),
     formulas.kernel_inception_distance: ("kid", {"subsets": 100, "subset_size": 1000, "degree": 3, "gamma": None,
                                                  "coef0": 1.0, "seed": 0}),
-    formulas.inception_score: ("is", {"splits": 10}),
+    formulas.inception_score: ("is", {"splits": 10, "min_split_size": 1}),
 }
 
 
