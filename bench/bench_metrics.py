@@ -191,19 +191,23 @@ class Baseline:
         return embeddings / embeddings.norm(dim=1, keepdim=True)
 
     # -- the metrics
-    def fid(self):
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        metric = FrechetInceptionDistance(feature=self.inception_module("pool"), reset_real_features=False)
+    def _against_reference(self, metric, first=lambda value: value):
+        """A torchmetrics FID/KID object fed the reference once, then A and B in turn: (value A, value B)."""
         for batch in _batches(self.uint8["reference"]):
             metric.update(batch, real=True)
         values = []
         for label in ("A", "B"):
             for batch in _batches(self.uint8[label]):
                 metric.update(batch, real=False)
-            values.append(float(metric.compute()))
-            metric.reset()
+            values.append(float(first(metric.compute())))
+            metric.reset()  # reset_real_features=False keeps the reference
         return tuple(values)
+
+    def fid(self):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        return self._against_reference(
+            FrechetInceptionDistance(feature=self.inception_module("pool"), reset_real_features=False))
 
     def kid(self):
         from torchmetrics.image.kid import KernelInceptionDistance
@@ -211,15 +215,7 @@ class Baseline:
         count = min(len(images) for images in self.uint8.values())
         metric = KernelInceptionDistance(feature=self.inception_module("pool"), subsets=20,
                                          subset_size=min(1000, count), reset_real_features=False)
-        for batch in _batches(self.uint8["reference"]):
-            metric.update(batch, real=True)
-        values = []
-        for label in ("A", "B"):
-            for batch in _batches(self.uint8[label]):
-                metric.update(batch, real=False)
-            values.append(float(metric.compute()[0]))
-            metric.reset()
-        return tuple(values)
+        return self._against_reference(metric, first=lambda value: value[0])  # (mean, std)
 
     def inception_score(self):
         from torchmetrics.image.inception import InceptionScore

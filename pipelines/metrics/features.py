@@ -12,6 +12,7 @@ CLIP-I) and LPIPS — loaded through the core loader, run in batches, and cached
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -227,6 +228,10 @@ class FeatureCache(KeyedCache):
             return value, _nbytes(value)
 
         return self.get_or_create((kind, str(source), content_hash), create)
+
+    def has(self, kind: str, source: str, content_hash: str) -> bool:
+        """Whether get_or_compute would find these features without computing them."""
+        return (kind, str(source), content_hash) in self
 
     def computed(self, kind: str) -> int:
         """How many times features of `kind` were computed (cache misses) since the last clear()."""
@@ -658,11 +663,14 @@ def lpips_distances_to(candidates: Sequence[Sequence[np.ndarray]], references: S
     _check_lpips_pairs(lists, refs, names)
     ref_hash = set_hash(refs)
     keys = [hashlib.sha256((set_hash(images) + ref_hash).encode()).hexdigest() for images in lists]
-    missing = [k for k, key in enumerate(keys) if ("lpips", str(source), key) not in FEATURE_CACHE]
+    missing = [k for k, key in enumerate(keys) if not FEATURE_CACHE.has("lpips", source, key)]
     computed = _compute_lpips([lists[k] for k in missing], refs, source, batch_size) if missing else []
-    fresh = dict(zip(missing, computed, strict=True))
-    return [FEATURE_CACHE.get_or_compute("lpips", source, key, lambda k=k: fresh[k] if k in fresh else
-                                         _compute_lpips([lists[k]], refs, source, batch_size)[0])
+    fresh = dict(zip(missing, computed, strict=True))  # the uncached lists, in one shared reference pass
+
+    def distances(k: int) -> np.ndarray:  # a list cached before (and evicted since) is computed alone
+        return fresh[k] if k in fresh else _compute_lpips([lists[k]], refs, source, batch_size)[0]
+
+    return [FEATURE_CACHE.get_or_compute("lpips", source, key, functools.partial(distances, k))
             for k, key in enumerate(keys)]
 
 
