@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -178,7 +179,9 @@ def test_single_image_sets_are_explained_and_small_sets_stay_finite():
     reference = _photos(3)
     single = compare(_photos(1), _noisy(_photos(1), 20, 3), ImageSet("ref", reference, []), metrics=["fid", "is"],
                      n_bootstrap=50, models=TINY)
-    assert "at least 2 images" in single.skipped["fid"] and single.row("is").a is not None
+    assert "at least 2 images" in single.skipped["fid"]
+    is_row = single.row("is")  # one image: a value (a single split of one image scores 1), but no interval
+    assert is_row.a == pytest.approx(1.0) and math.isnan(is_row.low) and "No verdict on IS" in is_row.verdict
     report = compare(_photos(2), _noisy(_photos(2), 20, 3), ImageSet("ref", reference, []), metrics=["fid"],
                      n_bootstrap=50, models=TINY)
     row = report.row("fid")
