@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
+import os
 import pickle
+import re
 import socket
 import struct
+import subprocess
+import sys
+import textwrap
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +352,181 @@ def test_thirty_two_bit_images_keep_their_range():
     array = (np.arange(64 * 64, dtype=np.int32).reshape(64, 64) * 1000)
     image = images.to_array(images.load_image(_png_bytes(Image.fromarray(array, mode="I"), format="TIFF")))
     assert image.max() == 255 and image.min() == 0
+
+
+# ------------------------------------------------------------------------------------------ method registries
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "pipelines" / "core"
+_MODULE_PATH = re.compile(r"pipelines\.[\w.]+")
+
+
+def _method_imports(source: str, module: str) -> list[str]:
+    """Every pipelines.<method> module that `source` (the module `module` of pipelines.core) imports, or names
+    as a whole string (importlib.import_module("pipelines.x")), anywhere in it, inside functions included."""
+    package = module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_PATH.fullmatch(node.value):
+            targets = [node.value]
+        found += [name for name in targets
+                  if name.startswith("pipelines.") and name.split(".")[1] != "core"]
+    return found
+
+
+def test_the_core_never_imports_a_method_module():
+    problems = {}
+    for path in sorted(CORE.rglob("*.py")):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        if path.name == "__init__.py":
+            module += ".__init__"  # relative imports in a package's __init__ are relative to the package
+        if found := _method_imports(path.read_text(encoding="utf-8"), module):
+            problems[str(path.relative_to(REPO))] = found
+    assert problems == {}, "the core must not name a method: let the method register with the core instead"
+
+
+def test_the_import_check_catches_every_form():
+    bad = {
+        "import pipelines.neural_style": "pipelines.neural_style",
+        "from pipelines.metrics.features import build_tiny_lpips": "pipelines.metrics.features",
+        "from pipelines import metrics": "pipelines.metrics",
+        "from ..neural_style import network": "pipelines.neural_style",
+        "from .. import metrics as m": "pipelines.metrics",
+        "PROVIDERS = {'lpips': 'pipelines.metrics.features'}": "pipelines.metrics.features",
+        "def f():\n    from pipelines.neural_style.network import save_tiny_style": "pipelines.neural_style.network",
+    }
+    for line, target in bad.items():
+        assert target in _method_imports(line, "pipelines.core.loader"), line
+    good = ("from . import loader\nfrom .loader import TINY_LABEL\nfrom pipelines.core import settings\n"
+            "import pipelines\nfrom .. import core\nNOTE = 'see pipelines.neural_style for an example'")
+    assert _method_imports(good, "pipelines.core.tiny_models") == []
+
+
+def _fresh_python(code: str, tmp_path: Path, extra_path: Path | None = None) -> str:
+    """Run `code` in a new interpreter (nothing imported yet), with its own cache; returns its stdout."""
+    env = {**os.environ, "ASL_CACHE": str(tmp_path / "cache"), "ASL_OUTPUTS": str(tmp_path / "outputs"),
+           "ASL_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+    env.pop("ASL_DTYPE", None)
+    prelude = "import sys\n"
+    if extra_path is not None:  # extra method packages, found by discovery as if they were in pipelines/
+        prelude += f"import pipelines\npipelines.__path__.append({str(extra_path)!r})\n"
+    done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_a_methods_tiny_model_loads_before_its_package_is_imported(tmp_path):
+    out = _fresh_python("""
+        from pipelines.core.loader import load_model
+        assert "pipelines.neural_style" not in sys.modules
+        module = load_model("torch_module", "tiny:style")
+        print(type(module).__name__, "pipelines.neural_style" in sys.modules)
+    """, tmp_path)
+    assert out.split() == ["StyleNet", "True"]
+
+
+def test_a_saved_file_naming_a_methods_architecture_loads_before_its_package_is_imported(tmp_path):
+    from pipelines.neural_style.network import save_tiny_style
+
+    save_tiny_style(tmp_path / "style")
+    out = _fresh_python(f"""
+        from pipelines.core.loader import load_model
+        assert not any(name.startswith(("pipelines.neural_style", "pipelines.metrics")) for name in sys.modules)
+        module = load_model("torch_module", {str(tmp_path / "style" / "model.safetensors")!r})
+        print(type(module).__name__)
+    """, tmp_path)
+    assert out.split() == ["StyleNet"]
+
+
+def test_history_finds_a_methods_rerunner_and_discovery_stays_light(tmp_path):
+    out = _fresh_python("""
+        from pipelines.core import runs
+        fn = runs.rerunner("Metrics / A-B")
+        assert fn is not None and runs.rerunner("Neural style") is not None
+        print(sorted(m for m in ("torch", "numpy", "torchvision", "diffusers", "transformers") if m in sys.modules))
+        try:
+            fn({"set_a": "4 arrays", "set_b": "4 arrays"}, None)  # the metrics re-runner itself answers
+        except ValueError as err:
+            print("refused:", err)
+        assert runs.rerunner("No such tab") is None
+    """, tmp_path)
+    lines = out.splitlines()
+    assert lines[0] == "[]"  # importing every method package loaded none of the heavy libraries
+    assert lines[1].startswith("refused:") and "cannot be re-run from History" in lines[1]
+
+
+def test_unknown_names_are_still_clear_errors_after_discovery(tmp_path):
+    store = records.RunStore(tmp_path / "runs.sqlite")
+    record = records.RunRecord(tab="No such tab", params={})
+    with store.run(record):
+        pass
+    from pipelines.core import runs, tiny_models
+
+    with pytest.raises(ValueError, match="'No such tab' tab cannot be re-run"):
+        runs.rerun(record.id, store)
+    with pytest.raises(ValueError, match="Unknown tiny model 'nope'; known tiny models: ") as caught:
+        tiny_models.spec_for("nope")
+    assert all(name in str(caught.value) for name in ("sd15", "inception", "style", "lpips", "nima"))
+    assert loader.architecture("no_such_architecture") is None
+
+
+FAKE_METHOD = """
+import time
+from pipelines.core import loader, runs, tiny_models
+from pipelines.core.methods import lazy
+
+time.sleep(0.3)  # threads that miss meanwhile must wait for this import, not miss
+try:
+    tiny_models.spec_for("not_registered_anywhere")  # a lookup during discovery: no recursion, a plain miss
+except ValueError:
+    NESTED_MISS = True
+tiny_models.register_tiny(tiny_models.TinySpec("fake", "torch_module", "fake method model", 1,
+                                               lazy(__name__ + ".heavy", "build")))
+runs.register_rerunner("Fake tab", lambda params, store: "rerun " + params["x"])
+"""
+
+
+def test_discovery_finds_new_packages_once_without_recursion_and_survives_a_broken_one(tmp_path):
+    extra = tmp_path / "more_methods"
+    (extra / "zz_fake").mkdir(parents=True)
+    (extra / "zz_fake" / "__init__.py").write_text(FAKE_METHOD)
+    (extra / "zz_broken").mkdir()
+    (extra / "zz_broken" / "__init__.py").write_text("raise ImportError('needs a library that is not installed')\n")
+    out = _fresh_python("""
+        import threading
+        from pipelines.core import methods, runs, tiny_models
+
+        names = methods.method_packages()
+        assert "pipelines.core" not in names and {"pipelines.zz_fake", "pipelines.zz_broken"} <= set(names)
+        found = []
+        threads = [threading.Thread(target=lambda: found.append(tiny_models.spec_for("fake").label))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        print(found)
+        print(sys.modules["pipelines.zz_fake"].NESTED_MISS, runs.rerunner("Fake tab")({"x": "ok"}, None))
+        print("zz_broken" in " ".join(methods.DISCOVERY_PROBLEMS))
+        calls = []
+        original = methods.importlib.import_module
+        methods.importlib.import_module = lambda name: calls.append(name) or original(name)
+        try:
+            tiny_models.spec_for("nope")
+        except ValueError as err:
+            print("needs a library that is not installed" in str(err))
+        print(calls)  # discovery ran once: later misses import nothing
+    """, tmp_path, extra_path=extra)
+    lines = out.splitlines()
+    assert lines[0] == str(["fake method model"] * 4)
+    assert lines[1] == "True rerun ok"
+    assert lines[2:] == ["True", "True", "[]"]

@@ -13,7 +13,7 @@ from PIL import Image
 from pipelines.core import loader, tiny_models
 from pipelines.core.loader import ModelLoadError, load_model
 
-OWN_MODELS = ["sd15", "controlnet", "clip", "blip", "inception"]  # "style" is built by the neural-style module
+OWN_MODELS = ["sd15", "controlnet", "clip", "blip", "inception"]  # the core's; methods register their own
 
 LONG_TEXT = (
     "anime girl with long silver hair, blue eyes and a red ribbon standing under cherry blossoms at sunset "
@@ -250,8 +250,9 @@ def test_loader_caches_tiny_models(tiny_cache: Path) -> None:
 
 
 def test_specs_and_dropdown_choices() -> None:
-    assert set(tiny_models.TINY_MODELS) == {*OWN_MODELS, "style", "lpips", "nima"}  # the last two: pipelines.metrics
-    for name, spec in tiny_models.TINY_MODELS.items():
+    specs = tiny_models.all_tiny_models()  # the core's own and those the method packages register
+    assert {*OWN_MODELS, "style", "lpips", "nima"} <= set(specs)  # style: neural_style; lpips, nima: metrics
+    for name, spec in specs.items():
         assert spec.name == name and spec.family in loader.FAMILIES and spec.version >= 1
         label, value = tiny_models.dropdown_choice(name)
         assert value == f"tiny:{name}" and loader.is_test_model(value)

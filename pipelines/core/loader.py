@@ -4,6 +4,11 @@ Sources are hub ids ("org/name"), local folders, single files, or "tiny:NAME" â€
 model built from a config on first use, saved under the cache folder, and then loaded like any folder.
 The cache is keyed by (family, source, dtype, device, options) and evicts the least recently used
 models when a memory budget would be exceeded.
+
+Registries: FAMILIES (how to load a kind of model) and ARCHITECTURES (plain torch modules saved as safetensors
+name theirs in their metadata). A new method adds an architecture from its package's __init__ with
+`loader.register_architecture(NAME, lazy(MODULE, "build"))` (see methods.py); a name not registered yet makes
+the loader import the method packages once (methods.discover_methods) before it gives up.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from . import devices, network, settings
 from .cache import KeyedCache
 from .errors import UserError
+from .methods import discover_methods, discovery_note
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +63,6 @@ FamilyLoader = Callable[[LoadRequest], Any]
 Architecture = Callable[[dict[str, Any], dict[str, Any]], Any]  # (config, state_dict) -> nn.Module
 FAMILIES: dict[str, FamilyLoader] = {}
 ARCHITECTURES: dict[str, Architecture] = {}
-# Modules that register an architecture when imported; imported on demand so start-up stays light.
-ARCHITECTURE_PROVIDERS: dict[str, str] = {
-    "johnson_transformer_net": "pipelines.neural_style.network",
-    "tiny_inception": "pipelines.core.tiny_models",
-    "fid_inception_v3": "pipelines.metrics.fid_inception",
-    "lpips": "pipelines.metrics.features",
-    "nima": "pipelines.metrics.nima",
-}
 
 
 def register_family(name: str) -> Callable[[FamilyLoader], FamilyLoader]:
@@ -76,8 +74,22 @@ def register_family(name: str) -> Callable[[FamilyLoader], FamilyLoader]:
 
 
 def register_architecture(name: str, builder: Architecture) -> None:
-    """Plain torch modules stored as safetensors name their architecture; pipelines register builders."""
+    """Plain torch modules stored as safetensors name their architecture; a method registers its builder,
+    builder(config, state_dict) -> nn.Module, when its package is imported."""
     ARCHITECTURES[name] = builder
+
+
+def architecture(name: str | None) -> Architecture | None:
+    """The builder registered for `name`, importing the core's tiny models and then the method packages (once)
+    if it is not registered yet; None when nobody registers it."""
+    if not name:
+        return None
+    if name not in ARCHITECTURES:
+        from . import tiny_models  # noqa: F401  the core's own tiny architectures register on import
+
+        if name not in ARCHITECTURES:
+            discover_methods()
+    return ARCHITECTURES.get(name)
 
 
 def is_test_model(source: str) -> bool:
@@ -269,35 +281,92 @@ def _hub_kwargs(request: LoadRequest) -> dict[str, Any]:
     return kwargs
 
 
+MEMORY_PRESETS = ("auto", "none", "low", "lowest")
+
+
+def choose_memory_preset(device: Any) -> str:
+    """'auto' on CUDA by free memory: < 6 GiB offloads idle models to the CPU, < 10 GiB slices attention and
+    tiles the VAE; other devices need none (system memory is not the limit there)."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return "none"
+    import torch
+
+    free_gib = torch.cuda.mem_get_info(device)[0] / 2**30
+    return "lowest" if free_gib < 6 else "low" if free_gib < 10 else "none"
+
+
+def _place_pipeline(pipe: Any, preset: str, device: Any) -> Any:
+    """Move a pipeline to its device with a memory preset; the chosen preset is kept on the pipe."""
+    if preset == "auto":
+        preset = choose_memory_preset(device)
+    if preset not in MEMORY_PRESETS:
+        raise ModelLoadError(f"Unknown memory setting {preset!r}; use one of {', '.join(MEMORY_PRESETS)}.")
+    if preset in ("low", "lowest"):
+        pipe.enable_attention_slicing()
+        pipe.vae.enable_slicing()
+        pipe.vae.enable_tiling()
+    pipe.asl_memory_preset = preset
+    if preset == "lowest" and getattr(device, "type", "cpu") == "cuda":
+        pipe.enable_model_cpu_offload(device=device)
+        return pipe
+    return pipe.to(device)
+
+
+def _single_file_path(request: LoadRequest) -> str | None:
+    """The path when the source is one weights file; pickles are refused before anything reads them."""
+    path = request.path_or_id
+    if not path.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")):
+        return None
+    if not path.lower().endswith(".safetensors"):
+        raise ModelLoadError(f"Could not load '{request.source}': it is a pickle file, which can run code when "
+                             "opened; only .safetensors single files are accepted.")
+    from .safeweights import check_safetensors
+
+    check_safetensors(path)
+    return path
+
+
 @register_family("diffusers_pipeline")
 def _load_diffusers_pipeline(request: LoadRequest) -> Any:
+    """Options: class_name, config (a diffusers folder or id for a single file's layout), vae (a VAE source),
+    memory (a preset name)."""
     import diffusers
 
     pipeline_class = getattr(diffusers, request.options.get("class_name", "DiffusionPipeline"))
-    if request.path_or_id.endswith((".safetensors", ".ckpt")):
-        if not request.path_or_id.endswith(".safetensors"):
-            raise ModelLoadError(f"Could not load '{request.source}': only .safetensors single files are accepted.")
-        from .safeweights import check_safetensors
-
-        check_safetensors(request.path_or_id)
+    extra = {}
+    if request.options.get("vae"):
+        vae_options = {"class_name": "AutoencoderKL", **request.options.get("vae_options", {})}
+        extra["vae"] = load_model("diffusers_model", request.options["vae"], dtype=request.dtype,
+                                  device=request.device, **vae_options)
+    single_file = _single_file_path(request)
+    if single_file:
         if pipeline_class is diffusers.DiffusionPipeline:
             pipeline_class = diffusers.StableDiffusionPipeline
-        pipe = pipeline_class.from_single_file(request.path_or_id, dtype=request.dtype,
-                                               local_files_only=request.local_files_only)
+        if request.options.get("config"):
+            extra["config"] = request.options["config"]
+        pipe = pipeline_class.from_single_file(single_file, dtype=request.dtype,
+                                               local_files_only=request.local_files_only, **extra)
     else:
         pipe = pipeline_class.from_pretrained(request.path_or_id, dtype=request.dtype,
-                                              use_safetensors=True, **_hub_kwargs(request))
+                                              use_safetensors=True, **_hub_kwargs(request), **extra)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(request.device)
+    return _place_pipeline(pipe, request.options.get("memory", "none"), request.device)
 
 
 @register_family("diffusers_model")
 def _load_diffusers_model(request: LoadRequest) -> Any:
+    """Options: class_name; for a single file, config (+ subfolder) naming its layout."""
     import diffusers
 
     model_class = getattr(diffusers, request.options["class_name"])
-    model = model_class.from_pretrained(request.path_or_id, dtype=request.dtype, use_safetensors=True,
-                                        **_hub_kwargs(request))
+    single_file = _single_file_path(request)
+    if single_file:
+        layout = {key: request.options[key] for key in ("config", "subfolder") if request.options.get(key)}
+        model = model_class.from_single_file(single_file, dtype=request.dtype,
+                                             local_files_only=request.local_files_only, **layout)
+    else:
+        model = model_class.from_pretrained(request.path_or_id, dtype=request.dtype, use_safetensors=True,
+                                            **_hub_kwargs(request))
     return model.to(request.device).eval()
 
 
@@ -351,14 +420,11 @@ def _load_torch_module(request: LoadRequest) -> Any:
     if path.is_dir() and (path / "config.json").exists():
         config.update(json.loads((path / "config.json").read_text()))
     config.update(request.options.get("config", {}))
-    architecture = config.get("architecture") or request.options.get("architecture")
-    if architecture in ARCHITECTURE_PROVIDERS and architecture not in ARCHITECTURES:
-        import importlib
-
-        importlib.import_module(ARCHITECTURE_PROVIDERS[architecture])
-    if architecture not in ARCHITECTURES:
+    name = config.get("architecture") or request.options.get("architecture")
+    builder = architecture(name)
+    if builder is None:
         known = ", ".join(sorted(ARCHITECTURES)) or "none registered"
-        raise ModelLoadError(f"Could not load '{request.source}': unknown architecture {architecture!r} "
-                             f"(known: {known}).")
-    module = ARCHITECTURES[architecture](config, state_dict)
+        raise ModelLoadError(f"Could not load '{request.source}': unknown architecture {name!r} "
+                             f"(known: {known}){discovery_note()}.")
+    module = builder(config, state_dict)
     return module.to(device=request.device, dtype=request.dtype).eval()

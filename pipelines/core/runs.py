@@ -1,4 +1,9 @@
-"""Writing a run's images (PNG + metadata) and re-running stored runs from History."""
+"""Writing a run's images (PNG + metadata) and re-running stored runs from History.
+
+Re-runners: a new method adds one from its package's __init__ with `runs.register_rerunner(TAB, fn)`, where
+fn(params, store) -> RunRecord repeats a run of that tab from its recorded params (see methods.py). History can
+re-run a tab whose package is not imported yet: a miss imports the method packages once and looks again.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from . import pngmeta, settings
+from .methods import discover_methods, discovery_note
 from .records import RunRecord, RunStore, default_store
 
 # tab name -> function(params, store) -> RunRecord; each pipeline registers its own.
@@ -17,12 +23,16 @@ Rerunner = Callable[[dict[str, Any], RunStore], RunRecord]
 RERUNNERS: dict[str, Rerunner] = {}
 
 
-# Modules that register a tab's re-runner when imported; imported on demand by rerun().
-RERUN_PROVIDERS = {"Neural style": "pipelines.neural_style", "Metrics / A-B": "pipelines.metrics.runs"}
-
-
 def register_rerunner(tab: str, fn: Rerunner) -> None:
+    """Let History re-run runs of `tab`: fn(params, store) -> the new RunRecord."""
     RERUNNERS[tab] = fn
+
+
+def rerunner(tab: str) -> Rerunner | None:
+    """The re-runner of `tab`, importing the method packages once if none is registered yet; None if none."""
+    if tab not in RERUNNERS:
+        discover_methods()
+    return RERUNNERS.get(tab)
 
 
 def rerun(run_id: str, store: RunStore | None = None) -> RunRecord:
@@ -30,13 +40,10 @@ def rerun(run_id: str, store: RunStore | None = None) -> RunRecord:
     record = store.get(run_id)
     if record is None:
         raise KeyError(f"No run with id {run_id!r}.")
-    if record.tab not in RERUNNERS and record.tab in RERUN_PROVIDERS:
-        import importlib
-
-        importlib.import_module(RERUN_PROVIDERS[record.tab])
-    if record.tab not in RERUNNERS:
-        raise ValueError(f"Runs of the {record.tab!r} tab cannot be re-run.")
-    return RERUNNERS[record.tab](dict(record.params), store)
+    fn = rerunner(record.tab)
+    if fn is None:
+        raise ValueError(f"Runs of the {record.tab!r} tab cannot be re-run{discovery_note()}.")
+    return fn(dict(record.params), store)
 
 
 def folder_name(tab: str) -> str:
@@ -55,16 +62,21 @@ def save_input_copy(image: Image.Image) -> Path:
     return path
 
 
-def save_outputs(record: RunRecord, images: Sequence[Image.Image], metadata: dict[str, Any],
-                 prompt: str = "", negative_prompt: str = "") -> list[Path]:
-    """Save images as PNGs with A1111 text + JSON metadata under outputs/<tab>/, add them to the record."""
+def save_outputs(record: RunRecord, images: Sequence[Image.Image],
+                 metadata: dict[str, Any] | Sequence[dict[str, Any]], prompt: str = "",
+                 negative_prompt: str = "") -> list[Path]:
+    """Save images as PNGs with A1111 text + JSON metadata under outputs/<tab>/, add them to the record.
+
+    `metadata` is one dict for all images or one per image (a batch whose seeds differ); a per-image "Seed"
+    wins over the record's seed."""
     folder = settings.outputs_dir() / folder_name(record.tab)
+    per_image = [metadata] * len(images) if isinstance(metadata, dict) else list(metadata)
     paths = []
-    for index, image in enumerate(images):
+    for index, (image, settings_) in enumerate(zip(images, per_image, strict=True)):
         path = folder / f"{record.id}_{index:02d}.png"
-        chunk = {**metadata, "Run": record.id, "Seed": record.seed} if record.seed is not None else \
-            {**metadata, "Run": record.id}
-        pngmeta.save_png(image, path, chunk, prompt=prompt, negative_prompt=negative_prompt)
+        seed = {"Seed": record.seed} if record.seed is not None and "Seed" not in settings_ else {}
+        pngmeta.save_png(image, path, {**settings_, **seed, "Run": record.id}, prompt=prompt,
+                         negative_prompt=negative_prompt)
         paths.append(path)
     record.outputs.extend(str(path) for path in paths)
     return paths

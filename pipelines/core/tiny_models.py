@@ -8,6 +8,11 @@ computed with one as a real score.
 
 The CLIP tokenizer is the real one (built from the BPE merges open_clip ships), so prompts tokenize exactly as
 with a real Stable Diffusion or CLIP checkpoint.
+
+The core builds the generic families (sd15, controlnet, clip, blip, inception). A new method adds its own from
+its package's __init__ with `tiny_models.register_tiny(TinySpec(NAME, FAMILY, LABEL, VERSION, lazy(MODULE,
+"build_tiny")))` (see methods.py); "tiny:NAME" then works anywhere, even before the package is imported: a name
+not registered yet makes the core import the method packages once (methods.discover_methods) and look again.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.loader import TINY_LABEL
-
 from . import loader, settings
+from .loader import TINY_LABEL
+from .methods import discover_methods, discovery_note
 
 CLIP_CONTEXT_LENGTH = 77
 INCEPTION_ARCHITECTURE = "tiny_inception"
@@ -35,6 +40,8 @@ INCEPTION_ARCHITECTURE = "tiny_inception"
 
 @dataclass(frozen=True)
 class TinySpec:
+    """One tiny model: registered with register_tiny, built by `builder` on first use, loaded as "tiny:NAME"."""
+
     name: str
     family: str  # a loader family: diffusers_pipeline, diffusers_model, transformers, torch_module
     label: str  # what the real model it stands in for is
@@ -101,6 +108,7 @@ def _build_sd15(folder: Path) -> None:
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
     text_encoder = CLIPTextModel(_clip_text_config())
+    _offset_final_norm(text_encoder)
     build_clip_tokenizer(folder / "tokenizer")
     from transformers import CLIPTokenizer
 
@@ -110,6 +118,16 @@ def _build_sd15(folder: Path) -> None:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     build_clip_tokenizer(folder / "tokenizer")  # keep vocab.json/merges.txt beside tokenizer.json, as on the Hub
+
+
+def _offset_final_norm(text_encoder: Any) -> None:
+    """A fresh LayerNorm has zero bias, so its outputs average to ~0; real CLIP's do not. A1111's prompt weighting
+    rescales by that average, which would divide by ~0 on a tiny model, so give the bias a real-looking offset."""
+    import torch
+
+    with torch.no_grad():
+        bias = getattr(text_encoder, "text_model", text_encoder).final_layer_norm.bias  # transformers 4 or 5 layout
+        bias.copy_(0.3 + 0.2 * torch.randn_like(bias))
 
 
 def _build_controlnet(folder: Path) -> None:
@@ -269,42 +287,35 @@ def _build_inception(folder: Path) -> None:
     save_safetensors(module.state_dict(), folder / "model.safetensors", {"architecture": INCEPTION_ARCHITECTURE})
 
 
-def _build_lpips(folder: Path) -> None:
-    from pipelines.metrics.features import build_tiny_lpips  # the architecture lives with the metrics pipeline
-
-    build_tiny_lpips(folder)
+# ---------------------------------------------------------------------------------------------- registry
+TINY_MODELS: dict[str, TinySpec] = {}  # name -> spec: the core's below, each method's from its package
 
 
-def _build_nima(folder: Path) -> None:
-    from pipelines.metrics.nima import build_tiny_nima  # the architecture lives with the metrics pipeline
+def register_tiny(spec: TinySpec) -> TinySpec:
+    """Make "tiny:NAME" loadable. Registering the same name again replaces it (a re-import), but a name that
+    another model already uses (a different family, label or version) is refused: pick another name."""
+    existing = TINY_MODELS.get(spec.name)
+    if existing is not None and (existing.family, existing.label, existing.version) != (
+            spec.family, spec.label, spec.version):
+        raise ValueError(f"The tiny model name {spec.name!r} is already taken by {existing.label!r}.")
+    TINY_MODELS[spec.name] = spec
+    return spec
 
-    build_tiny_nima(folder)
 
-
-def _build_style(folder: Path) -> None:
-    from pipelines.neural_style.network import save_tiny_style  # written by the neural-style pipeline
-
-    save_tiny_style(folder)
+def all_tiny_models() -> dict[str, TinySpec]:
+    """Every tiny model, the methods' included (imports the method packages once)."""
+    discover_methods()
+    return dict(TINY_MODELS)
 
 
 loader.register_architecture(INCEPTION_ARCHITECTURE, make_tiny_inception)
-
-# ---------------------------------------------------------------------------------------------- registry
-TINY_MODELS: dict[str, TinySpec] = {
-    spec.name: spec
-    for spec in [
-        TinySpec("sd15", "diffusers_pipeline", "Stable Diffusion 1.5", 1, _build_sd15),
-        TinySpec("controlnet", "diffusers_model", "ControlNet for SD 1.5", 1, _build_controlnet,
-                 {"class_name": "ControlNetModel"}),
-        TinySpec("clip", "transformers", "CLIP", 1, _build_clip, {"class_name": "CLIPModel"}),
-        TinySpec("blip", "transformers", "BLIP captioning", 1, _build_blip,
-                 {"class_name": "BlipForConditionalGeneration"}),
-        TinySpec("inception", "torch_module", "FID Inception v3", 1, _build_inception),
-        TinySpec("style", "torch_module", "fast style transfer network", 2, _build_style),
-        TinySpec("lpips", "torch_module", "LPIPS (AlexNet)", 1, _build_lpips),
-        TinySpec("nima", "torch_module", "NIMA aesthetic model", 1, _build_nima),
-    ]
-}
+register_tiny(TinySpec("sd15", "diffusers_pipeline", "Stable Diffusion 1.5", 2, _build_sd15))
+register_tiny(TinySpec("controlnet", "diffusers_model", "ControlNet for SD 1.5", 1, _build_controlnet,
+                       {"class_name": "ControlNetModel"}))
+register_tiny(TinySpec("clip", "transformers", "CLIP", 1, _build_clip, {"class_name": "CLIPModel"}))
+register_tiny(TinySpec("blip", "transformers", "BLIP captioning", 1, _build_blip,
+                       {"class_name": "BlipForConditionalGeneration"}))
+register_tiny(TinySpec("inception", "torch_module", "FID Inception v3", 1, _build_inception))
 
 _BUILD_LOCK = threading.Lock()
 STALE_TEMP_SECONDS = 3600
@@ -312,7 +323,10 @@ STALE_TEMP_SECONDS = 3600
 
 def spec_for(name: str) -> TinySpec:
     if name not in TINY_MODELS:
-        raise ValueError(f"Unknown tiny model {name!r}; known tiny models: {', '.join(TINY_MODELS)}")
+        discover_methods()  # a method's tiny model, its package not imported yet
+    if name not in TINY_MODELS:
+        raise ValueError(f"Unknown tiny model {name!r}; known tiny models: {', '.join(TINY_MODELS)}"
+                         f"{discovery_note()}")
     return TINY_MODELS[name]
 
 

@@ -13,9 +13,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipelines.core.methods import MethodCard, Reference
+from pipelines.core.loader import register_architecture
+from pipelines.core.methods import MethodCard, Reference, lazy
+from pipelines.core.runs import register_rerunner
+from pipelines.core.tiny_models import TinySpec, register_tiny
 
 TAB = "Metrics / A-B"
+# Architectures this package's networks name in their safetensors metadata (registered at the end of this file).
+FID_INCEPTION_ARCHITECTURE = "fid_inception_v3"
+LPIPS_ARCHITECTURE = "lpips"
+NIMA_ARCHITECTURE = "nima"
 
 # Public names and the submodule that defines each (loaded on first use, so the app starts fast).
 _EXPORTS = {
@@ -78,3 +85,13 @@ METHOD_CARD = MethodCard(
     ),
     seed_document="000, 003, 004",
 )
+
+
+# ---------------------------------------------------------------------------------------------- registrations
+# What this method adds to the core's registries (the modules named here import torch: they load on first use).
+register_architecture(FID_INCEPTION_ARCHITECTURE, lazy(f"{__name__}.fid_inception", "make_fid_inception"))
+register_architecture(LPIPS_ARCHITECTURE, lazy(f"{__name__}.features", "make_lpips"))
+register_architecture(NIMA_ARCHITECTURE, lazy(f"{__name__}.nima", "make_nima"))
+register_tiny(TinySpec("lpips", "torch_module", "LPIPS (AlexNet)", 1, lazy(f"{__name__}.features", "build_tiny_lpips")))
+register_tiny(TinySpec("nima", "torch_module", "NIMA aesthetic model", 1, lazy(f"{__name__}.nima", "build_tiny_nima")))
+register_rerunner(TAB, lazy(f"{__name__}.runs", "rerun_comparison"))

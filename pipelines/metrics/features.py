@@ -31,12 +31,11 @@ from pipelines.core.downloads import read_pth_state_dict
 from pipelines.core.jobs import atomic_path
 from pipelines.core.loader import TINY_LABEL, ModelLoadError
 
+from . import LPIPS_ARCHITECTURE  # the package registers make_lpips under this name
 from .imagesets import rgb_array, set_hash, uint8_rgb, unit_float
 
 DEFAULT_BATCH_SIZE = 32
 INCEPTION_SIZE = (299, 299)
-
-LPIPS_ARCHITECTURE = "lpips"
 LPIPS_MIN_SIDE = 31  # AlexNet's second max pool needs at least this many pixels
 LPIPS_BATCH_PIXELS = 16 * 2**20  # images of a batch together (bounds the backbone's activations)
 # torchvision's AlexNet_Weights.IMAGENET1K_V1 (what torchmetrics' LPIPS downloads for its backbone).
@@ -461,9 +460,6 @@ def make_lpips(config: dict[str, Any], state_dict: dict[str, Any] | None = None)
             raise ValueError(f"the weights do not fit LPIPS ({net}): missing {missing[:3]}, unexpected "
                              f"{result.unexpected_keys[:3]}")
     return module.eval()
-
-
-loader.register_architecture(LPIPS_ARCHITECTURE, make_lpips)
 
 
 def _lpips_state(module: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ FID, KID, IS and seed 000's per-image scores are only comparable with published 
 exact network: torchvision's Inception3 with 1008 classes and four patched blocks (average pools that leave
 the zero padding out, and a max pool in the last block), loaded with the weights pytorch-fid publishes.
 
-* Architecture ``fid_inception_v3`` is registered with the core loader when this module is imported, so a
+* Architecture ``fid_inception_v3`` (``make_fid_inception``) is registered with the core loader by the package, so a
   folder with ``config.json`` {"architecture": "fid_inception_v3"} and ``model.safetensors`` loads with
   ``loader.load_model("torch_module", folder)``. The state-dict key names are pytorch-fid's
   (``Conv2d_1a_3x3.conv.weight`` … ``Mixed_7c.branch_pool.conv.weight``, ``fc.weight``).
@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
-from pipelines.core import loader, network, settings
+from pipelines.core import network, settings
 from pipelines.core.downloads import download_file, offline_reason, read_pth_state_dict
 from pipelines.core.jobs import atomic_path
 from pipelines.core.loader import ModelLoadError
 
-ARCHITECTURE = "fid_inception_v3"
+from . import FID_INCEPTION_ARCHITECTURE as ARCHITECTURE  # the package registers make_fid_inception under it
+
 MODEL_NAME = "FID Inception v3"
 INPUT_SIZE = 299
 NUM_CLASSES = 1008
@@ -156,9 +157,6 @@ def make_fid_inception(config: dict[str, Any], state_dict: dict[str, torch.Tenso
     if state_dict is not None:
         load_weights(module, state_dict)
     return module.eval()
-
-
-loader.register_architecture(ARCHITECTURE, make_fid_inception)
 
 
 # ---------------------------------------------------------------------------------------------- known downloads

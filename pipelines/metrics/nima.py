@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core import loader
+from . import NIMA_ARCHITECTURE  # the package registers make_nima under this name
 
-NIMA_ARCHITECTURE = "nima"
 ENV_NIMA_MODEL = "ASL_NIMA_MODEL"
 INPUT_SIZE = 224
 RATINGS = 10
@@ -77,9 +76,6 @@ def make_nima(config: dict[str, Any], state_dict: dict[str, Any] | None = None) 
     if state_dict is not None:
         module.load_state_dict(state_dict, strict=True)
     return module.eval()
-
-
-loader.register_architecture(NIMA_ARCHITECTURE, make_nima)
 
 
 def mean_rating(probabilities: np.ndarray) -> np.ndarray:

@@ -75,19 +75,11 @@ def _describe(source: Any) -> Any:
     return f"{len(source)} arrays"
 
 
-def _rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
+def rerun_comparison(params: dict[str, Any], store: RunStore) -> RunRecord:
+    """History's re-run of a recorded comparison (the package registers it as this tab's re-runner)."""
     sources = [params.get(key) for key in ("set_a", "set_b", "reference")]
     if any(isinstance(source, dict) or (isinstance(source, str) and source.endswith(" arrays")) for source in sources):
         raise ValueError("This comparison was made from images in memory and cannot be re-run from History.")
     options = {key: value for key, value in params.items()
                if key in ("prompts", "pairs", "metrics", "n_bootstrap", "seed", "models")}
     return run_compare(*sources, store=store, **options)[0]
-
-
-def _register() -> None:
-    from pipelines.core.runs import register_rerunner
-
-    register_rerunner(TAB, _rerun)
-
-
-_register()

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.core.methods import MethodCard, Reference
+from pipelines.core.loader import register_architecture
+from pipelines.core.methods import MethodCard, Reference, lazy
 from pipelines.core.runs import register_rerunner
+from pipelines.core.tiny_models import TinySpec, register_tiny
 
 from .styles import (
     PRETRAINED,
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 TAB = "Neural style"
+STYLE_ARCHITECTURE = "johnson_transformer_net"  # what style .safetensors files name in their metadata
 DEFAULT_MAX_SIZE = 1024
 MIN_MAX_SIZE, MAX_MAX_SIZE = 16, 2048  # beyond 2048 px the activations alone need several GB
 
@@ -129,7 +132,7 @@ def load_style(name_or_path: str | os.PathLike) -> torch.nn.Module:
     if resolved.kind != "test":
         stat = Path(resolved.source).stat()  # a re-trained style under the same name is a new cache entry
         # whatever a user file's metadata claims, it is built as a style network (and checked as one)
-        options = {"config": {"architecture": "johnson_transformer_net"},
+        options = {"config": {"architecture": STYLE_ARCHITECTURE},
                    "version": f"{stat.st_mtime_ns}-{stat.st_size}"}
     return loader.load_model("torch_module", resolved.source, **options)
 
@@ -351,6 +354,11 @@ def _rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
                        store=store)
 
 
+# ---------------------------------------------------------------------------------------------- registrations
+# What this method adds to the core's registries (network.py imports torch: it loads on first use).
+_NETWORK = f"{__name__}.network"
+register_architecture(STYLE_ARCHITECTURE, lazy(_NETWORK, "build_transformer_net"))
+register_tiny(TinySpec("style", "torch_module", "fast style transfer network", 2, lazy(_NETWORK, "save_tiny_style")))
 register_rerunner(TAB, _rerun)
 
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.core import loader
 from pipelines.core.safeweights import save_safetensors
 
-ARCHITECTURE = "johnson_transformer_net"
+from . import STYLE_ARCHITECTURE as ARCHITECTURE  # the package registers build_transformer_net under this name
+
 LAYOUT_EXAMPLES = "pytorch_examples"
 LAYOUT_RRMINA = "rrmina"
 LAYOUTS = (LAYOUT_EXAMPLES, LAYOUT_RRMINA)
@@ -368,9 +368,6 @@ def build_transformer_net(config: dict[str, Any], state_dict: dict[str, Any]) ->
                          f"unexpected: {unexpected[:4]}).")
     net.load_state_dict(cleaned, strict=True)
     return StyleNet(net, layout).eval()
-
-
-loader.register_architecture(ARCHITECTURE, build_transformer_net)
 
 
 def layout_metadata(layout: str, **extra: Any) -> dict[str, str]:
