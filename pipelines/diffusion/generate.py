@@ -1,0 +1,362 @@
+"""Text-to-image (with optional ControlNets, LoRAs and embeddings) the way A1111 users expect it to behave.
+
+`generate(request)` in the stages DESIGN.md lays out: check the request before any model loads, load (cached),
+encode the prompts with A1111's rules, build the conditions, denoise with the step hook, decode, and return a
+dataclass. Seeds follow A1111's CPU RNG source: image i of a batch starts from noise drawn on the CPU from
+seed + i and its sampler noise comes from the same generator, so it equals generating seed + i alone, on any
+device. Nothing here changes the shared cached pipeline: LoRAs come off again after the call, embeddings go in
+through a hook for the call only, and the scheduler and ControlNets live on a per-call copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.core.errors import UserError
+from pipelines.core.seeds import MAX_SEED
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from pipelines.core.jobs import CancelToken, ProgressCallback
+
+    from .steps import PreviewCallback
+
+MIN_SIZE, MAX_SIZE, SIZE_STEP = 64, 2048, 8
+MIN_STEPS, MAX_STEPS = 1, 150
+MIN_CFG, MAX_CFG = 1.0, 30.0
+MAX_BATCH = 8
+MAX_CLIP_SKIP = 12
+MAX_CONTROLNETS = 3
+MAX_LORA_WEIGHT = 4.0
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet: its model, its condition image (already preprocessed), scale and active fraction."""
+
+    model: str
+    image: Any  # a PIL image
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    module: str = "none"  # the preprocessor that made the image (A1111's "Module"), for the infotext
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = "tiny:sd15"
+    vae: str | None = None
+    sampler: str = "DPM++ 2M"
+    schedule: str = "Karras"
+    steps: int = 25
+    cfg_scale: float = 7.0
+    seed: int = 0
+    batch_size: int = 1
+    width: int = 512
+    height: int = 512
+    clip_skip: int = 1
+    loras: tuple[tuple[str, float], ...] = ()  # (name or .safetensors path, weight), besides <lora:…> tags
+    controlnets: tuple[ControlUnit, ...] = ()
+    memory: str = "auto"
+
+
+@dataclass
+class GenerateOutput:
+    images: list[Image.Image]
+    seeds: list[int]
+    infotexts: list[dict[str, Any]]  # A1111 settings per image (their seeds differ)
+    prompt: str
+    negative_prompt: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    test_model: bool = False
+    models: list[dict[str, Any]] = field(default_factory=list)  # for the run record
+    device: str = ""
+
+
+def check(request: GenerateRequest) -> list[str]:
+    """Plain messages for every problem in the request; empty when it can run. Loads nothing."""
+    from .samplers import check_sampler
+
+    problems = check_sampler(request.sampler, request.schedule)
+    for name, value in (("Width", request.width), ("Height", request.height)):
+        if not MIN_SIZE <= int(value) <= MAX_SIZE:
+            problems.append(f"{name} must be between {MIN_SIZE} and {MAX_SIZE} px, got {value}.")
+        elif int(value) % SIZE_STEP:
+            problems.append(f"{name} must be a multiple of {SIZE_STEP} (the VAE works in 8-pixel blocks), got "
+                            f"{value}; {int(value) // SIZE_STEP * SIZE_STEP} would work.")
+    if not MIN_STEPS <= int(request.steps) <= MAX_STEPS:
+        problems.append(f"Steps must be between {MIN_STEPS} and {MAX_STEPS}, got {request.steps}.")
+    if not MIN_CFG <= float(request.cfg_scale) <= MAX_CFG:
+        problems.append(f"CFG scale must be between {MIN_CFG:g} and {MAX_CFG:g}, got {request.cfg_scale}.")
+    if not 0 <= int(request.seed) <= MAX_SEED:
+        problems.append(f"Seed must be between 0 and {MAX_SEED}, got {request.seed}.")
+    if not 1 <= int(request.batch_size) <= MAX_BATCH:
+        problems.append(f"Batch size must be between 1 and {MAX_BATCH}, got {request.batch_size}.")
+    if int(request.seed) + int(request.batch_size) - 1 > MAX_SEED:
+        problems.append(f"Seed + batch size goes past the largest seed ({MAX_SEED}).")
+    if not 1 <= int(request.clip_skip) <= MAX_CLIP_SKIP:
+        problems.append(f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, got {request.clip_skip}.")
+    if len(request.controlnets) > MAX_CONTROLNETS:
+        problems.append(f"At most {MAX_CONTROLNETS} ControlNets at once, got {len(request.controlnets)}.")
+    for index, unit in enumerate(request.controlnets):
+        if unit.image is None:
+            problems.append(f"ControlNet {index}: it has no condition image.")
+        if not 0.0 <= float(unit.scale) <= 2.0:
+            problems.append(f"ControlNet {index}: conditioning scale must be between 0 and 2, got {unit.scale}.")
+        if not 0.0 <= float(unit.start) < float(unit.end) <= 1.0:
+            problems.append(f"ControlNet {index}: start and end must satisfy 0 ≤ start < end ≤ 1, "
+                            f"got {unit.start} and {unit.end}.")
+    for name, weight in request.loras:
+        if abs(float(weight)) > MAX_LORA_WEIGHT:
+            problems.append(f"LoRA {name}: weight must be between -{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}.")
+    return problems
+
+
+def raise_for_problems(request: GenerateRequest) -> None:
+    problems = check(request)
+    if problems:
+        raise UserError(" ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- stages
+@dataclass
+class _Resources:
+    """What one call has loaded: the cached pipeline, its ControlNets, the LoRAs and embeddings it named."""
+
+    pipe: Any
+    controlnets: list[Any]
+    loras: list[tuple[Any, dict, float]]
+    embeddings: dict[str, Any]
+    prompt: str  # without <lora:…> tags
+    notes: list[str]
+
+
+def _load(request: GenerateRequest) -> _Resources:
+    from .library import find_embeddings, resolve_loras
+    from .models import load_controlnet, load_pipeline
+    from .prompts import extract_lora_tags
+
+    pipe = load_pipeline(request.model, vae=request.vae, memory=request.memory)
+    controlnets = [load_controlnet(unit.model, dtype=pipe.dtype, device=pipe.device) for unit in request.controlnets]
+    prompt, tags = extract_lora_tags(request.prompt)
+    negative, _ = extract_lora_tags(request.negative_prompt)  # A1111 applies tags from the positive prompt only
+    wanted = [(tag.name, tag.weight) for tag in tags] + [(name, float(weight)) for name, weight in request.loras]
+    loras = resolve_loras(wanted)
+    embeddings = find_embeddings(f"{prompt}\n{negative}")
+    return _Resources(pipe, controlnets, loras, embeddings, prompt, [])
+
+
+def _control_images(request: GenerateRequest, notes: list[str]) -> list[Any]:
+    """Condition images at the output size; a different size is resized (and the user told)."""
+    from PIL import Image
+
+    images = []
+    for index, unit in enumerate(request.controlnets):
+        image = unit.image.convert("RGB")
+        if image.size != (request.width, request.height):
+            notes.append(f"ControlNet {index}: its image ({image.width}×{image.height}) was resized to "
+                         f"{request.width}×{request.height}.")
+            image = image.resize((request.width, request.height), Image.LANCZOS)
+        images.append(image)
+    return images
+
+
+def _initial_noise(request: GenerateRequest, pipe: Any) -> tuple[Any, list[Any]]:
+    """Latents drawn on the CPU from seed + i, and the same generators for the sampler's own noise."""
+    import torch
+
+    from pipelines.core.seeds import cpu_generator
+
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    channels = pipe.unet.config.in_channels
+    shape = (1, channels, request.height // scale, request.width // scale)
+    generators = [cpu_generator(int(request.seed) + index) for index in range(int(request.batch_size))]
+    latents = torch.cat([torch.randn(shape, generator=generator, dtype=torch.float32) for generator in generators])
+    return latents.to(device=pipe.device, dtype=pipe.dtype), generators
+
+
+def _embeds_for_batch(embeds: Any, batch: int) -> dict[str, Any]:
+    kwargs = {"prompt_embeds": embeds.cond.repeat(batch, 1, 1),
+              "negative_prompt_embeds": embeds.uncond.repeat(batch, 1, 1)}
+    if getattr(embeds, "cond_pooled", None) is not None:  # SDXL
+        kwargs["pooled_prompt_embeds"] = embeds.cond_pooled.repeat(batch, 1)
+        kwargs["negative_pooled_prompt_embeds"] = embeds.uncond_pooled.repeat(batch, 1)
+    return kwargs
+
+
+def _control_kwargs(request: GenerateRequest, images: list[Any]) -> dict[str, Any]:
+    if not images:
+        return {}
+    units = request.controlnets
+    single = len(units) == 1
+    return {"image": images[0] if single else images,
+            "controlnet_conditioning_scale": float(units[0].scale) if single else [float(u.scale) for u in units],
+            "control_guidance_start": [float(u.start) for u in units],
+            "control_guidance_end": [float(u.end) for u in units]}
+
+
+def generate(request: GenerateRequest, *, callback: ProgressCallback | None = None,
+             cancel: CancelToken | None = None, on_preview: PreviewCallback | None = None,
+             preview_every: int = 0, state: Any = None,
+             cross_attention_kwargs: Mapping[str, Any] | None = None) -> GenerateOutput:
+    """Generate `request.batch_size` images. `state` and `cross_attention_kwargs` let a method (storyboard's
+    MAGA) carry per-call state into its attention processors; the step hook moves `state.step` on."""
+    from . import steps
+    from .lora import applied_loras
+    from .models import base_of, pipeline_for_call
+    from .prompts import encode_prompts
+    from .samplers import make_scheduler
+
+    raise_for_problems(request)
+    started = time.perf_counter()
+    res = _load(request)
+    notes = res.notes
+    control_images = _control_images(request, notes)
+    seeds = seeds_for(request)
+    scheduler = make_scheduler(request.sampler, request.schedule, res.pipe.scheduler.config, seeds=seeds)
+    call_pipe = pipeline_for_call(res.pipe, scheduler, res.controlnets)
+    latents, generators = _initial_noise(request, res.pipe)
+    step_hook = steps.hook(callback, cancel, state, total=int(request.steps), preview_every=preview_every,
+                           on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl")
+    with _plain_out_of_memory(request), applied_loras(res.pipe, res.loras):
+        embeds = encode_prompts(res.pipe, res.prompt, _strip_tags(request.negative_prompt),
+                                clip_skip=int(request.clip_skip), embeddings=res.embeddings)
+        images = call_pipe(**_embeds_for_batch(embeds, len(seeds)), **_control_kwargs(request, control_images),
+                           num_inference_steps=int(request.steps), guidance_scale=float(request.cfg_scale),
+                           width=int(request.width), height=int(request.height), latents=latents,
+                           generator=generators, callback_on_step_end=step_hook,
+                           cross_attention_kwargs=dict(cross_attention_kwargs) if cross_attention_kwargs else None,
+                           output_type="pil").images
+    seconds = time.perf_counter() - started
+    return _output(request, res, images, seeds, seconds)
+
+
+def _strip_tags(text: str) -> str:
+    from .prompts import extract_lora_tags
+
+    return extract_lora_tags(text)[0]
+
+
+class _plain_out_of_memory:
+    """Out-of-memory errors become a message that names the setting to change."""
+
+    def __init__(self, request: GenerateRequest) -> None:
+        self.request = request
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
+        if err is None or not _is_out_of_memory(err):
+            return False
+        request = self.request
+        raise UserError(
+            f"The device ran out of memory generating {request.batch_size} image(s) at {request.width}×"
+            f"{request.height}. Set Memory to 'low' (attention slicing, VAE tiling) or 'lowest' (also moves "
+            "idle models to the CPU), or use a smaller size or batch.") from err
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds: list[int],
+            seconds: float) -> GenerateOutput:
+    from pipelines.core import devices
+    from pipelines.core.loader import model_info
+
+    from .models import describe_source
+    from .output import infotext_settings
+    from .samplers import effective_schedule, split_sampler_name
+
+    source = describe_source(request.model)
+    info = model_info(res.pipe)
+    models = [info.as_record()] if info else [{"id": request.model, "revision": "unknown", "test_model": False}]
+    for unit, controlnet in zip(request.controlnets, res.controlnets, strict=True):
+        control_info = model_info(controlnet)
+        models.append(control_info.as_record() if control_info else {"id": unit.model, "test_model": False})
+    test_model = any(model.get("test_model") for model in models)
+    model_hash = _model_hash(source["file"])
+    loras = [(lora_file.name, lora_file.short_hash) for lora_file, _, _ in res.loras]
+    controlnets = [{"module": unit.module, "model": Path(unit.model).stem if Path(unit.model).suffix else unit.model,
+                    "weight": unit.scale, "start": unit.start, "end": unit.end} for unit in request.controlnets]
+    extra = {"VAE": Path(request.vae).name if request.vae else None,
+             "Test model": "random weights, output is noise" if test_model else None}
+    sampler = split_sampler_name(request.sampler)[0]
+    schedule = effective_schedule(request.sampler, request.schedule)
+    infotexts = [infotext_settings(steps=int(request.steps), sampler=sampler, schedule=schedule,
+                                   cfg_scale=float(request.cfg_scale), seed=seed, width=int(request.width),
+                                   height=int(request.height), model_name=source["name"], model_hash=model_hash,
+                                   clip_skip=int(request.clip_skip), loras=loras, controlnets=controlnets,
+                                   extra=extra)
+                 for seed in seeds]
+    return GenerateOutput(images=list(images), seeds=seeds, infotexts=infotexts, prompt=request.prompt,
+                          negative_prompt=request.negative_prompt, seconds=seconds, notes=res.notes,
+                          test_model=test_model, models=models,
+                          device=devices.describe(res.pipe.device, res.pipe.dtype))
+
+
+def _model_hash(path: str | None) -> str | None:
+    if not path:
+        return None
+    from .output import file_short_hash
+
+    return file_short_hash(path)
+
+
+def request_from_settings(params: Mapping[str, Any]) -> GenerateRequest:
+    """A request from stored parameters (a run record or a read PNG), ignoring keys it does not know."""
+    import dataclasses
+
+    known = {item.name for item in dataclasses.fields(GenerateRequest)}
+    values = {key: value for key, value in params.items() if key in known and key != "controlnets"}
+    if "loras" in values:
+        values["loras"] = tuple((str(name), float(weight)) for name, weight in values["loras"])
+    return GenerateRequest(**values)
+
+
+def seeds_for(request: GenerateRequest) -> list[int]:
+    return [int(request.seed) + index for index in range(int(request.batch_size))]
+
+
+# A1111 infotext keys this core re-creates, and those it reads but cannot (with the reason shown to the user).
+_NOT_REPEATED = {"Denoising strength": "img2img and hires-fix passes are not repeated",
+                 "Hires upscale": "hires-fix passes are not repeated", "Hires steps": "hires-fix passes are not repeated",
+                 "ControlNet 0": "ControlNet units need their condition images, which a PNG does not hold",
+                 "VAE": "the VAE is not chosen from a PNG; set it explicitly"}
+
+
+def request_from_infotext(prompt: str, negative_prompt: str, settings: Mapping[str, Any],
+                          model: str) -> tuple[GenerateRequest, list[str]]:
+    """A request from the settings of a read PNG (A1111 names; values as text or numbers), for `model`.
+
+    Returns the notes to show: which settings could not be repeated and why."""
+    from .samplers import split_sampler_name
+
+    defaults = GenerateRequest()
+    width, height = defaults.width, defaults.height
+    if settings.get("Size"):
+        width_text, _, height_text = str(settings["Size"]).lower().partition("x")
+        width, height = int(width_text), int(height_text)
+    sampler = str(settings.get("Sampler") or defaults.sampler)
+    schedule = str(settings.get("Schedule type") or "")
+    if not schedule:  # an old infotext: the schedule may be part of the sampler's name
+        sampler, schedule = split_sampler_name(sampler)
+    request = GenerateRequest(prompt=prompt or "", negative_prompt=negative_prompt or "", model=model,
+                              sampler=sampler, schedule=schedule, steps=int(settings.get("Steps") or defaults.steps),
+                              cfg_scale=float(settings.get("CFG scale") or defaults.cfg_scale),
+                              seed=int(settings.get("Seed") or 0), width=width, height=height,
+                              clip_skip=int(settings.get("Clip skip") or 1))
+    notes = sorted({f"{reason} ({key})" for key, reason in _NOT_REPEATED.items() if key in settings
+                    or (key == "ControlNet 0" and any(name.startswith("ControlNet") for name in settings))})
+    return request, notes

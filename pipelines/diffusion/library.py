@@ -1,0 +1,76 @@
+"""Where LoRAs and embeddings are found, by the names users write in prompts (A1111: the file's stem).
+
+Folders, searched in order: `ASL_LORA_DIRS` / `ASL_EMBEDDING_DIRS` (os.pathsep-separated), `models/lora` and
+`models/embeddings` (beside the app, as `models/` holds checkpoints), and `<outputs>/loras`,
+`<outputs>/embeddings` where the fine-tuning tab puts what it trains. Only .safetensors files count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.core import settings
+from pipelines.core.errors import UserError
+
+ENV_LORA_DIRS = "ASL_LORA_DIRS"
+ENV_EMBEDDING_DIRS = "ASL_EMBEDDING_DIRS"
+
+
+def _folders(env: str, models_sub: str, outputs_sub: str) -> list[Path]:
+    extra = [Path(item).expanduser() for item in os.environ.get(env, "").split(os.pathsep) if item.strip()]
+    return [*extra, Path("models") / models_sub, settings.outputs_dir() / outputs_sub]
+
+
+def lora_folders() -> list[Path]:
+    return _folders(ENV_LORA_DIRS, "lora", "loras")
+
+
+def embedding_folders() -> list[Path]:
+    return _folders(ENV_EMBEDDING_DIRS, "embeddings", "embeddings")
+
+
+def installed(kind: str) -> dict[str, Path]:
+    """name -> file for 'lora' or 'embedding'; an earlier folder wins a name clash."""
+    from .embeddings import installed_embeddings
+    from .lora import installed_loras
+
+    folders, lister = ((lora_folders(), installed_loras) if kind == "lora"
+                       else (embedding_folders(), installed_embeddings))
+    found: dict[str, Path] = {}
+    for folder in reversed(folders):
+        if folder.is_dir():
+            found.update(lister(folder))
+    return found
+
+
+def resolve_loras(wanted: Sequence[tuple[str, float]]) -> list[tuple[Any, dict, float]]:
+    """(LoraFile, state dict, weight) for each (name or path, weight); a missing one is named in the error."""
+    from .lora import read_lora
+
+    if not wanted:
+        return []
+    available = installed("lora")
+    resolved = []
+    for name, weight in wanted:
+        path = Path(name).expanduser() if name.endswith(".safetensors") else available.get(name)
+        if path is None or not path.is_file():
+            names = ", ".join(sorted(available)) or "none"
+            raise UserError(f"The LoRA '{name}' named in the prompt is not installed (installed: {names}). "
+                            f"Put {name}.safetensors in {lora_folders()[-2]}.")
+        lora_file, state_dict = read_lora(path)
+        resolved.append((lora_file, state_dict, float(weight)))
+    return resolved
+
+
+def find_embeddings(text: str) -> dict[str, Any]:
+    """name -> vectors of each installed embedding whose name appears in the text as a word."""
+    from .embeddings import read_embedding
+    from .prompts import find_embedding_names
+
+    available = installed("embedding")
+    if not available:
+        return {}
+    return {name: read_embedding(available[name]).vectors for name in find_embedding_names(text, available)}

@@ -1,0 +1,74 @@
+"""Generation as a recorded run: PNGs with A1111 infotext + JSON under outputs/<tab>/, a run record, re-run.
+
+Tabs built on the diffusion core call `run_generate(request, tab=THEIR_TAB)`; their runs re-run through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from . import TAB
+
+if TYPE_CHECKING:
+    from pipelines.core.jobs import CancelToken, ProgressCallback
+    from pipelines.core.records import RunRecord, RunStore
+
+    from .generate import GenerateOutput, GenerateRequest
+    from .steps import PreviewCallback
+
+def request_params(request: GenerateRequest) -> dict[str, Any]:
+    """The request as JSON-able run parameters; condition images are kept as input copies (paths)."""
+    from pipelines.core.runs import save_input_copy
+
+    params = {field.name: getattr(request, field.name) for field in dataclasses.fields(request)
+              if field.name != "controlnets"}
+    params["loras"] = [list(item) for item in request.loras]
+    params["controlnets"] = [{**{key: getattr(unit, key) for key in ("model", "scale", "start", "end", "module")},
+                              "image": str(save_input_copy(unit.image))} for unit in request.controlnets]
+    return params
+
+
+def request_from_params(params: dict[str, Any]) -> GenerateRequest:
+    from PIL import Image
+
+    from .generate import ControlUnit, request_from_settings
+
+    units = []
+    for unit in params.get("controlnets") or []:
+        with Image.open(unit["image"]) as image:
+            units.append(ControlUnit(**{**unit, "image": image.convert("RGB")}))
+    return dataclasses.replace(request_from_settings(params), controlnets=tuple(units))
+
+
+def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | None = None,
+                 callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 on_preview: PreviewCallback | None = None, preview_every: int = 0,
+                 extra_params: dict[str, Any] | None = None) -> tuple[RunRecord, GenerateOutput]:
+    from pipelines.core import devices
+    from pipelines.core.records import RunRecord, default_store
+    from pipelines.core.runs import save_outputs
+
+    from .generate import generate, raise_for_problems
+
+    raise_for_problems(request)
+    store = store or default_store()
+    params = {**request_params(request), **(extra_params or {})}
+    record = RunRecord(tab=tab, params=params, seed=int(request.seed), attention=devices.attention_backend())
+    with store.run(record):
+        with record.stage("generate"):
+            output = generate(request, callback=callback, cancel=cancel, on_preview=on_preview,
+                              preview_every=preview_every)
+        record.models = output.models
+        record.device = output.device
+        with record.stage("save"):
+            save_outputs(record, output.images, output.infotexts, prompt=output.prompt,
+                         negative_prompt=output.negative_prompt)
+        if output.notes:
+            params["notes"] = output.notes
+    return record, output
+
+
+def rerun_generate(params: dict[str, Any], store: RunStore) -> RunRecord:
+    return run_generate(request_from_params(params), store=store)[0]
+

@@ -1,0 +1,185 @@
+"""The diffusion core end to end on the tiny SD 1.5 pipeline: seeds, single files, ControlNets, bad input, runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.core.errors import UserError
+from pipelines.core.jobs import CancelToken, JobCancelled
+from pipelines.diffusion.generate import ControlUnit, GenerateRequest, check, generate
+
+FAST = GenerateRequest(prompt="1girl, (smile:1.2), looking at viewer", negative_prompt="lowres", width=64,
+                       height=64, steps=3, sampler="Euler a", schedule="Automatic", seed=1234, cfg_scale=6.0)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_same_seed_same_settings_is_bit_identical() -> None:
+    first = generate(FAST).images[0]
+    second = generate(FAST).images[0]
+    assert np.array_equal(pixels(first), pixels(second))
+    other_seed = generate(dataclasses.replace(FAST, seed=FAST.seed + 7)).images[0]
+    assert not np.array_equal(pixels(first), pixels(other_seed))
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ SDE"])
+def test_batch_item_i_equals_seed_plus_i_alone(sampler: str) -> None:
+    """A1111's rule; the stochastic samplers also draw their step noise per item."""
+    request = dataclasses.replace(FAST, sampler=sampler, batch_size=3)
+    batch = generate(request)
+    assert batch.seeds == [1234, 1235, 1236]
+    for index, image in enumerate(batch.images):
+        alone = generate(dataclasses.replace(request, batch_size=1, seed=request.seed + index)).images[0]
+        assert np.abs(pixels(image) - pixels(alone)).max() <= 1, f"item {index} differs from its seed alone"
+
+
+def test_generation_leaves_the_shared_pipeline_as_it_was() -> None:
+    from pipelines.core.loader import load_model
+
+    pipe = load_model("diffusers_pipeline", "tiny:sd15", memory="auto")
+    scheduler_before = type(pipe.scheduler)
+    processors_before = {name: type(proc) for name, proc in pipe.unet.attn_processors.items()}
+    generate(dataclasses.replace(FAST, sampler="DPM++ 2M", schedule="Karras"))
+    assert type(pipe.scheduler) is scheduler_before
+    assert {name: type(proc) for name, proc in pipe.unet.attn_processors.items()} == processors_before
+
+
+def test_single_file_checkpoint_loads_back_offline_and_gives_the_same_image(tmp_path: Path) -> None:
+    from pipelines.core.loader import load_model
+    from pipelines.diffusion.checkpoint import save_single_file
+
+    pipe = load_model("diffusers_pipeline", "tiny:sd15", memory="auto")
+    path = save_single_file(pipe, tmp_path / "tiny_anime.safetensors", metadata={"asl_base_config": "tiny:sd15"})
+    from_folder = generate(FAST)
+    from_file = generate(dataclasses.replace(FAST, model=str(path)))
+    assert np.array_equal(pixels(from_folder.images[0]), pixels(from_file.images[0]))
+    import hashlib
+
+    assert from_file.infotexts[0]["Model hash"] == hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    assert from_file.infotexts[0]["Model"] == "tiny_anime"
+
+
+def test_pickle_checkpoints_are_refused_with_the_reason(tmp_path: Path) -> None:
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04not really")
+    with pytest.raises(UserError, match="pickle"):
+        generate(dataclasses.replace(FAST, model=str(ckpt)))
+    disguised = tmp_path / "model.safetensors"
+    disguised.write_bytes(b"\x80\x04\x95" + b"\0" * 64)
+    with pytest.raises(UserError, match="not a safetensors file"):
+        generate(dataclasses.replace(FAST, model=str(disguised)))
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"sampler": "Euler z"}, "Unknown sampler"),
+    ({"width": 100}, "multiple of 8"),
+    ({"steps": 0}, "Steps must be"),
+    ({"cfg_scale": 99.0}, "CFG scale must be"),
+    ({"clip_skip": 0}, "Clip skip"),
+    ({"batch_size": 50}, "Batch size"),
+])
+def test_bad_settings_get_plain_messages_before_any_model_loads(change: dict, words: str) -> None:
+    request = dataclasses.replace(FAST, model="nobody/not-a-model", **change)
+    assert any(words in problem for problem in check(request))
+    with pytest.raises(UserError, match=words):
+        generate(request)
+
+
+def test_an_empty_prompt_is_allowed() -> None:
+    assert check(dataclasses.replace(FAST, prompt="", negative_prompt="")) == []
+    assert generate(dataclasses.replace(FAST, prompt="", negative_prompt="")).images[0].size == (64, 64)
+
+
+def test_a_lora_named_in_the_prompt_that_is_not_installed_is_named() -> None:
+    with pytest.raises(UserError, match="'missing_style'.*not installed"):
+        generate(dataclasses.replace(FAST, prompt="1girl <lora:missing_style:0.7>"))
+
+
+def control_image(size: int = 64) -> Image.Image:
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    canvas[size // 4: 3 * size // 4, size // 3] = 255  # a vertical line, like a line-art sketch
+    return Image.fromarray(canvas)
+
+
+def test_controlnets_change_the_image_and_scale_zero_removes_them() -> None:
+    plain = generate(FAST).images[0]
+    unit = ControlUnit("tiny:controlnet", control_image(), scale=1.0)
+    controlled = generate(dataclasses.replace(FAST, controlnets=(unit,))).images[0]
+    assert not np.array_equal(pixels(plain), pixels(controlled))
+    off = generate(dataclasses.replace(FAST, controlnets=(dataclasses.replace(unit, scale=0.0),))).images[0]
+    assert np.abs(pixels(off) - pixels(plain)).max() <= 1
+    two = generate(dataclasses.replace(FAST, controlnets=(unit, dataclasses.replace(unit, start=0.5)))).images[0]
+    assert not np.array_equal(pixels(two), pixels(controlled))
+
+
+def test_a_control_image_of_another_size_is_resized_and_the_user_told() -> None:
+    unit = ControlUnit("tiny:controlnet", control_image(40))
+    output = generate(dataclasses.replace(FAST, controlnets=(unit,)))
+    assert any("resized" in note for note in output.notes)
+
+
+def test_progress_previews_and_cancel() -> None:
+    seen, previews = [], []
+    generate(dataclasses.replace(FAST, steps=4), callback=lambda step, total, _: seen.append((step, total)),
+             on_preview=lambda step, images: previews.append((step, images)), preview_every=2)
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [step for step, _ in previews] == [2, 4] and previews[0][1][0].mode == "RGB"
+    token = CancelToken()
+
+    def cancel_after_first(step: int, total: int, message: str) -> None:
+        token.cancel()
+
+    with pytest.raises(JobCancelled):
+        generate(FAST, callback=cancel_after_first, cancel=token)
+
+
+def test_a_recorded_run_writes_a1111_pngs_and_reruns_to_the_same_image() -> None:
+    from pipelines.core.pngmeta import read_png_metadata
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+    from pipelines.diffusion.runs import TAB, run_generate
+
+    record, output = run_generate(dataclasses.replace(FAST, batch_size=2))
+    assert record.tab == TAB and record.status == "done" and len(record.outputs) == 2
+    with Image.open(record.outputs[1]) as image:
+        text = image.text["parameters"]
+    assert "Seed: 1235" in text and "Sampler: Euler a" in text and "Size: 64x64" in text
+    assert read_png_metadata(record.outputs[1])["settings"]["Seed"] == 1235
+    again = rerun(record.id, default_store())
+    with Image.open(record.outputs[0]) as first, Image.open(again.outputs[0]) as second:
+        assert np.array_equal(pixels(first), pixels(second))
+    assert output.test_model and all(info["Test model"] for info in output.infotexts)
+
+
+def test_a_vae_override_and_the_low_memory_preset_keep_the_image() -> None:
+    """The tiny pipeline's own VAE given as an override, and attention slicing + VAE tiling, change nothing."""
+    from pipelines.core.loader import load_model
+
+    plain = generate(FAST)
+    with_vae = generate(dataclasses.replace(FAST, vae="tiny:sd15"))
+    assert np.array_equal(pixels(plain.images[0]), pixels(with_vae.images[0]))
+    assert with_vae.infotexts[0]["VAE"] == "tiny:sd15"
+    low = generate(dataclasses.replace(FAST, memory="low"))
+    assert np.abs(pixels(low.images[0]) - pixels(plain.images[0])).max() <= 1
+    low_pipe = load_model("diffusers_pipeline", "tiny:sd15", memory="low")
+    assert low_pipe.asl_memory_preset == "low" and low_pipe.vae.use_tiling
+    assert load_model("diffusers_pipeline", "tiny:sd15", memory="auto").asl_memory_preset == "none"  # CPU
+
+
+def test_settings_read_from_an_a1111_png_become_a_request() -> None:
+    from pipelines.diffusion.generate import request_from_infotext
+
+    settings = {"Steps": "30", "Sampler": "DPM++ 2M Karras", "CFG scale": "6.5", "Seed": "99", "Size": "512x768",
+                "Clip skip": "2", "Denoising strength": "0.4", "Hires upscale": "2"}
+    request, notes = request_from_infotext("1girl", "lowres", settings, "tiny:sd15")
+    assert (request.sampler, request.schedule, request.steps, request.cfg_scale) == ("DPM++ 2M", "Karras", 30, 6.5)
+    assert (request.seed, request.width, request.height, request.clip_skip) == (99, 512, 768, 2)
+    assert any("hires-fix" in note for note in notes) and any("img2img" in note for note in notes)
+    assert check(request) == []
