@@ -1,7 +1,9 @@
-"""History: past runs as a gallery and table, filtered by tab, with parameters and re-run."""
+"""History: past runs as a gallery and table, filtered by tab, with parameters and re-run; and "Read a PNG":
+the generation parameters of any image made here, by A1111 or by ComfyUI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,9 @@ from .common import MODEL_WORK, friendly_errors
 
 ALL = "All tabs"
 TABLE_HEADERS = ["When", "Tab", "Status", "Seconds", "Run id"]
+READ_HEADERS = ["Setting", "Value"]
+SOURCE_LABELS = {"anime-style-lab": "Anime Style Lab", "a1111": "A1111 / Forge (infotext)",
+                 "comfyui": "ComfyUI graph"}
 
 
 def _store():
@@ -58,6 +63,57 @@ def rerun_run(run_id: str) -> tuple[list[str], str]:
     return record.outputs, record.id
 
 
+def read_png(file: str | None) -> tuple[list[list[str]], str, str, dict[str, Any], dict[str, Any] | None]:
+    """Table rows, prompt, negative prompt, raw metadata and the normalised parameters of a dropped image.
+
+    Loads no model (it only reads the file's text chunks), so it runs outside the model slot.
+    """
+    if not file:
+        return [], "", "", {}, None
+    from pipelines.core.pngmeta import read_generation_parameters
+
+    params = read_generation_parameters(str(file))
+    rows = [["Made with", SOURCE_LABELS.get(params["source"], params["source"])]]
+    rows += [[str(key), _cell(value)] for key, value in params["settings"].items()]
+    return rows, params["prompt"], params["negative_prompt"], params.get("raw", {}), params
+
+
+@gpu_task
+def generate_from_png(prompt: str, negative_prompt: str, table: Any, model: str,
+                      progress: gr.Progress = gr.Progress()) -> tuple[list[str], str, str]:
+    """Generate again with a read PNG's settings (as shown, after any edits) on the chosen model.
+
+    Returns the images, the first image's parameters text and notes (what could not be repeated, test models)."""
+    from pipelines.core.loader import TEST_MODEL_LABEL
+    from pipelines.core.pngmeta import format_a1111
+    from pipelines.diffusion.generate import request_from_infotext
+    from pipelines.diffusion.runs import run_generate
+
+    settings = _settings_from_table(table)
+    if not settings:
+        raise gr.Error("Read a PNG first: its settings fill the table above.")
+    request, notes = request_from_infotext(prompt, negative_prompt, settings, (model or "").strip())
+    record, output = run_generate(request, callback=lambda step, total, text: progress(step / total, desc=text))
+    notes = [*notes, *output.notes] + ([f"⚠️ Made with a {TEST_MODEL_LABEL}."] if output.test_model else [])
+    text = format_a1111(output.prompt, output.negative_prompt, output.infotexts[0])
+    return record.outputs, text, "\n".join(f"- {note}" for note in notes)
+
+
+def _settings_from_table(table: Any) -> dict[str, str]:
+    """The table's (setting, value) rows, as a DataFrame (UI) or {"headers", "data"} / a list (API)."""
+    if hasattr(table, "values"):
+        rows = table.values.tolist()
+    elif isinstance(table, dict):
+        rows = table.get("data") or []
+    else:
+        rows = table or []
+    return {str(key): str(value) for key, value in rows if key and key != "Made with"}
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def _select_from_table(rows: Any, evt: gr.SelectData) -> str:
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     values = rows.values.tolist() if hasattr(rows, "values") else rows
@@ -94,3 +150,30 @@ def build(tab: gr.Tab | None = None) -> None:
     run_id.change(friendly_errors(show_run), inputs=run_id, outputs=details, api_name="history_show")
     rerun_button.click(friendly_errors(rerun_run), inputs=run_id, outputs=[rerun_gallery, run_id],
                        api_name="history_rerun", **MODEL_WORK)
+
+    with gr.Accordion("Read a PNG (made here, in A1111 / Forge, or in ComfyUI)", open=False):
+        png_file = gr.File(label="Drop an image with generation parameters", type="filepath",
+                           file_types=[".png", ".jpg", ".jpeg", ".webp"])
+        with gr.Row():
+            read_prompt = gr.Textbox(label="Prompt (edit before generating again)", lines=3, buttons=["copy"])
+            read_negative = gr.Textbox(label="Negative prompt", lines=3, buttons=["copy"])
+        read_table = gr.Dataframe(headers=READ_HEADERS, label="Parameters", interactive=False, wrap=True)
+        read_raw = gr.JSON(label="Raw metadata, as stored in the file", open=False)
+        # The normalised parameters ({"source", "prompt", "negative_prompt", "settings", ...}) of the image read
+        # last. RESERVED for the coming "Open in a generating tab" button: it takes its inputs from this state.
+        read_parameters = gr.State(None)
+        with gr.Row():
+            from pipelines.diffusion.models import model_choices
+
+            choices = model_choices()
+            again_model = gr.Dropdown(choices, value=choices[0][1], allow_custom_value=True, scale=3,
+                                      label="Model to generate with (a hub id, folder or .safetensors path works too)")
+            again_button = gr.Button("Generate again with these settings", variant="primary", scale=1)
+        again_gallery = gr.Gallery(label="Generated again", columns=4, height=260)
+        again_text = gr.Textbox(label="Parameters of the new image (A1111 format)", lines=3, buttons=["copy"])
+        again_notes = gr.Markdown()
+    # No MODEL_WORK: reading text chunks loads no model, so it never waits behind a generation.
+    png_file.change(friendly_errors(read_png), inputs=png_file,
+                    outputs=[read_table, read_prompt, read_negative, read_raw, read_parameters], api_name="read_png")
+    again_button.click(friendly_errors(generate_from_png), inputs=[read_prompt, read_negative, read_table, again_model],
+                       outputs=[again_gallery, again_text, again_notes], api_name="generate_from_png", **MODEL_WORK)

@@ -133,3 +133,31 @@ def test_compare_with_unusable_sets_says_why_and_the_app_keeps_serving(client, t
                        [handle_file(str(p)) for p in good], "", "", "Pair by order", ["ssim"], "tiny:inception",
                        "tiny:clip", "tiny:lpips", "", 100, 0, api_name="/compare")
     assert client.predict("Neural style", api_name="/history_list") is not None  # still serving
+
+
+A1111_INFOTEXT = ("1girl, (silver hair:1.2), looking at viewer\nNegative prompt: lowres, bad anatomy\n"
+                  "Steps: 3, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 77, Size: 64x64, "
+                  "Model hash: 0123456789, Model: anything-v5, Clip skip: 2, Denoising strength: 0.5, Version: v1.9.4")
+
+
+def test_read_an_a1111_png_and_generate_again_through_the_diffusion_core(client, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111_INFOTEXT)
+    source = tmp_path / "from_a1111.png"
+    Image.new("RGB", (64, 64), "white").save(source, pnginfo=info)
+    table, prompt, negative, _raw = client.predict(handle_file(str(source)), api_name="/read_png")
+    settings = {row[0]: row[1] for row in table["data"]}
+    assert settings["Sampler"] == "DPM++ 2M" and settings["Seed"] == "77" and settings["Clip skip"] == "2"
+    assert prompt == "1girl, (silver hair:1.2), looking at viewer" and negative == "lowres, bad anatomy"
+    gallery, text, notes = client.predict(prompt, negative, table, "tiny:sd15", api_name="/generate_from_png")
+    paths = _gallery_paths(gallery)
+    assert len(paths) == 1
+    written = read_png_metadata(paths[0])["settings"]
+    assert (written["Seed"], written["Steps"], written["Sampler"], written["Schedule type"]) == (77, 3, "DPM++ 2M",
+                                                                                                  "Karras")
+    assert written["CFG scale"] == 6.5 and written["Clip skip"] == 2 and written["Size"] == "64x64"
+    assert "Seed: 77" in text and "img2img" in notes and "random weights" in notes
+    with pytest.raises(Exception, match="not installed"):
+        client.predict(prompt + " <lora:nowhere:0.5>", negative, table, "tiny:sd15", api_name="/generate_from_png")
