@@ -52,6 +52,7 @@ def bench_generation(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args.model)
     bare = type(pipe).from_pipe(pipe, scheduler=make_scheduler("DPM++ 2M", "Karras", pipe.scheduler.config),
                                 dtype=pipe.dtype)
+    bare.set_progress_bar_config(disable=True)
 
     def bare_call() -> None:
         bare(prompt=PROMPT.replace("(", "").replace(")", "").replace("[", "").replace("]", ""),
@@ -81,8 +82,12 @@ def bench_prompt_encoding(args: argparse.Namespace) -> None:
     from pipelines.diffusion.prompts import encode_prompts
 
     pipe = load_pipeline(args.model)
-    prompt = LONG_TAGS * 4
-    tokens = len(pipe.tokenizer(prompt, truncation=False).input_ids) - 2
+    prompt, tokens = "", 0
+    for tag in (LONG_TAGS * 10).split(", "):  # tags until the prompt is 200 tokens long
+        if tokens >= 200:
+            break
+        prompt += tag + ", "
+        tokens = len(pipe.tokenizer(prompt, truncation=False, verbose=False).input_ids) - 2
     with torch.inference_mode():
         ours = encode_prompts(pipe, prompt, NEGATIVE, clip_skip=2)
 

@@ -157,7 +157,8 @@ def build(tab: gr.Tab | None = None) -> None:
         with gr.Row():
             read_prompt = gr.Textbox(label="Prompt (edit before generating again)", lines=3, buttons=["copy"])
             read_negative = gr.Textbox(label="Negative prompt", lines=3, buttons=["copy"])
-        read_table = gr.Dataframe(headers=READ_HEADERS, label="Parameters", interactive=False, wrap=True)
+        read_table = gr.Dataframe(headers=READ_HEADERS, label="Parameters (edit a value before generating again)",
+                                  interactive=True, wrap=True)
         read_raw = gr.JSON(label="Raw metadata, as stored in the file", open=False)
         # The normalised parameters ({"source", "prompt", "negative_prompt", "settings", ...}) of the image read
         # last. RESERVED for the coming "Open in a generating tab" button: it takes its inputs from this state.

@@ -40,22 +40,58 @@ def test_batch_item_i_equals_seed_plus_i_alone(sampler: str) -> None:
         assert np.abs(pixels(image) - pixels(alone)).max() <= 1, f"item {index} differs from its seed alone"
 
 
-def test_generation_leaves_the_shared_pipeline_as_it_was() -> None:
-    from pipelines.core.loader import load_model
+def test_a_lora_and_an_embedding_named_in_the_prompt_apply_and_leave_the_shared_pipeline_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """<lora:name:w> and an embedding's name, found in the folders the settings name, change the image while they
+    are in the prompt; afterwards the cached pipeline (modules, weights, scheduler, processors) is as before."""
+    import torch
 
-    pipe = load_model("diffusers_pipeline", "tiny:sd15", memory="auto")
+    from pipelines.core.safeweights import save_safetensors
+    from pipelines.diffusion.models import load_pipeline
+    from tests.test_diffusion_lora import assert_same_model, model_snapshot, save_diffusers_lora
+
+    pipe = load_pipeline("tiny:sd15")
+    before = model_snapshot(pipe)
     scheduler_before = type(pipe.scheduler)
     processors_before = {name: type(proc) for name, proc in pipe.unet.attn_processors.items()}
-    generate(dataclasses.replace(FAST, sampler="DPM++ 2M", schedule="Karras"))
+    save_diffusers_lora(pipe, tmp_path / "loras", "cel_shading", seed=3)
+    width = pipe.text_encoder.get_input_embeddings().embedding_dim
+    save_safetensors({"emb_params": torch.randn(2, width, generator=torch.Generator().manual_seed(5))},
+                     tmp_path / "embeddings" / "easynegative.safetensors")
+    monkeypatch.setenv("ASL_LORA_DIRS", str(tmp_path / "loras"))
+    monkeypatch.setenv("ASL_EMBEDDING_DIRS", str(tmp_path / "embeddings"))
+
+    plain = pixels(generate(FAST).images[0])
+    with_lora = generate(dataclasses.replace(FAST, prompt=FAST.prompt + " <lora:cel_shading:1>"))
+    assert np.abs(pixels(with_lora.images[0]) - plain).max() > 2
+    assert "cel_shading: " in with_lora.infotexts[0]["Lora hashes"]
+    weight_zero = generate(dataclasses.replace(FAST, prompt=FAST.prompt + " <lora:cel_shading:0>")).images[0]
+    assert np.abs(pixels(weight_zero) - plain).max() <= 1
+    with_embedding = generate(dataclasses.replace(FAST, negative_prompt="easynegative, lowres")).images[0]
+    without = generate(dataclasses.replace(FAST, negative_prompt="lowres")).images[0]
+    assert np.abs(pixels(with_embedding) - pixels(without)).max() > 2
+    assert_same_model(pipe, before)
     assert type(pipe.scheduler) is scheduler_before
     assert {name: type(proc) for name, proc in pipe.unet.attn_processors.items()} == processors_before
+    assert np.array_equal(pixels(generate(FAST).images[0]), plain)
+
+
+def test_a_lora_given_outside_the_prompt_is_written_into_the_prompt(tmp_path: Path) -> None:
+    from pipelines.diffusion.models import load_pipeline
+    from tests.test_diffusion_lora import save_diffusers_lora
+
+    path = save_diffusers_lora(load_pipeline("tiny:sd15"), tmp_path, "flat_colors", seed=4)
+    output = generate(dataclasses.replace(FAST, loras=((str(path), 0.6),)))
+    assert output.prompt.endswith("<lora:flat_colors:0.6>")
+    with pytest.raises(UserError, match="not installed"):  # a prompt never names a path on the server
+        generate(dataclasses.replace(FAST, prompt=f"1girl <lora:{path}:0.6>"))
 
 
 def test_single_file_checkpoint_loads_back_offline_and_gives_the_same_image(tmp_path: Path) -> None:
-    from pipelines.core.loader import load_model
     from pipelines.diffusion.checkpoint import save_single_file
+    from pipelines.diffusion.models import load_pipeline
 
-    pipe = load_model("diffusers_pipeline", "tiny:sd15", memory="auto")
+    pipe = load_pipeline("tiny:sd15")
     path = save_single_file(pipe, tmp_path / "tiny_anime.safetensors", metadata={"asl_base_config": "tiny:sd15"})
     from_folder = generate(FAST)
     from_file = generate(dataclasses.replace(FAST, model=str(path)))
@@ -158,19 +194,24 @@ def test_a_recorded_run_writes_a1111_pngs_and_reruns_to_the_same_image() -> None
     assert output.test_model and all(info["Test model"] for info in output.infotexts)
 
 
-def test_a_vae_override_and_the_low_memory_preset_keep_the_image() -> None:
-    """The tiny pipeline's own VAE given as an override, and attention slicing + VAE tiling, change nothing."""
-    from pipelines.core.loader import load_model
+def test_a_vae_override_and_the_low_memory_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny pipeline's own VAE given as an override changes nothing; "low" slices attention and decodes in
+    tiles (at 128 px the tiny VAE's 64 px tiles are used), and "auto" on a CPU needs neither."""
+    from pipelines.diffusion.models import load_pipeline
 
     plain = generate(FAST)
     with_vae = generate(dataclasses.replace(FAST, vae="tiny:sd15"))
     assert np.array_equal(pixels(plain.images[0]), pixels(with_vae.images[0]))
     assert with_vae.infotexts[0]["VAE"] == "tiny:sd15"
-    low = generate(dataclasses.replace(FAST, memory="low"))
-    assert np.abs(pixels(low.images[0]) - pixels(plain.images[0])).max() <= 1
-    low_pipe = load_model("diffusers_pipeline", "tiny:sd15", memory="low")
+    assert load_pipeline("tiny:sd15", memory="auto").asl_memory_preset == "none"  # CPU
+    low_pipe = load_pipeline("tiny:sd15", memory="low")
     assert low_pipe.asl_memory_preset == "low" and low_pipe.vae.use_tiling
-    assert load_model("diffusers_pipeline", "tiny:sd15", memory="auto").asl_memory_preset == "none"  # CPU
+    assert "Sliced" in type(next(iter(low_pipe.unet.attn_processors.values()))).__name__
+    tiles = []
+    tiled_decode = low_pipe.vae.tiled_decode
+    monkeypatch.setattr(low_pipe.vae, "tiled_decode", lambda *a, **k: tiles.append(1) or tiled_decode(*a, **k))
+    large = generate(dataclasses.replace(FAST, memory="low", width=128, height=128)).images[0]
+    assert tiles and large.size == (128, 128)
 
 
 def test_settings_read_from_an_a1111_png_become_a_request() -> None:
@@ -183,3 +224,54 @@ def test_settings_read_from_an_a1111_png_become_a_request() -> None:
     assert (request.seed, request.width, request.height, request.clip_skip) == (99, 512, 768, 2)
     assert any("hires-fix" in note for note in notes) and any("img2img" in note for note in notes)
     assert check(request) == []
+
+
+def _header_only_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    import torch
+
+    from pipelines.core.safeweights import save_safetensors
+
+    return save_safetensors({key: torch.zeros(shape, dtype=torch.float16) for key, shape in shapes.items()}, path)
+
+
+def test_the_shipped_sd15_config_has_real_sd15_checkpoint_layout() -> None:
+    """A real SD 1.5 checkpoint's tensor names and shapes (as A1111 files hold them) come out of the shipped
+    config through our LDM mapping, and its tokenizer is CLIP's."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    from pipelines.diffusion.checkpoint import unet_state_dict_to_ldm, vae_state_dict_to_ldm
+    from pipelines.diffusion.models import sd15_config_folder
+
+    folder = sd15_config_folder()
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder, subfolder="vae"))
+    unet_keys = {key: tuple(v.shape) for key, v in unet_state_dict_to_ldm(unet.state_dict(), unet.config).items()}
+    vae_keys = {key: tuple(v.shape) for key, v in vae_state_dict_to_ldm(vae.state_dict(), vae.config).items()}
+    assert len(unet_keys) == 686 and len(vae_keys) == 248  # the counts in every SD 1.5 checkpoint
+    assert unet_keys["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] == (320, 768)
+    assert unet_keys["model.diffusion_model.output_blocks.11.0.skip_connection.weight"] == (320, 640, 1, 1)
+    assert unet_keys["model.diffusion_model.output_blocks.2.1.conv.weight"] == (1280, 1280, 3, 3)
+    assert unet_keys["model.diffusion_model.output_blocks.5.2.conv.weight"] == (1280, 1280, 3, 3)
+    assert vae_keys["first_stage_model.decoder.mid.attn_1.q.weight"] == (512, 512, 1, 1)
+    assert vae_keys["first_stage_model.encoder.down.1.block.0.nin_shortcut.weight"] == (256, 128, 1, 1)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_single_files_are_told_apart_by_their_tensors(tmp_path: Path) -> None:
+    from pipelines.diffusion.models import single_file_base, single_file_config
+
+    sd15 = _header_only_checkpoint(tmp_path / "anime_v1.safetensors", {
+        "model.diffusion_model.output_blocks.11.0.skip_connection.weight": (320, 640, 1, 1),
+        "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)})
+    sdxl = _header_only_checkpoint(tmp_path / "xl.safetensors", {
+        "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (1280,)})
+    inpaint = _header_only_checkpoint(tmp_path / "inpaint.safetensors", {
+        "model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
+    assert single_file_base(sd15) == "sd15" and Path(single_file_config(sd15), "unet", "config.json").exists()
+    assert single_file_base(sdxl) == "sdxl" and single_file_config(sdxl) is None
+    with pytest.raises(UserError, match="inpainting"):
+        single_file_base(inpaint)

@@ -79,6 +79,14 @@ class KeyedCache:
         if evicted:
             self.on_evicted(evicted)
 
+    def discard(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Drop the entries whose key matches (e.g. other variants of a model about to be loaded); returns how many."""
+        with self._lock:
+            dropped = [(key, self._entries.pop(key)[0]) for key in list(self._entries) if predicate(key)]
+        if dropped:
+            self.on_evicted(dropped)
+        return len(dropped)
+
     def on_evicted(self, evicted: list[tuple[Hashable, Any]]) -> None:
         """Called after entries were dropped for space (subclasses free resources or log)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +268,13 @@ def load_model(family: str, source: str, *, dtype: Any = None, device: Any = Non
     return CACHE.get_or_load(key, load, default_budget_bytes(device))
 
 
+def unload_variants(family: str, source: str, keep: dict[str, Any]) -> int:
+    """Drop cached copies of a model loaded with other options than `keep` (another memory preset, another
+    VAE), so that switching, e.g. to a lower-memory preset after running out of memory, never holds two."""
+    keep_options = _freeze(keep)
+    return CACHE.discard(lambda key: key[0] == family and key[1] == str(source) and key[4] != keep_options)
+
+
 def model_info(model: Any) -> ModelInfo | None:
     """What the cache knows about a loaded model (for run records)."""
     return CACHE.info_for(model)
@@ -306,6 +314,8 @@ def _place_pipeline(pipe: Any, preset: str, device: Any) -> Any:
         pipe.vae.enable_slicing()
         pipe.vae.enable_tiling()
     pipe.asl_memory_preset = preset
+    # Callers that put per-call adapters (LoRAs) into the shared modules take turns on this lock.
+    pipe.asl_lock = threading.RLock()
     if preset == "lowest" and getattr(device, "type", "cpu") == "cuda":
         pipe.enable_model_cpu_offload(device=device)
         return pipe
@@ -314,14 +324,12 @@ def _place_pipeline(pipe: Any, preset: str, device: Any) -> Any:
 
 def _single_file_path(request: LoadRequest) -> str | None:
     """The path when the source is one weights file; pickles are refused before anything reads them."""
-    path = request.path_or_id
-    if not path.lower().endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")):
-        return None
-    if not path.lower().endswith(".safetensors"):
-        raise ModelLoadError(f"Could not load '{request.source}': it is a pickle file, which can run code when "
-                             "opened; only .safetensors single files are accepted.")
-    from .safeweights import check_safetensors
+    from .safeweights import PICKLE_SUFFIXES, check_safetensors, refuse_pickle_name
 
+    path = request.path_or_id
+    if not path.lower().endswith((".safetensors", *PICKLE_SUFFIXES)):
+        return None
+    refuse_pickle_name(path, "checkpoints")
     check_safetensors(path)
     return path
 

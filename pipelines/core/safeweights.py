@@ -14,10 +14,22 @@ if TYPE_CHECKING:
     import torch
 
 MAX_HEADER_BYTES = 100 * 2**20
+# Files in PyTorch's pickle format: opening one can run code hidden in it, so none is ever opened.
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 
 
 class UnsafeWeightsError(UserError, ValueError):
     """The file is not a valid safetensors file (whatever its extension says)."""
+
+
+def refuse_pickle_name(path: str | os.PathLike, what: str = "weights") -> None:
+    """Refuse a pickle-format file by its name, before anything opens it, saying why (content is checked later)."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UnsafeWeightsError(
+            f"'{Path(str(path)).name}' is a pickle file ({suffix}). Opening a pickle can run any code hidden in it, "
+            f"so this app accepts {what} only as .safetensors. Most are also published as .safetensors; otherwise "
+            "convert it once, on a machine you trust, with the safetensors library.")
 
 
 def check_safetensors(path: str | os.PathLike) -> dict:

@@ -67,10 +67,10 @@ def samplers_command(args: argparse.Namespace) -> int:
 
 
 def single_file_command(args: argparse.Namespace) -> int:
+    from pipelines.core.loader import is_test_model
+
     from .checkpoint import save_single_file
     from .models import load_pipeline
-
-    from pipelines.core.loader import is_test_model
 
     note = {"asl_base_config": args.model} if is_test_model(args.model) else {}  # a tiny model's layout
     print(save_single_file(load_pipeline(args.model), args.out, half=args.half, metadata=note))

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.core.errors import UserError
-from pipelines.core.safeweights import check_safetensors, load_safetensors
+from pipelines.core.safeweights import check_safetensors, load_safetensors, refuse_pickle_name
 
 if TYPE_CHECKING:
     import torch
 
 SDXL_KEYS = ("clip_l", "clip_g")
 MAX_VECTORS = 75  # one prompt chunk
-PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth", ".pkl")
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
@@ -44,10 +43,7 @@ class Embedding:
 def read_embedding(path: str | os.PathLike) -> Embedding:
     """Read an embedding file (see the module docstring); UserError with a plain reason for anything else."""
     path = Path(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise UserError(f"{path.name} is a pickle file ({path.suffix}): only .safetensors embeddings are accepted, "
-                        "because opening a pickle can run code hidden in it. Look for a .safetensors version of "
-                        "this embedding, or convert it with the safetensors library.")
+    refuse_pickle_name(path, "embeddings")
     header = check_safetensors(path)  # by content: a renamed pickle stops here
     shapes = {key: value for key, value in header.items() if key != "__metadata__"}
     _check_layout(path.name, shapes)

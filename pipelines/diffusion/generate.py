@@ -10,8 +10,9 @@ through a hook for the call only, and the scheduler and ControlNets live on a pe
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,7 @@ def check(request: GenerateRequest) -> list[str]:
         problems.append(f"Seed must be between 0 and {MAX_SEED}, got {request.seed}.")
     if not 1 <= int(request.batch_size) <= MAX_BATCH:
         problems.append(f"Batch size must be between 1 and {MAX_BATCH}, got {request.batch_size}.")
-    if int(request.seed) + int(request.batch_size) - 1 > MAX_SEED:
+    elif int(request.seed) + max(int(request.batch_size), 1) - 1 > MAX_SEED:
         problems.append(f"Seed + batch size goes past the largest seed ({MAX_SEED}).")
     if not 1 <= int(request.clip_skip) <= MAX_CLIP_SKIP:
         problems.append(f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, got {request.clip_skip}.")
@@ -136,6 +137,7 @@ class _Resources:
     loras: list[tuple[Any, dict, float]]
     embeddings: dict[str, Any]
     prompt: str  # without <lora:…> tags
+    negative_prompt: str  # without them too (A1111 applies the tags of the positive prompt only)
     notes: list[str]
 
 
@@ -145,24 +147,26 @@ def _load(request: GenerateRequest) -> _Resources:
     from .prompts import extract_lora_tags
 
     pipe = load_pipeline(request.model, vae=request.vae, memory=request.memory)
-    controlnets = [load_controlnet(unit.model, dtype=pipe.dtype, device=pipe.device) for unit in request.controlnets]
+    # Under CPU offload pipe.device is the CPU; the ControlNet must sit where the UNet runs.
+    device = getattr(pipe, "_execution_device", pipe.device)
+    controlnets = [load_controlnet(unit.model, dtype=pipe.dtype, device=device) for unit in request.controlnets]
     prompt, tags = extract_lora_tags(request.prompt)
-    negative, _ = extract_lora_tags(request.negative_prompt)  # A1111 applies tags from the positive prompt only
-    wanted = [(tag.name, tag.weight) for tag in tags] + [(name, float(weight)) for name, weight in request.loras]
-    loras = resolve_loras(wanted)
+    negative, _ = extract_lora_tags(request.negative_prompt)
+    loras = resolve_loras([(tag.name, tag.weight) for tag in tags], [(name, float(w)) for name, w in request.loras])
     embeddings = find_embeddings(f"{prompt}\n{negative}")
-    return _Resources(pipe, controlnets, loras, embeddings, prompt, [])
+    return _Resources(pipe, controlnets, loras, embeddings, prompt, negative, [])
 
 
 def _control_images(request: GenerateRequest, notes: list[str]) -> list[Any]:
-    """Condition images at the output size; a different size is resized (and the user told)."""
+    """Condition images at the output size; a different size is stretched to it (sd-webui-controlnet's "Just
+    Resize": a sketch drawn for this frame keeps every line) and the user told."""
     from PIL import Image
 
     images = []
     for index, unit in enumerate(request.controlnets):
         image = unit.image.convert("RGB")
         if image.size != (request.width, request.height):
-            notes.append(f"ControlNet {index}: its image ({image.width}×{image.height}) was resized to "
+            notes.append(f"ControlNet {index}: its image ({image.width}×{image.height}) was resized (stretched) to "
                          f"{request.width}×{request.height}.")
             image = image.resize((request.width, request.height), Image.LANCZOS)
         images.append(image)
@@ -218,16 +222,18 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
     raise_for_problems(request)
     started = time.perf_counter()
     res = _load(request)
-    notes = res.notes
-    control_images = _control_images(request, notes)
+    control_images = _control_images(request, res.notes)
     seeds = seeds_for(request)
     scheduler = make_scheduler(request.sampler, request.schedule, res.pipe.scheduler.config, seeds=seeds)
     call_pipe = pipeline_for_call(res.pipe, scheduler, res.controlnets)
     latents, generators = _initial_noise(request, res.pipe)
-    step_hook = steps.hook(callback, cancel, state, total=int(request.steps), preview_every=preview_every,
+    # total=None: the hook reads the pipeline's own count, which second-order samplers (Heun, DPM2, DPM++ SDE)
+    # make about twice the steps; `state.step` counts UNet passes.
+    step_hook = steps.hook(callback, cancel, state, total=None, preview_every=preview_every,
                            on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl")
-    with _plain_out_of_memory(request), applied_loras(res.pipe, res.loras):
-        embeds = encode_prompts(res.pipe, res.prompt, _strip_tags(request.negative_prompt),
+    # The lock: LoRAs go into the shared cached modules for this call, so calls on one pipeline take turns.
+    with call_lock(res.pipe), _plain_out_of_memory(request), applied_loras(res.pipe, res.loras):
+        embeds = encode_prompts(res.pipe, res.prompt, res.negative_prompt,
                                 clip_skip=int(request.clip_skip), embeddings=res.embeddings)
         images = call_pipe(**_embeds_for_batch(embeds, len(seeds)), **_control_kwargs(request, control_images),
                            num_inference_steps=int(request.steps), guidance_scale=float(request.cfg_scale),
@@ -239,25 +245,19 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
     return _output(request, res, images, seeds, seconds)
 
 
-def _strip_tags(text: str) -> str:
-    from .prompts import extract_lora_tags
+def call_lock(pipe: Any) -> Any:
+    """The lock the core loader gave this pipeline (a pipeline built elsewhere gets none)."""
+    return getattr(pipe, "asl_lock", None) or contextlib.nullcontext()
 
-    return extract_lora_tags(text)[0]
 
-
-class _plain_out_of_memory:
+@contextlib.contextmanager
+def _plain_out_of_memory(request: GenerateRequest) -> Iterator[None]:
     """Out-of-memory errors become a message that names the setting to change."""
-
-    def __init__(self, request: GenerateRequest) -> None:
-        self.request = request
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
-        if err is None or not _is_out_of_memory(err):
-            return False
-        request = self.request
+    try:
+        yield
+    except Exception as err:
+        if not _is_out_of_memory(err):
+            raise
         raise UserError(
             f"The device ran out of memory generating {request.batch_size} image(s) at {request.width}×"
             f"{request.height}. Set Memory to 'low' (attention slicing, VAE tiling) or 'lowest' (also moves "
@@ -279,14 +279,9 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
     from .output import infotext_settings
     from .samplers import effective_schedule, split_sampler_name
 
+    models = [model_info(model).as_record() for model in (res.pipe, *res.controlnets)]  # all come from the cache
+    test_model = any(model["test_model"] for model in models)
     source = describe_source(request.model)
-    info = model_info(res.pipe)
-    models = [info.as_record()] if info else [{"id": request.model, "revision": "unknown", "test_model": False}]
-    for unit, controlnet in zip(request.controlnets, res.controlnets, strict=True):
-        control_info = model_info(controlnet)
-        models.append(control_info.as_record() if control_info else {"id": unit.model, "test_model": False})
-    test_model = any(model.get("test_model") for model in models)
-    model_hash = _model_hash(source["file"])
     loras = [(lora_file.name, lora_file.short_hash) for lora_file, _, _ in res.loras]
     controlnets = [{"module": unit.module, "model": Path(unit.model).stem if Path(unit.model).suffix else unit.model,
                     "weight": unit.scale, "start": unit.start, "end": unit.end} for unit in request.controlnets]
@@ -296,14 +291,21 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
     schedule = effective_schedule(request.sampler, request.schedule)
     infotexts = [infotext_settings(steps=int(request.steps), sampler=sampler, schedule=schedule,
                                    cfg_scale=float(request.cfg_scale), seed=seed, width=int(request.width),
-                                   height=int(request.height), model_name=source["name"], model_hash=model_hash,
-                                   clip_skip=int(request.clip_skip), loras=loras, controlnets=controlnets,
-                                   extra=extra)
+                                   height=int(request.height), model_name=source["name"],
+                                   model_hash=_model_hash(source["file"]), clip_skip=int(request.clip_skip),
+                                   loras=loras, controlnets=controlnets, extra=extra)
                  for seed in seeds]
-    return GenerateOutput(images=list(images), seeds=seeds, infotexts=infotexts, prompt=request.prompt,
+    return GenerateOutput(images=list(images), seeds=seeds, infotexts=infotexts, prompt=_prompt_as_written(request),
                           negative_prompt=request.negative_prompt, seconds=seconds, notes=res.notes,
                           test_model=test_model, models=models,
                           device=devices.describe(res.pipe.device, res.pipe.dtype))
+
+
+def _prompt_as_written(request: GenerateRequest) -> str:
+    """The prompt with a `<lora:name:w>` tag for each LoRA given outside it, so that A1111, Civitai and our own
+    PNG reader repeat the image with them."""
+    tags = [f"<lora:{Path(name).stem}:{float(weight):g}>" for name, weight in request.loras]
+    return ", ".join(part for part in (request.prompt.strip(), " ".join(tags)) if part) if tags else request.prompt
 
 
 def _model_hash(path: str | None) -> str | None:
@@ -315,7 +317,7 @@ def _model_hash(path: str | None) -> str | None:
 
 
 def request_from_settings(params: Mapping[str, Any]) -> GenerateRequest:
-    """A request from stored parameters (a run record or a read PNG), ignoring keys it does not know."""
+    """A request from stored run parameters (a run record), ignoring keys it does not know."""
     import dataclasses
 
     known = {item.name for item in dataclasses.fields(GenerateRequest)}
@@ -329,34 +331,78 @@ def seeds_for(request: GenerateRequest) -> list[int]:
     return [int(request.seed) + index for index in range(int(request.batch_size))]
 
 
-# A1111 infotext keys this core re-creates, and those it reads but cannot (with the reason shown to the user).
-_NOT_REPEATED = {"Denoising strength": "img2img and hires-fix passes are not repeated",
-                 "Hires upscale": "hires-fix passes are not repeated", "Hires steps": "hires-fix passes are not repeated",
-                 "ControlNet 0": "ControlNet units need their condition images, which a PNG does not hold",
-                 "VAE": "the VAE is not chosen from a PNG; set it explicitly"}
+# Infotext keys read but not repeated, with the reason shown to the user.
+_HIRES = "hires-fix passes are not repeated"
+_NOT_REPEATED = {
+    "Denoising strength": "img2img and hires-fix passes are not repeated", "Hires upscale": _HIRES,
+    "Hires steps": _HIRES, "Hires upscaler": _HIRES,
+    "ControlNet": "ControlNet units need their condition images, which a PNG does not hold",
+    "VAE": "the VAE is not taken from a PNG; choose it yourself",
+    "Variation seed": "variation seeds are not supported", "Eta": "a custom eta is not supported",
+    "ENSD": "A1111's eta noise seed delta is not supported",
+    "RNG": "noise is always drawn on the CPU here (A1111's RNG source 'CPU')",
+    "ADetailer model": "ADetailer passes are not repeated", "Refiner": "refiner passes are not repeated",
+}
+# Schedulers other tools name that have no A1111 schedule type here (ComfyUI's "normal"/"simple" space sigmas
+# uniformly in time, which is A1111's "Uniform"; the others fall back to the sampler's own choice).
+_SCHEDULE_FALLBACKS = {"normal": "Uniform", "simple": "Uniform", "sgm_uniform": "Automatic",
+                       "ddim_uniform": "Automatic", "beta": "Automatic"}
+
+
+def _number(settings: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = settings.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(str(value).strip())
+    except ValueError as err:
+        raise UserError(f"The image's {key!r} setting is not a number: {value!r}.") from err
+    return int(number) if kind is int else number
+
+
+def _size(settings: Mapping[str, Any], default: tuple[int, int]) -> tuple[int, int]:
+    text = str(settings.get("Size") or "").strip().lower()
+    if not text:
+        return default
+    width, sep, height = text.partition("x")
+    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+        raise UserError(f"The image's Size setting should look like 512x768, got {text!r}.")
+    return int(width), int(height)
 
 
 def request_from_infotext(prompt: str, negative_prompt: str, settings: Mapping[str, Any],
                           model: str) -> tuple[GenerateRequest, list[str]]:
-    """A request from the settings of a read PNG (A1111 names; values as text or numbers), for `model`.
+    """A request from the settings of a read PNG (A1111 names, values as text or numbers), for `model`.
 
-    Returns the notes to show: which settings could not be repeated and why."""
-    from .samplers import split_sampler_name
+    Returns the notes to show: what could not be repeated, and what was adapted, and why."""
+    from .samplers import SCHEDULE_TYPES, split_sampler_name
 
-    defaults = GenerateRequest()
-    width, height = defaults.width, defaults.height
-    if settings.get("Size"):
-        width_text, _, height_text = str(settings["Size"]).lower().partition("x")
-        width, height = int(width_text), int(height_text)
+    defaults, notes = GenerateRequest(), set()
     sampler = str(settings.get("Sampler") or defaults.sampler)
     schedule = str(settings.get("Schedule type") or "")
     if not schedule:  # an old infotext: the schedule may be part of the sampler's name
         sampler, schedule = split_sampler_name(sampler)
+    if schedule not in SCHEDULE_TYPES:
+        fallback = _SCHEDULE_FALLBACKS.get(schedule.lower(), "Automatic")
+        notes.add(f"the schedule {schedule!r} is not available here; {fallback!r} is used instead")
+        schedule = fallback
+    seed = _number(settings, "Seed", int, None)
+    if seed is None:
+        notes.add("the image records no seed; seed 0 is used")
+        seed = 0
+    elif not 0 <= seed <= MAX_SEED:  # ComfyUI seeds go up to 2**64
+        notes.add(f"its seed {seed} is beyond the largest seed here ({MAX_SEED}); {seed % (MAX_SEED + 1)} is used, "
+                  "so the image will differ")
+        seed %= MAX_SEED + 1
+    width, height = _size(settings, (defaults.width, defaults.height))
     request = GenerateRequest(prompt=prompt or "", negative_prompt=negative_prompt or "", model=model,
-                              sampler=sampler, schedule=schedule, steps=int(settings.get("Steps") or defaults.steps),
-                              cfg_scale=float(settings.get("CFG scale") or defaults.cfg_scale),
-                              seed=int(settings.get("Seed") or 0), width=width, height=height,
-                              clip_skip=int(settings.get("Clip skip") or 1))
-    notes = sorted({f"{reason} ({key})" for key, reason in _NOT_REPEATED.items() if key in settings
-                    or (key == "ControlNet 0" and any(name.startswith("ControlNet") for name in settings))})
-    return request, notes
+                              sampler=sampler, schedule=schedule, steps=_number(settings, "Steps", int, defaults.steps),
+                              cfg_scale=_number(settings, "CFG scale", float, defaults.cfg_scale), seed=seed,
+                              width=width, height=height, clip_skip=_number(settings, "Clip skip", int, 1))
+    for key in settings:
+        reason = next((text for prefix, text in _NOT_REPEATED.items() if str(key).startswith(prefix)), None)
+        if reason:
+            notes.add(f"{reason} ({key})")
+    if settings.get("Lora hashes") and "<lora:" not in (prompt or ""):
+        notes.add("the image lists LoRAs (Lora hashes) but its prompt has no <lora:…> tags; add them to use them")
+    return request, sorted(notes)

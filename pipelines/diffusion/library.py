@@ -46,20 +46,24 @@ def installed(kind: str) -> dict[str, Path]:
     return found
 
 
-def resolve_loras(wanted: Sequence[tuple[str, float]]) -> list[tuple[Any, dict, float]]:
-    """(LoraFile, state dict, weight) for each (name or path, weight); a missing one is named in the error."""
+def resolve_loras(tags: Sequence[tuple[str, float]],
+                  given: Sequence[tuple[str, float]] = ()) -> list[tuple[Any, dict, float]]:
+    """(LoraFile, state dict, weight) for the prompt's tags, found by installed name only (a prompt may come from
+    anyone, so it never names a path on the server), and for LoRAs `given` by a caller, by name or .safetensors
+    path. A missing one is named in the error."""
     from .lora import read_lora
 
-    if not wanted:
+    if not tags and not given:
         return []
     available = installed("lora")
     resolved = []
-    for name, weight in wanted:
-        path = Path(name).expanduser() if name.endswith(".safetensors") else available.get(name)
+    for name, weight in [*tags, *given]:
+        from_caller = (name, weight) in given and name.endswith(".safetensors")
+        path = Path(name).expanduser() if from_caller else available.get(name)
         if path is None or not path.is_file():
             names = ", ".join(sorted(available)) or "none"
-            raise UserError(f"The LoRA '{name}' named in the prompt is not installed (installed: {names}). "
-                            f"Put {name}.safetensors in {lora_folders()[-2]}.")
+            raise UserError(f"The LoRA '{name}' is not installed (installed: {names}). "
+                            f"Put {Path(name).stem}.safetensors in {lora_folders()[-2]}.")
         lora_file, state_dict = read_lora(path)
         resolved.append((lora_file, state_dict, float(weight)))
     return resolved

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import UserError
-from pipelines.core.safeweights import check_safetensors, load_safetensors
+from pipelines.core.safeweights import check_safetensors, load_safetensors, refuse_pickle_name
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -47,7 +47,6 @@ LYCORIS_SUFFIXES = (
     ".a1.weight",
     ".diff",
 )
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 CLIP_TEXT_ROOTS = ("encoder.", "embeddings.", "final_layer_norm.")
 TEXT_ENCODER_HINTS = ("self_attn", "text_model", "mlp.fc1", "mlp.fc2", "encoder.layers.")
 ADDNET_BLOCK = 1024 * 1024
@@ -111,12 +110,7 @@ def read_lora(path: str | os.PathLike) -> tuple[LoraFile, dict[str, Tensor]]:
     diffusers ignores file metadata when it is given a dict instead of a path.
     """
     path = Path(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise UserError(
-            f"{path.name} is a pickle-based file ({path.suffix}); LoRAs are accepted only as .safetensors, because "
-            "opening a pickle can run code. Convert it with the safetensors library, or download the .safetensors "
-            "version."
-        )
+    refuse_pickle_name(path, "LoRAs")
     tensors, metadata = load_safetensors(path)
     if not tensors:
         raise UserError(f"{path.name} holds no tensors, so it is not a LoRA.")
@@ -389,12 +383,10 @@ def _merge_same_files(loras: Sequence[tuple[LoraFile, Mapping[str, Tensor], floa
     return [tuple(item) for item in merged.values()]
 
 
-def _pipeline_is_sdxl(pipe: Any) -> bool:
-    return getattr(pipe, "text_encoder_2", None) is not None
-
-
 def _check_base(pipe: Any, lora: LoraFile) -> None:
-    pipe_base = "sdxl" if _pipeline_is_sdxl(pipe) else "sd15"
+    from .models import base_of
+
+    pipe_base = base_of(pipe)
     if lora.base != "unknown" and lora.base != pipe_base:
         raise UserError(
             f"The LoRA {lora.path.name} was made for a different base model ({BASE_LABELS[lora.base]}) than the "

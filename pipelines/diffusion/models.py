@@ -18,40 +18,41 @@ from typing import Any
 
 from pipelines.core.errors import UserError
 from pipelines.core.loader import MEMORY_PRESETS, TINY_PREFIX, load_model
+from pipelines.core.safeweights import PICKLE_SUFFIXES, refuse_pickle_name
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "configs"
 SD15_CONFIG_VERSION = 1
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 # diffusers' infer_diffusers_model_type names -> what we call the base, for messages and LoRA checks.
-SINGLE_FILE_BASES = {"v1": "sd15", "inpainting": "sd15", "xl_base": "sdxl"}
+SINGLE_FILE_BASES = {"v1": "sd15", "xl_base": "sdxl"}
 
 
 def is_single_file(source: str) -> bool:
     return Path(str(source)).suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)
 
 
-def refuse_pickles(source: str) -> None:
-    if Path(str(source)).suffix.lower() in PICKLE_SUFFIXES:
-        raise UserError(
-            f"'{Path(source).name}' is a pickle checkpoint ({Path(source).suffix}). Opening a pickle can run any "
-            "code inside it, so this app loads only .safetensors files. Most models are also published as "
-            ".safetensors; otherwise convert it once on a machine you trust.")
-
-
 def sd15_config_folder() -> Path:
     """The SD 1.5 pipeline config as a diffusers folder (for single files), built once in the cache."""
+    import tempfile
+
     from pipelines.core import settings
     from pipelines.core.tiny_models import build_clip_tokenizer
 
     target = settings.cache_dir() / "configs" / f"sd15-v{SD15_CONFIG_VERSION}"
-    if (target / "tokenizer" / "tokenizer_config.json").exists():
+    if target.is_dir():
         return target
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(ASSETS / "sd15", tmp)
-    build_clip_tokenizer(tmp / "tokenizer")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(ASSETS / "sd15", tmp, dirs_exist_ok=True)
+        build_clip_tokenizer(tmp / "tokenizer")
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():  # another process finished first: keep theirs
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -64,6 +65,9 @@ def single_file_base(path: str | Path) -> str:
     header = check_safetensors(path)
     names = {key: _ShapeOnly(value.get("shape", [])) for key, value in header.items() if key != "__metadata__"}
     kind = infer_diffusers_model_type(names)
+    if "inpaint" in kind:
+        raise UserError(f"'{Path(path).name}' is an inpainting checkpoint (its UNet takes a mask); this app "
+                        "generates from text, so use the model's ordinary version.")
     if kind not in SINGLE_FILE_BASES:
         raise UserError(f"'{Path(path).name}' looks like a {kind} checkpoint; this app runs SD 1.5-family "
                         "checkpoints (and SDXL from the Hub or a diffusers folder).")
@@ -90,22 +94,32 @@ def single_file_config(path: str | Path) -> str | None:
 
 
 def load_pipeline(source: str, *, vae: str | None = None, memory: str = "auto") -> Any:
-    """A cached text-to-image pipeline (StableDiffusionPipeline or the SDXL one) for `source`."""
+    """A cached text-to-image pipeline (StableDiffusionPipeline or the SDXL one) for `source`.
+
+    "auto" is resolved to a preset before the cache is asked, and copies under other presets or VAEs are
+    dropped first: a switch to a lower-memory preset never holds two copies."""
+    from pipelines.core import devices
+    from pipelines.core.loader import choose_memory_preset, unload_variants
+
     source = str(source).strip()
     if not source:
         raise UserError("Choose a model.")
-    refuse_pickles(source)
+    refuse_pickle_name(source, "checkpoints")
     if memory not in MEMORY_PRESETS:
         raise UserError(f"Unknown memory setting {memory!r}; use one of {', '.join(MEMORY_PRESETS)}.")
-    options: dict[str, Any] = {"memory": memory}
+    options: dict[str, Any] = {"memory": choose_memory_preset(devices.resolve_device()) if memory == "auto"
+                               else memory}
     if is_single_file(source) and Path(source).exists():
         config = single_file_config(source)
         if config:
             options["config"] = config
+        elif single_file_base(source) == "sdxl":
+            options["class_name"] = "StableDiffusionXLPipeline"
     if vae:
         options["vae"] = str(vae).strip()
-        refuse_pickles(options["vae"])
+        refuse_pickle_name(options["vae"], "VAEs")
         options["vae_options"] = _vae_layout(options["vae"])
+    unload_variants("diffusers_pipeline", source, keep=options)
     return load_model("diffusers_pipeline", source, **options)
 
 
@@ -122,7 +136,7 @@ def _vae_layout(vae: str) -> dict[str, str]:
 
 def load_controlnet(source: str, *, dtype: Any = None, device: Any = None) -> Any:
     source = str(source).strip()
-    refuse_pickles(source)
+    refuse_pickle_name(source, "checkpoints")
     options: dict[str, Any] = {"class_name": "ControlNetModel"}
     if is_single_file(source) and Path(source).exists():
         options["config"] = str(ASSETS / "sd15_controlnet")
@@ -141,22 +155,22 @@ def pipeline_for_call(pipe: Any, scheduler: Any, controlnets: Sequence[Any] = ()
     import diffusers
 
     if not controlnets:
-        return type(pipe).from_pipe(pipe, scheduler=scheduler, dtype=pipe.dtype)
-    controlnet = controlnets[0] if len(controlnets) == 1 else list(controlnets)  # a list becomes a MultiControlNet
-    pipeline_class = (diffusers.StableDiffusionXLControlNetPipeline if base_of(pipe) == "sdxl"
-                      else diffusers.StableDiffusionControlNetPipeline)
-    return pipeline_class.from_pipe(pipe, controlnet=controlnet, scheduler=scheduler, dtype=pipe.dtype)
+        call_pipe = type(pipe).from_pipe(pipe, scheduler=scheduler, dtype=pipe.dtype)
+    else:
+        controlnet = controlnets[0] if len(controlnets) == 1 else list(controlnets)  # a list: MultiControlNet
+        pipeline_class = (diffusers.StableDiffusionXLControlNetPipeline if base_of(pipe) == "sdxl"
+                          else diffusers.StableDiffusionControlNetPipeline)
+        call_pipe = pipeline_class.from_pipe(pipe, controlnet=controlnet, scheduler=scheduler, dtype=pipe.dtype)
+    call_pipe.set_progress_bar_config(disable=True)  # progress goes through the step hook, not tqdm on stderr
+    return call_pipe
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """Name (as A1111 shows it: the file stem) and whether it is a test model, for infotext and records."""
-    text = str(source)
-    if text.startswith(TINY_PREFIX):
-        return {"name": text, "test_model": True, "file": None}
-    path = Path(text)
-    if path.is_file():
-        return {"name": path.stem, "test_model": False, "file": str(path)}
-    return {"name": path.name if path.exists() else text, "test_model": False, "file": None}
+    """The model's name as A1111 shows it (a file's stem) and its file, if it is one, for the infotext."""
+    path = Path(str(source))
+    if not str(source).startswith(TINY_PREFIX) and path.is_file():
+        return {"name": path.stem, "file": str(path)}
+    return {"name": path.name if path.exists() else str(source), "file": None}
 
 
 def local_checkpoints(folder: str | Path = "models") -> list[str]:

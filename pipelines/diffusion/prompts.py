@@ -338,7 +338,7 @@ def encode_prompts(pipe: Any, prompt: str, negative_prompt: str = "", *, clip_sk
     if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or clip_skip < 1:
         raise UserError(f"Clip skip must be a whole number from 1 up (got {clip_skip!r}).")
     encoders = _encoders(pipe)
-    device = getattr(pipe, "_execution_device", None)  # right under CPU offload too, where weights sit on cpu
+    device = _input_device(pipe, encoders[0].text_encoder)
     embeddings = dict(embeddings or {})
     results = [_encode_with(encoder, prompt or "", negative_prompt or "", clip_skip, embeddings, device)
                for encoder in encoders]
@@ -352,6 +352,14 @@ def encode_prompts(pipe: Any, prompt: str, negative_prompt: str = "", *, clip_sk
             embeds.uncond = torch.zeros_like(embeds.uncond)
             embeds.uncond_pooled = torch.zeros_like(embeds.uncond_pooled)
     return embeds
+
+
+def _input_device(pipe: Any, text_encoder: Any) -> Any:
+    """Where the token ids go: the encoder's device, or under CPU offload (accelerate's hook on the module) the
+    device it is moved to for the forward pass. `pipe._execution_device` walks every module (ms per call)."""
+    if hasattr(text_encoder, "_hf_hook"):
+        return getattr(pipe, "_execution_device", text_encoder.device)
+    return text_encoder.device
 
 
 def _encoders(pipe: Any) -> list[_Encoder]:
@@ -437,7 +445,9 @@ def _join_chunks(z: torch.Tensor) -> torch.Tensor:
 
 
 def _pad_chunks(z: torch.Tensor, empty: torch.Tensor, chunks: int) -> torch.Tensor:
-    """Pad [1, 77 * k, D] with empty-prompt chunks to `chunks` chunks (A1111's pad_cond_uncond)."""
+    """Pad [1, 77 * k, D] with empty-prompt chunks to `chunks` chunks. This is A1111's `pad_cond_uncond` option;
+    A1111's default instead runs cond and uncond through the UNet separately when their lengths differ. diffusers
+    runs them as one batch, which needs equal lengths, and the empty chunks barely move the result."""
     import torch
 
     missing = chunks - z.shape[1] // empty.shape[1]

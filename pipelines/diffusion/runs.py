@@ -43,8 +43,11 @@ def request_from_params(params: dict[str, Any]) -> GenerateRequest:
 
 def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | None = None,
                  callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                 on_preview: PreviewCallback | None = None, preview_every: int = 0,
+                 on_preview: PreviewCallback | None = None, preview_every: int = 0, state: Any = None,
+                 cross_attention_kwargs: dict[str, Any] | None = None,
                  extra_params: dict[str, Any] | None = None) -> tuple[RunRecord, GenerateOutput]:
+    """`generate` as a recorded run. `state`/`cross_attention_kwargs` go to `generate` (a method's per-call
+    attention state); `extra_params` are the calling tab's own settings, recorded beside the request's."""
     from pipelines.core import devices
     from pipelines.core.records import RunRecord, default_store
     from pipelines.core.runs import save_outputs
@@ -52,13 +55,17 @@ def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | 
     from .generate import generate, raise_for_problems
 
     raise_for_problems(request)
+    params = request_params(request)
+    clashes = sorted(set(extra_params or {}) & set(params))
+    if clashes:  # a re-run rebuilds the request from these keys: another value would make it differ
+        raise ValueError(f"extra_params may not override the request's own settings: {', '.join(clashes)}")
+    params.update(extra_params or {})
     store = store or default_store()
-    params = {**request_params(request), **(extra_params or {})}
     record = RunRecord(tab=tab, params=params, seed=int(request.seed), attention=devices.attention_backend())
     with store.run(record):
         with record.stage("generate"):
             output = generate(request, callback=callback, cancel=cancel, on_preview=on_preview,
-                              preview_every=preview_every)
+                              preview_every=preview_every, state=state, cross_attention_kwargs=cross_attention_kwargs)
         record.models = output.models
         record.device = output.device
         with record.stage("save"):

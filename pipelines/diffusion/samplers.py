@@ -48,7 +48,9 @@ Noise: Euler a, DPM2 a, the DPM++ 2M SDE pair and LCM draw their per-step noise 
 given a list of CPU generators (one per image) item i's noise comes only from generator i, so image i of a batch
 equals image i alone. DPM++ SDE draws from its own Brownian tree: `seeds` gives one tree per image (diffusers'
 BatchedBrownianTree, as A1111 does with the batch's seeds), so pass len(seeds) == number of images. Its noise is
-drawn on the latents' device (as in A1111), so DPM++ SDE images can differ between CPU and GPU.
+drawn on the latents' device (as in A1111), so DPM++ SDE images can differ between CPU and GPU. A1111 draws the
+DPM++ 2M SDE pair's noise from a Brownian tree too; diffusers' DPMSolverMultistepScheduler takes plain Gaussian
+noise from the generator, so those two give other images than A1111 for the same seed (same quality, other noise).
 """
 
 from __future__ import annotations
