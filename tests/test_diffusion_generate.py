@@ -275,3 +275,33 @@ def test_single_files_are_told_apart_by_their_tensors(tmp_path: Path) -> None:
     assert single_file_base(sdxl) == "sdxl" and single_file_config(sdxl) is None
     with pytest.raises(UserError, match="inpainting"):
         single_file_base(inpaint)
+
+
+def test_sdxl_generates_through_the_same_code(tmp_path: Path) -> None:
+    """The tiny SDXL pipeline (two text encoders, pooled and size conditioning) with the same request type: weighted
+    prompts, seeds per batch item, and a LoRA made for SD 1.5 refused by name."""
+    request = dataclasses.replace(FAST, model="tiny:sdxl", sampler="Euler", batch_size=2)
+    output = generate(request)
+    assert [image.size for image in output.images] == [(64, 64), (64, 64)]
+    alone = generate(dataclasses.replace(request, batch_size=1, seed=request.seed + 1)).images[0]
+    assert np.abs(pixels(output.images[1]) - pixels(alone)).max() <= 1
+    assert output.infotexts[0]["Model"] == "tiny:sdxl"
+    from pipelines.diffusion.models import load_pipeline
+    from tests.test_diffusion_lora import save_diffusers_lora
+
+    sd15_lora = save_diffusers_lora(load_pipeline("tiny:sd15"), tmp_path, "sd15_style")
+    with pytest.raises(UserError, match="sd15_style.*different base model"):
+        generate(dataclasses.replace(request, loras=((str(sd15_lora), 1.0),)))
+
+
+def test_running_out_of_memory_names_the_setting_to_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pipelines.diffusion import models
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(models, "pipeline_for_call", lambda *args, **kwargs: out_of_memory)
+    with pytest.raises(UserError, match="ran out of memory.*Memory to 'low'"):
+        generate(FAST)

@@ -120,6 +120,34 @@ def _build_sd15(folder: Path) -> None:
     build_clip_tokenizer(folder / "tokenizer")  # keep vocab.json/merges.txt beside tokenizer.json, as on the Hub
 
 
+def _build_sdxl(folder: Path) -> None:
+    """SDXL layout in small (as diffusers' own SDXL tests build it): two CLIP text encoders, the second with a
+    projection whose pooled output and the size/crop "time ids" condition the UNet (text_time embedding)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+                                transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 32,
+                                cross_attention_dim=64, norm_num_groups=1)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32, 32, 32),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=1, sample_size=64, scaling_factor=0.13025)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    text_encoder = CLIPTextModel(_clip_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(projection_dim=32))
+    build_clip_tokenizer(folder / "tokenizer")
+    build_clip_tokenizer(folder / "tokenizer_2")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer_2 = CLIPTokenizer.from_pretrained(folder / "tokenizer_2", pad_token="!")  # as SDXL's second one
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
 def _offset_final_norm(text_encoder: Any) -> None:
     """A fresh LayerNorm has zero bias, so its outputs average to ~0; real CLIP's do not. A1111's prompt weighting
     rescales by that average, which would divide by ~0 on a tiny model, so give the bias a real-looking offset."""
@@ -310,6 +338,7 @@ def all_tiny_models() -> dict[str, TinySpec]:
 
 loader.register_architecture(INCEPTION_ARCHITECTURE, make_tiny_inception)
 register_tiny(TinySpec("sd15", "diffusers_pipeline", "Stable Diffusion 1.5", 2, _build_sd15))
+register_tiny(TinySpec("sdxl", "diffusers_pipeline", "Stable Diffusion XL", 1, _build_sdxl))
 register_tiny(TinySpec("controlnet", "diffusers_model", "ControlNet for SD 1.5", 1, _build_controlnet,
                        {"class_name": "ControlNetModel"}))
 register_tiny(TinySpec("clip", "transformers", "CLIP", 1, _build_clip, {"class_name": "CLIPModel"}))

@@ -11,6 +11,7 @@ The loaded pipeline is cached and shared: nothing here changes it. A call gets i
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +146,17 @@ def load_controlnet(source: str, *, dtype: Any = None, device: Any = None) -> An
 
 def base_of(pipe: Any) -> str:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
+
+
+class _EmptyFloat32ListFilter(logging.Filter):
+    """diffusers warns on every dtype-carrying `.to()` that modules "should be kept in float32: []" even when the
+    list is empty, i.e. on every from_pipe call; that line says nothing, so it is dropped (others pass)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFloat32ListFilter())
 
 
 def pipeline_for_call(pipe: Any, scheduler: Any, controlnets: Sequence[Any] = ()) -> Any:
