@@ -305,3 +305,39 @@ def test_running_out_of_memory_names_the_setting_to_change(monkeypatch: pytest.M
     monkeypatch.setattr(models, "pipeline_for_call", lambda *args, **kwargs: out_of_memory)
     with pytest.raises(UserError, match="ran out of memory.*Memory to 'low'"):
         generate(FAST)
+
+
+def test_a_prompt_per_image_with_a_sketch_per_image_equals_each_image_alone() -> None:
+    """A storyboard's batch: panel i with its own prompt and condition image is the image that prompt, image and
+    seed + i give alone."""
+    sketches = (control_image(), Image.fromarray(255 - np.asarray(control_image())))
+    request = dataclasses.replace(FAST, prompt="", prompts=("1girl, (smile:1.2)", "1boy, sitting, on a bench"),
+                                  batch_size=2, controlnets=(ControlUnit("tiny:controlnet", sketches),))
+    batch = generate(request)
+    assert batch.prompts == list(request.prompts)
+    for index in range(2):
+        alone = generate(dataclasses.replace(FAST, prompt=request.prompts[index], seed=FAST.seed + index,
+                                             controlnets=(ControlUnit("tiny:controlnet", sketches[index]),)))
+        assert np.abs(pixels(batch.images[index]) - pixels(alone.images[0])).max() <= 1
+    problems = check(dataclasses.replace(request, batch_size=3))
+    assert any("2 prompts for 3 images" in problem for problem in problems)
+    assert any("2 condition images for 3" in problem for problem in problems)
+
+
+def test_prompts_of_different_lengths_are_padded_to_one_chunk_count() -> None:
+    """A 2-chunk panel beside a 1-chunk one: the short one gets an empty chunk (as A1111 pads cond against uncond),
+    which moves its image only a little."""
+    from pipelines.diffusion.models import load_pipeline
+    from pipelines.diffusion.prompts import encode_prompt_batch, encode_prompts
+
+    pipe = load_pipeline("tiny:sd15")
+    long_prompt = ", ".join(["1girl, silver hair, school uniform, cherry blossoms"] * 12)
+    batch = encode_prompt_batch(pipe, ["1girl", long_prompt], "lowres")
+    short = encode_prompts(pipe, "1girl", "lowres")
+    assert batch.cond.shape[:2] == (2, 154) and batch.uncond.shape == batch.cond.shape and batch.chunks == 2
+    assert np.allclose(batch.cond[0, :77].numpy(), short.cond[0].numpy(), atol=1e-6)
+    empty = encode_prompts(pipe, "", "").cond
+    assert np.allclose(batch.cond[0, 77:].numpy(), empty[0].numpy(), atol=1e-6)
+    output = generate(dataclasses.replace(FAST, prompt="", prompts=("1girl", long_prompt), batch_size=2))
+    alone = generate(dataclasses.replace(FAST, prompt="1girl"))
+    assert np.abs(pixels(output.images[0]) - pixels(alone.images[0])).mean() < 3

@@ -63,19 +63,20 @@ def save_input_copy(image: Image.Image) -> Path:
 
 
 def save_outputs(record: RunRecord, images: Sequence[Image.Image],
-                 metadata: dict[str, Any] | Sequence[dict[str, Any]], prompt: str = "",
+                 metadata: dict[str, Any] | Sequence[dict[str, Any]], prompt: str | Sequence[str] = "",
                  negative_prompt: str = "") -> list[Path]:
     """Save images as PNGs with A1111 text + JSON metadata under outputs/<tab>/, add them to the record.
 
-    `metadata` is one dict for all images or one per image (a batch whose seeds differ); a per-image "Seed"
-    wins over the record's seed."""
+    `metadata` and `prompt` are one for all images or one per image (a batch whose seeds, or a storyboard whose
+    panels' prompts, differ); a per-image "Seed" wins over the record's seed."""
     folder = settings.outputs_dir() / folder_name(record.tab)
     per_image = [metadata] * len(images) if isinstance(metadata, dict) else list(metadata)
+    prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
     paths = []
-    for index, (image, settings_) in enumerate(zip(images, per_image, strict=True)):
+    for index, (image, settings_, text) in enumerate(zip(images, per_image, prompts, strict=True)):
         path = folder / f"{record.id}_{index:02d}.png"
         seed = {"Seed": record.seed} if record.seed is not None and "Seed" not in settings_ else {}
-        pngmeta.save_png(image, path, {**settings_, **seed, "Run": record.id}, prompt=prompt,
+        pngmeta.save_png(image, path, {**settings_, **seed, "Run": record.id}, prompt=text,
                          negative_prompt=negative_prompt)
         paths.append(path)
     record.outputs.extend(str(path) for path in paths)

@@ -41,7 +41,7 @@ class ControlUnit:
     """One ControlNet: its model, its condition image (already preprocessed), scale and active fraction."""
 
     model: str
-    image: Any  # a PIL image
+    image: Any  # a PIL image, or one per image of the batch (a tuple: a storyboard's sketches)
     scale: float = 1.0
     start: float = 0.0
     end: float = 1.0
@@ -52,6 +52,7 @@ class ControlUnit:
 class GenerateRequest:
     prompt: str = ""
     negative_prompt: str = ""
+    prompts: tuple[str, ...] = ()  # one prompt per image instead of `prompt` (batch_size = their number)
     model: str = "tiny:sd15"
     vae: str | None = None
     sampler: str = "DPM++ 2M"
@@ -73,13 +74,14 @@ class GenerateOutput:
     images: list[Image.Image]
     seeds: list[int]
     infotexts: list[dict[str, Any]]  # A1111 settings per image (their seeds differ)
-    prompt: str
+    prompt: str  # as written into the PNGs (with <lora:…> tags for LoRAs given outside it); the first image's
     negative_prompt: str
     seconds: float
     notes: list[str] = field(default_factory=list)
     test_model: bool = False
     models: list[dict[str, Any]] = field(default_factory=list)  # for the run record
     device: str = ""
+    prompts: list[str] = field(default_factory=list)  # each image's prompt as written
 
 
 def check(request: GenerateRequest) -> list[str]:
@@ -105,11 +107,18 @@ def check(request: GenerateRequest) -> list[str]:
         problems.append(f"Seed + batch size goes past the largest seed ({MAX_SEED}).")
     if not 1 <= int(request.clip_skip) <= MAX_CLIP_SKIP:
         problems.append(f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, got {request.clip_skip}.")
+    if request.prompts and request.prompt.strip():
+        problems.append("Give either one prompt for every image or a prompt per image, not both.")
+    if request.prompts and len(request.prompts) != int(request.batch_size):
+        problems.append(f"There are {len(request.prompts)} prompts for {request.batch_size} images; give one each.")
     if len(request.controlnets) > MAX_CONTROLNETS:
         problems.append(f"At most {MAX_CONTROLNETS} ControlNets at once, got {len(request.controlnets)}.")
     for index, unit in enumerate(request.controlnets):
         if unit.image is None:
             problems.append(f"ControlNet {index}: it has no condition image.")
+        elif isinstance(unit.image, (tuple, list)) and len(unit.image) != int(request.batch_size):
+            problems.append(f"ControlNet {index}: {len(unit.image)} condition images for {request.batch_size} "
+                            "images; give one each, or one for all.")
         if not 0.0 <= float(unit.scale) <= 2.0:
             problems.append(f"ControlNet {index}: conditioning scale must be between 0 and 2, got {unit.scale}.")
         if not 0.0 <= float(unit.start) < float(unit.end) <= 1.0:
@@ -136,7 +145,7 @@ class _Resources:
     controlnets: list[Any]
     loras: list[tuple[Any, dict, float]]
     embeddings: dict[str, Any]
-    prompt: str  # without <lora:…> tags
+    prompts: list[str]  # each image's prompt, without <lora:…> tags
     negative_prompt: str  # without them too (A1111 applies the tags of the positive prompt only)
     notes: list[str]
 
@@ -150,27 +159,43 @@ def _load(request: GenerateRequest) -> _Resources:
     # Under CPU offload pipe.device is the CPU; the ControlNet must sit where the UNet runs.
     device = getattr(pipe, "_execution_device", pipe.device)
     controlnets = [load_controlnet(unit.model, dtype=pipe.dtype, device=device) for unit in request.controlnets]
-    prompt, tags = extract_lora_tags(request.prompt)
+    prompts, tags = [], {}
+    for text in request.prompts or [request.prompt] * int(request.batch_size):
+        prompt, found = extract_lora_tags(text)
+        prompts.append(prompt)
+        for tag in found:  # LoRAs act on the whole batch: a name must have one weight
+            if tags.setdefault(tag.name, tag.weight) != tag.weight:
+                raise UserError(f"The LoRA '{tag.name}' is given two weights ({tags[tag.name]:g} and {tag.weight:g}) "
+                                "in one batch; LoRAs apply to every image of it, so give it one.")
     negative, _ = extract_lora_tags(request.negative_prompt)
-    loras = resolve_loras([(tag.name, tag.weight) for tag in tags], [(name, float(w)) for name, w in request.loras])
-    embeddings = find_embeddings(f"{prompt}\n{negative}")
-    return _Resources(pipe, controlnets, loras, embeddings, prompt, negative, [])
+    loras = resolve_loras(list(tags.items()), [(name, float(w)) for name, w in request.loras])
+    embeddings = find_embeddings("\n".join([*prompts, negative]))
+    return _Resources(pipe, controlnets, loras, embeddings, prompts, negative, [])
 
 
 def _control_images(request: GenerateRequest, notes: list[str]) -> list[Any]:
     """Condition images at the output size; a different size is stretched to it (sd-webui-controlnet's "Just
     Resize": a sketch drawn for this frame keeps every line) and the user told."""
-    from PIL import Image
 
     images = []
     for index, unit in enumerate(request.controlnets):
-        image = unit.image.convert("RGB")
-        if image.size != (request.width, request.height):
-            notes.append(f"ControlNet {index}: its image ({image.width}×{image.height}) was resized (stretched) to "
-                         f"{request.width}×{request.height}.")
-            image = image.resize((request.width, request.height), Image.LANCZOS)
-        images.append(image)
+        given = list(unit.image) if isinstance(unit.image, (tuple, list)) else [unit.image]
+        fitted = [_fit(image, request, f"ControlNet {index}", notes) for image in given]
+        images.append(fitted if isinstance(unit.image, (tuple, list)) else fitted[0])
     return images
+
+
+def _fit(image: Any, request: GenerateRequest, what: str, notes: list[str]) -> Any:
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.size != (request.width, request.height):
+        note = (f"{what}: its image ({image.width}×{image.height}) was resized (stretched) to "
+                f"{request.width}×{request.height}.")
+        if note not in notes:
+            notes.append(note)
+        image = image.resize((request.width, request.height), Image.LANCZOS)
+    return image
 
 
 def _initial_noise(request: GenerateRequest, pipe: Any) -> tuple[Any, list[Any]]:
@@ -187,12 +212,12 @@ def _initial_noise(request: GenerateRequest, pipe: Any) -> tuple[Any, list[Any]]
     return latents.to(device=pipe.device, dtype=pipe.dtype), generators
 
 
-def _embeds_for_batch(embeds: Any, batch: int) -> dict[str, Any]:
-    kwargs = {"prompt_embeds": embeds.cond.repeat(batch, 1, 1),
-              "negative_prompt_embeds": embeds.uncond.repeat(batch, 1, 1)}
+def _embeds_for_batch(embeds: Any) -> dict[str, Any]:
+    """Pipeline keyword arguments from a batch of prompt embeddings (one row per image)."""
+    kwargs = {"prompt_embeds": embeds.cond, "negative_prompt_embeds": embeds.uncond}
     if getattr(embeds, "cond_pooled", None) is not None:  # SDXL
-        kwargs["pooled_prompt_embeds"] = embeds.cond_pooled.repeat(batch, 1)
-        kwargs["negative_pooled_prompt_embeds"] = embeds.uncond_pooled.repeat(batch, 1)
+        kwargs["pooled_prompt_embeds"] = embeds.cond_pooled
+        kwargs["negative_pooled_prompt_embeds"] = embeds.uncond_pooled
     return kwargs
 
 
@@ -216,7 +241,7 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
     from . import steps
     from .lora import applied_loras
     from .models import base_of, pipeline_for_call
-    from .prompts import encode_prompts
+    from .prompts import encode_prompt_batch
     from .samplers import make_scheduler
 
     raise_for_problems(request)
@@ -233,9 +258,9 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
                            on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl")
     # The lock: LoRAs go into the shared cached modules for this call, so calls on one pipeline take turns.
     with call_lock(res.pipe), _plain_out_of_memory(request), applied_loras(res.pipe, res.loras):
-        embeds = encode_prompts(res.pipe, res.prompt, res.negative_prompt,
-                                clip_skip=int(request.clip_skip), embeddings=res.embeddings)
-        images = call_pipe(**_embeds_for_batch(embeds, len(seeds)), **_control_kwargs(request, control_images),
+        embeds = encode_prompt_batch(res.pipe, res.prompts, res.negative_prompt,
+                                     clip_skip=int(request.clip_skip), embeddings=res.embeddings)
+        images = call_pipe(**_embeds_for_batch(embeds), **_control_kwargs(request, control_images),
                            num_inference_steps=int(request.steps), guidance_scale=float(request.cfg_scale),
                            width=int(request.width), height=int(request.height), latents=latents,
                            generator=generators, callback_on_step_end=step_hook,
@@ -295,17 +320,18 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
                                    model_hash=_model_hash(source["file"]), clip_skip=int(request.clip_skip),
                                    loras=loras, controlnets=controlnets, extra=extra)
                  for seed in seeds]
-    return GenerateOutput(images=list(images), seeds=seeds, infotexts=infotexts, prompt=_prompt_as_written(request),
+    written = [_prompt_as_written(text, request.loras) for text in request.prompts or [request.prompt] * len(seeds)]
+    return GenerateOutput(images=list(images), seeds=seeds, infotexts=infotexts, prompt=written[0], prompts=written,
                           negative_prompt=request.negative_prompt, seconds=seconds, notes=res.notes,
                           test_model=test_model, models=models,
                           device=devices.describe(res.pipe.device, res.pipe.dtype))
 
 
-def _prompt_as_written(request: GenerateRequest) -> str:
+def _prompt_as_written(prompt: str, loras: tuple[tuple[str, float], ...]) -> str:
     """The prompt with a `<lora:name:w>` tag for each LoRA given outside it, so that A1111, Civitai and our own
     PNG reader repeat the image with them."""
-    tags = [f"<lora:{Path(name).stem}:{float(weight):g}>" for name, weight in request.loras]
-    return ", ".join(part for part in (request.prompt.strip(), " ".join(tags)) if part) if tags else request.prompt
+    tags = [f"<lora:{Path(name).stem}:{float(weight):g}>" for name, weight in loras]
+    return ", ".join(part for part in (prompt.strip(), " ".join(tags)) if part) if tags else prompt
 
 
 def _model_hash(path: str | None) -> str | None:
@@ -324,6 +350,8 @@ def request_from_settings(params: Mapping[str, Any]) -> GenerateRequest:
     values = {key: value for key, value in params.items() if key in known and key != "controlnets"}
     if "loras" in values:
         values["loras"] = tuple((str(name), float(weight)) for name, weight in values["loras"])
+    if "prompts" in values:
+        values["prompts"] = tuple(str(text) for text in values["prompts"])
     return GenerateRequest(**values)
 
 

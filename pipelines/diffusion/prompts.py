@@ -362,6 +362,41 @@ def _input_device(pipe: Any, text_encoder: Any) -> Any:
     return text_encoder.device
 
 
+def encode_prompt_batch(pipe: Any, prompts: list[str], negative_prompt: str = "", *, clip_skip: int = 1,
+                        embeddings: Mapping[str, Any] | None = None) -> PromptEmbeds:
+    """One prompt per image (a storyboard's panels) and a shared negative prompt: [B, 77 * chunks, D] each,
+    every row padded with empty-prompt chunks to the longest, as `encode_prompts` pads cond against uncond."""
+    import torch
+
+    if not prompts:
+        raise UserError("Give at least one prompt.")
+    each = [encode_prompts(pipe, prompt, negative_prompt, clip_skip=clip_skip, embeddings=embeddings)
+            for prompt in prompts]
+    chunks = max(item.chunks for item in each)
+    if any(item.chunks < chunks for item in each):
+        empty = encode_prompts(pipe, "", "", clip_skip=clip_skip).cond  # the empty-prompt chunk of each encoder
+        each = [_padded_to(item, empty, chunks) for item in each]
+    batch = PromptEmbeds(cond=torch.cat([item.cond for item in each]), uncond=torch.cat([item.uncond for item in each]),
+                         chunks=chunks, tokens=max(item.tokens for item in each))
+    if each[0].cond_pooled is not None:  # SDXL
+        batch.cond_pooled = torch.cat([item.cond_pooled for item in each])
+        batch.uncond_pooled = torch.cat([item.uncond_pooled for item in each])
+    return batch
+
+
+def _padded_to(embeds: PromptEmbeds, empty: torch.Tensor, chunks: int) -> PromptEmbeds:
+    import torch
+
+    missing = chunks - embeds.cond.shape[1] // empty.shape[1]
+    if missing <= 0:
+        return embeds
+    pad = empty.expand(1, -1, -1).repeat(1, missing, 1)
+    uncond_pad = torch.zeros_like(pad) if not embeds.uncond.any() else pad  # SDXL's all-zero empty negative
+    return PromptEmbeds(cond=torch.cat([embeds.cond, pad], dim=1), uncond=torch.cat([embeds.uncond, uncond_pad], dim=1),
+                        chunks=chunks, tokens=embeds.tokens, cond_pooled=embeds.cond_pooled,
+                        uncond_pooled=embeds.uncond_pooled)
+
+
 def _encoders(pipe: Any) -> list[_Encoder]:
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
     pairs = [("tokenizer", "text_encoder", "clip_l"), ("tokenizer_2", "text_encoder_2", SDXL_POOLED_KEY)]

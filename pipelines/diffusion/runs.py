@@ -17,28 +17,42 @@ if TYPE_CHECKING:
     from .generate import GenerateOutput, GenerateRequest
     from .steps import PreviewCallback
 
+
 def request_params(request: GenerateRequest) -> dict[str, Any]:
     """The request as JSON-able run parameters; condition images are kept as input copies (paths)."""
-    from pipelines.core.runs import save_input_copy
-
     params = {field.name: getattr(request, field.name) for field in dataclasses.fields(request)
               if field.name != "controlnets"}
     params["loras"] = [list(item) for item in request.loras]
+    params["prompts"] = list(request.prompts)
     params["controlnets"] = [{**{key: getattr(unit, key) for key in ("model", "scale", "start", "end", "module")},
-                              "image": str(save_input_copy(unit.image))} for unit in request.controlnets]
+                              "image": _input_copies(unit.image)} for unit in request.controlnets]
     return params
 
 
-def request_from_params(params: dict[str, Any]) -> GenerateRequest:
+def _input_copies(image: Any) -> str | list[str]:
+    from pipelines.core.runs import save_input_copy
+
+    if isinstance(image, (tuple, list)):
+        return [str(save_input_copy(item)) for item in image]
+    return str(save_input_copy(image))
+
+
+def _open_copies(paths: str | list[str]) -> Any:
     from PIL import Image
 
+    def open_rgb(path: str) -> Any:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+    return tuple(open_rgb(path) for path in paths) if isinstance(paths, list) else open_rgb(paths)
+
+
+def request_from_params(params: dict[str, Any]) -> GenerateRequest:
     from .generate import ControlUnit, request_from_settings
 
-    units = []
-    for unit in params.get("controlnets") or []:
-        with Image.open(unit["image"]) as image:
-            units.append(ControlUnit(**{**unit, "image": image.convert("RGB")}))
-    return dataclasses.replace(request_from_settings(params), controlnets=tuple(units))
+    units = tuple(ControlUnit(**{**unit, "image": _open_copies(unit["image"])})
+                  for unit in params.get("controlnets") or [])
+    return dataclasses.replace(request_from_settings(params), controlnets=units)
 
 
 def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | None = None,
@@ -69,7 +83,7 @@ def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | 
         record.models = output.models
         record.device = output.device
         with record.stage("save"):
-            save_outputs(record, output.images, output.infotexts, prompt=output.prompt,
+            save_outputs(record, output.images, output.infotexts, prompt=output.prompts,
                          negative_prompt=output.negative_prompt)
         if output.notes:
             params["notes"] = output.notes
