@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -120,19 +119,9 @@ def cancel_job(job_id: str) -> str:
     return "Cancelling after the current step…" if JOBS.cancel(job_id) else "Nothing is running."
 
 
-def _training_content(zip_file: Any, name: str, job_id: str) -> list[str]:
-    from pipelines.core import settings
-    from pipelines.core.archives import extract_images
-
-    paths = _paths(zip_file)
-    if not paths:
-        return sample_photos()
-    folder = settings.outputs_dir() / "training" / name / f"content-{job_id or 'api'}"
-    shutil.rmtree(folder, ignore_errors=True)
-    images, _ = extract_images(paths[0], folder)
-    if not images:
-        raise ValueError("The zip holds no images (PNG, JPEG, WebP, BMP or TIFF).")
-    return [str(path) for path in images]
+def _training_content(zip_file: Any) -> list[str]:
+    """The uploaded zip (the pipeline unpacks it, and removes what it unpacked if the run fails), or the samples."""
+    return _paths(zip_file)[:1] or sample_photos()
 
 
 @gpu_task(duration=600)
@@ -151,7 +140,7 @@ def train_new_style(style_image: str | None, content_zip: Any, name: str, steps:
         if not style_image:
             raise ValueError("Upload a style image (or press “Use the sample style image”).")
         name = clean_style_name(name)
-        record, result = run_train_style(style_image, _training_content(content_zip, name, job_id), name=name,
+        record, result = run_train_style(style_image, _training_content(content_zip), name=name,
                                          steps=int(steps), image_size=int(image_size),
                                          content_weight=float(content_weight), style_weight=float(style_weight),
                                          callback=report, cancel=token)

@@ -290,8 +290,8 @@ def test_zip_skips_escaping_and_non_image_entries(tmp_path):
     png = _png_bytes(Image.new("RGB", (16, 16)))
     path = _zip(tmp_path, {"ok/a.png": png, "../evil.png": png, "/abs/b.png": png, "notes.txt": b"hi"})
     paths, skipped = archives.extract_images(path, tmp_path / "out")
-    assert [p.name for p in paths] == ["00000_a.png"]
-    assert all(p.parent == tmp_path / "out" for p in paths)
+    assert paths == [tmp_path / "out" / "ok" / "a.png"]  # named as inside the zip
+    assert paths[0].read_bytes() == png
     assert len(skipped) == 3 and not (tmp_path / "evil.png").exists()
 
 
@@ -302,6 +302,52 @@ def test_zip_bomb_is_refused_before_writing(tmp_path):
     assert not list((tmp_path / "out").iterdir())
     with pytest.raises(archives.ArchiveError, match="not a valid zip"):
         archives.extract_images(tmp_path / "upload.zip.missing", tmp_path / "out")
+
+
+def test_zip_bomb_is_refused_by_its_compression_ratio_before_writing(tmp_path):
+    """The issue's case: ~40 KB that would unpack to 40 MB, under the size cap, refused from the directory."""
+    png = _png_bytes(Image.new("RGB", (16, 16)))
+    path = _zip(tmp_path, {"ok.png": png, "bomb.png": b"\0" * (40 * 2**20)})
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("bomb.png")
+        assert info.file_size / info.compress_size > archives.MAX_RATIO  # the premise: a real bomb ratio
+    with pytest.raises(archives.ArchiveError, match=r"upload.zip looks like a zip bomb: bomb.png"):
+        archives.extract_images(path, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_many_small_members_are_refused_by_the_archive_ratio(tmp_path):
+    path = _zip(tmp_path, {f"flat{i}.bmp": b"\0" * (4 * 2**20) for i in range(4)})  # each under the free size
+    with pytest.raises(archives.ArchiveError, match="it would unpack from"):
+        archives.extract_images(path, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())
+    small = _zip(tmp_path, {"flat.bmp": b"\0" * 2**20})  # highly compressible but small: fine
+    assert len(archives.extract_images(small, tmp_path / "small")[0]) == 1
+
+
+def test_a_damaged_member_removes_everything_already_unpacked(tmp_path):
+    png = _png_bytes(Image.new("RGB", (16, 16)))
+    path = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("first/a.png", png)
+        archive.writestr("second.png", png)
+    data = bytearray(path.read_bytes())
+    offset = data.rfind(png)  # corrupt the second member's bytes: its CRC no longer matches
+    data[offset + 40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(archives.ArchiveError, match="damaged.zip is damaged"):
+        archives.extract_images(path, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*"))
+
+
+def test_repeated_names_in_a_zip_are_skipped_not_overwritten(tmp_path):
+    first, second = _png_bytes(Image.new("RGB", (16, 16), "red")), _png_bytes(Image.new("RGB", (16, 16), "blue"))
+    path = tmp_path / "twice.zip"
+    with zipfile.ZipFile(path, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("a.png", first)
+        archive.writestr("a.png", second)
+    paths, skipped = archives.extract_images(path, tmp_path / "out")
+    assert [p.read_bytes() for p in paths] == [first] and skipped == ["a.png: a second file of that name, skipped"]
 
 
 def test_zip_count_cap(tmp_path):

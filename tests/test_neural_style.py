@@ -543,16 +543,52 @@ def test_training_is_a_recorded_run_with_a_preview_and_can_be_rerun(tmp_path):
 
     store = RunStore(tmp_path / "runs.sqlite")
     content = _content_files(tmp_path / "content", 2, 32)
-    record, result = run_train_style(_style_image(tmp_path), content, name="recorded", store=store, steps=3,
+    bundle = tmp_path / "photos.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:  # content as a zip, with a folder and a note inside
+        for path in content:
+            archive.write(path, f"holiday/{Path(path).name}")
+        archive.writestr("notes.txt", "not an image")
+    record, result = run_train_style(_style_image(tmp_path), [str(bundle)], name="recorded", store=store, steps=3,
                                      image_size=32, batch_size=2, vgg_weights="random",
                                      checkpoint_dir=tmp_path / "ckpt")
     saved = store.get(record.id)
     assert saved.status == "done" and saved.params["task"] == "train" and saved.params["steps"] == 3
+    unpacked = [Path(path) for path in saved.params["content_images"]]  # named as inside the zip, kept for re-runs
+    assert [path.relative_to(unpacked[0].parents[1]).as_posix() for path in unpacked] == \
+        [f"holiday/{Path(path).name}" for path in content]
+    assert unpacked[0].parents[2].name == f"content-{record.id}" and all(path.exists() for path in unpacked)
+    assert saved.params["zip_skipped"] == ["photos.zip: notes.txt: not an image, skipped"]
     assert saved.params["style_path"] == str(result.path) and {"train", "preview"} <= set(saved.timings)
     assert len(saved.outputs) == 1 and pngmeta.read_png_metadata(saved.outputs[0])["settings"]["Style"] == "recorded"
     again = runs.rerun(record.id, store)  # same settings: the finished checkpoint is reused, and said so
     assert again.id != record.id and store.get(again.id).params["task"] == "train"
     assert store.get(again.id).params["final_loss"] == saved.params["final_loss"]
-    changed = run_train_style(_style_image(tmp_path), content, name="recorded", store=store, steps=3, image_size=32,
-                              batch_size=2, lr=1e-2, vgg_weights="random", checkpoint_dir=tmp_path / "ckpt")[1]
+    changed = run_train_style(_style_image(tmp_path), [str(bundle)], name="recorded", store=store, steps=3,
+                              image_size=32, batch_size=2, lr=1e-2, vgg_weights="random",
+                              checkpoint_dir=tmp_path / "ckpt")[1]
     assert changed.resumed_from == 0 and changed.losses != result.losses  # new settings: trained afresh
+
+
+def test_refused_training_input_leaves_nothing_unpacked(tmp_path):
+    """A zip bomb is refused before writing; a zip of non-images is unpacked, refused, and removed again."""
+    from pipelines.core import settings
+    from pipelines.core.archives import MAX_RATIO, ArchiveError
+    from pipelines.neural_style import run_train_style
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("photo.png", b"\0" * (40 * 2**20))
+        assert archive.getinfo("photo.png").file_size / archive.getinfo("photo.png").compress_size > MAX_RATIO
+    fake = tmp_path / "fake.zip"
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("photo.png", b"this is text, not a picture " * 100)
+    for upload, error, message in ((bomb, ArchiveError, "bomb.zip looks like a zip bomb"),
+                                   (fake, ValueError, "photo.png is not an image we can read")):
+        with pytest.raises(error, match=message):
+            run_train_style(_style_image(tmp_path), [str(upload)], name="refused", store=store, steps=2,
+                            image_size=32, vgg_weights="random", checkpoint_dir=tmp_path / "ckpt")
+        training = settings.outputs_dir() / "training" / "refused"
+        assert not training.exists() or not any(path.is_file() for path in training.rglob("*")), \
+            sorted(training.rglob("*"))
+    assert [record.status for record in store.list()] == ["failed", "failed"]

@@ -1,7 +1,15 @@
-"""Unpacking user zips of images safely: no path escapes, capped count and size (zip bombs)."""
+"""Unpacking user zips of images safely: no path escapes, capped count, size and compression ratio (zip bombs).
+
+Everything that can be checked from the zip's directory is checked before a byte is written: the number of
+images, their declared total size, and the compression ratio of each member and of the whole archive (a
+400 KB upload that would unpack to 400 MB is refused by its ratio). While writing, the bytes are counted
+again, so a member whose header lies cannot write more than it declared. If anything is refused part-way,
+every file this call wrote is removed again. Files keep the names (and folders) they have inside the zip.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -11,6 +19,10 @@ from .errors import UserError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MAX_FILES = 2000
 MAX_TOTAL_BYTES = 2 * 2**30
+# Compressed images (PNG, JPEG, WebP) barely shrink in a zip; a member that shrinks more than MAX_RATIO times is
+# almost always a bomb. Small members are exempt (a flat-colour BMP compresses a lot, and a few MB harm nobody).
+MAX_RATIO = 100
+RATIO_FREE_BYTES = 8 * 2**20
 
 
 class ArchiveError(UserError, ValueError):
@@ -27,22 +39,49 @@ def _safe_member_name(name: str) -> str | None:
     return str(path)
 
 
-def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, *, max_files: int = MAX_FILES,
-                   max_total_bytes: int = MAX_TOTAL_BYTES) -> tuple[list[Path], list[str]]:
-    """Extract image entries of a zip into `destination`; return (paths, skipped-entry messages).
+def _ratio(uncompressed: int, compressed: int) -> float:
+    return uncompressed / max(compressed, 1)
 
-    Entries with `..` or absolute paths are skipped, as are non-image names. The declared total size
-    and count are checked before anything is written, and the bytes actually written are counted too
-    (a lying header cannot exceed the cap).
+
+def _check_sizes(zip_name: str, members: list[tuple[zipfile.ZipInfo, str]], max_files: int,
+                 max_total_bytes: int, max_ratio: float) -> None:
+    """Refuse by count, declared total size and compression ratio, from the zip's directory alone."""
+    if len(members) > max_files:
+        raise ArchiveError(f"{zip_name} holds {len(members)} images; the limit is {max_files}.")
+    declared = sum(info.file_size for info, _ in members)
+    if declared > max_total_bytes:
+        raise ArchiveError(f"{zip_name} would unpack to {declared / 2**20:.0f} MB; the limit is "
+                           f"{max_total_bytes / 2**20:.0f} MB.")
+    for info, name in members:
+        if info.file_size > RATIO_FREE_BYTES and _ratio(info.file_size, info.compress_size) > max_ratio:
+            raise ArchiveError(
+                f"{zip_name} looks like a zip bomb: {name} would unpack from {info.compress_size / 2**10:.0f} KB "
+                f"to {info.file_size / 2**20:.0f} MB ({_ratio(info.file_size, info.compress_size):.0f}×; images "
+                f"shrink at most {max_ratio}× in a zip). Nothing was unpacked.")
+    compressed = sum(info.compress_size for info, _ in members)
+    if declared > RATIO_FREE_BYTES and _ratio(declared, compressed) > max_ratio:
+        raise ArchiveError(f"{zip_name} looks like a zip bomb: it would unpack from {compressed / 2**10:.0f} KB to "
+                           f"{declared / 2**20:.0f} MB ({_ratio(declared, compressed):.0f}×). Nothing was unpacked.")
+
+
+def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, *, max_files: int = MAX_FILES,
+                   max_total_bytes: int = MAX_TOTAL_BYTES,
+                   max_ratio: float = MAX_RATIO) -> tuple[list[Path], list[str]]:
+    """Extract the image entries of a zip into `destination` under their names in the zip; return
+    (paths, skipped-entry messages).
+
+    Entries with `..` or absolute paths are skipped, as are non-image names and repeated names. Count, declared
+    size and compression ratio are checked before anything is written; on any refusal nothing stays written.
     """
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
+    zip_name = Path(zip_path).name
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise ArchiveError(f"{Path(zip_path).name} is not a valid zip file.") from err
+        raise ArchiveError(f"{zip_name} is not a valid zip file.") from err
     with archive:
-        members, skipped = [], []
+        members, skipped, seen = [], [], set()
         for info in archive.infolist():
             if info.is_dir():
                 continue
@@ -51,26 +90,48 @@ def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, 
                 skipped.append(f"{info.filename}: unsafe path, skipped")
             elif Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append(f"{info.filename}: not an image, skipped")
+            elif name.lower() in seen:
+                skipped.append(f"{info.filename}: a second file of that name, skipped")
             else:
+                seen.add(name.lower())
                 members.append((info, name))
-        if len(members) > max_files:
-            raise ArchiveError(f"The zip holds {len(members)} images; the limit is {max_files}.")
-        declared = sum(info.file_size for info, _ in members)
-        if declared > max_total_bytes:
-            raise ArchiveError(f"The zip would unpack to {declared / 2**20:.0f} MB; the limit is "
-                               f"{max_total_bytes / 2**20:.0f} MB.")
-        return _write_members(archive, members, destination, max_total_bytes), skipped
+        _check_sizes(zip_name, members, max_files, max_total_bytes, max_ratio)
+        return _write_members(archive, zip_name, members, destination, max_total_bytes), skipped
 
 
-def _write_members(archive: zipfile.ZipFile, members: list, destination: Path, budget: int) -> list[Path]:
-    written, paths = 0, []
-    for index, (info, name) in enumerate(members):
-        target = destination / f"{index:05d}_{Path(name).name}"
-        with archive.open(info) as source, open(target, "wb") as sink:
-            while chunk := source.read(1 << 20):
-                written += len(chunk)
-                if written > budget:
-                    raise ArchiveError("The zip unpacks to more data than it declares; refusing it.")
-                sink.write(chunk)
-        paths.append(target)
+def _write_members(archive: zipfile.ZipFile, zip_name: str, members: list, destination: Path,
+                   budget: int) -> list[Path]:
+    written, paths, created, folders = 0, [], [], []
+    root = destination.resolve()
+    try:
+        for info, name in members:
+            target = destination / name
+            if not target.resolve().is_relative_to(root):  # belt and braces: _safe_member_name already refused
+                raise ArchiveError(f"{zip_name}: {name} would be written outside the folder; refusing the zip.")
+            new_folders = [folder for folder in (target.parent, *target.parent.parents)
+                           if folder.is_relative_to(destination) and not folder.exists()]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folders += new_folders
+            member_bytes = 0
+            with archive.open(info) as source, open(target, "wb") as sink:
+                created.append(target)
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    member_bytes += len(chunk)
+                    if written > budget or member_bytes > info.file_size:
+                        raise ArchiveError(f"{zip_name}: {name} unpacks to more data than the zip declares; "
+                                           "refusing the zip.")
+                    sink.write(chunk)
+            paths.append(target)
+    except (ArchiveError, zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
+        for path in created:
+            path.unlink(missing_ok=True)
+        for folder in sorted(folders, key=lambda folder: len(folder.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(err, ArchiveError):
+            raise
+        raise ArchiveError(f"{zip_name} is damaged or uses an unsupported format and cannot be unpacked "
+                           f"({err}).") from err
     return paths
+

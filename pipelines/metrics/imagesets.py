@@ -124,11 +124,6 @@ def _expand(source: str | os.PathLike, work_dir: Path, skipped: list[str], allow
     return [path]
 
 
-def _stem(path: Path) -> str:
-    stem = path.stem
-    return stem.split("_", 1)[1] if stem[:5].isdigit() and "_" in stem else stem  # zip entries get an index
-
-
 def load_image_set(sources: list | str | os.PathLike, label: str, max_side: int = MAX_SIDE,
                    allow_folders: bool | None = None) -> ImageSet:
     """Read every usable image of `sources` (files, zips, "run:ID", folders when allowed).
@@ -158,7 +153,7 @@ def load_image_set(sources: list | str | os.PathLike, label: str, max_side: int 
                 skipped.append(str(err))
                 continue
             images.append(to_array(image))
-            names.append(_stem(path))
+            names.append(path.stem)  # zip entries keep their names too
     if not images:
         reason = "; ".join(skipped[:5]) if skipped else "no files were given"
         raise ValueError(f"Set {label} has no usable images ({reason}).")

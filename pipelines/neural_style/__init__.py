@@ -312,31 +312,74 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
     return record
 
 
+def _unpack_content(content_images: Sequence[str], folder: Path) -> tuple[list[str], list[str]]:
+    """Content files as given, with every .zip among them unpacked (safely) into `folder`; plus skipped notes."""
+    from pipelines.core.archives import extract_images
+
+    paths, notes = [], []
+    for item in content_images:
+        if not str(item).lower().endswith(".zip"):
+            paths.append(str(item))
+            continue
+        unpacked, skipped = extract_images(item, folder / f"zip{len(notes)}")
+        if not unpacked:
+            detail = f" ({'; '.join(skipped[:3])})" if skipped else ""
+            raise ValueError(f"{Path(item).name} holds no images (PNG, JPEG, WebP, BMP or TIFF){detail}.")
+        paths += [str(path) for path in unpacked]
+        notes += [f"{Path(item).name}: {note}" for note in skipped]
+    return paths, notes
+
+
 def run_train_style(style_image: str, content_images: Sequence[str], *, name: str, store: RunStore | None = None,
                     **options: Any) -> tuple[RunRecord, TrainResult]:
     """train_style_job as one recorded run. Its output is a preview: the first content image in the new style.
 
-    A failed or cancelled training is recorded too (History shows why); the checkpoint stays for a resume.
+    Content may include zips: they are unpacked under outputs/training/NAME/content-RUN/ (the run's inputs, for
+    History's re-run), and that folder is removed again when the run fails, e.g. because the zip or its images
+    are refused. A failed or cancelled training is recorded too (History shows why); the checkpoint stays for
+    a resume.
     """
-    from pipelines.core import devices
+    import shutil
+
+    from pipelines.core import devices, settings
     from pipelines.core.images import load_image
+    from pipelines.core.jobs import JobCancelled
     from pipelines.core.records import RunRecord, default_store
-    from pipelines.core.runs import save_input_copy, save_outputs
+    from pipelines.core.runs import save_input_copy
 
     store = store or default_store()
-    style_copy = str(save_input_copy(load_image(style_image)))
+    style_copy = str(save_input_copy(load_image(style_image, name=Path(str(style_image)).name)))
     params: dict[str, Any] = {"task": "train", "name": name, "style_image": style_copy,
                               "content_images": [str(path) for path in content_images],
                               **{key: value for key, value in options.items() if key not in ("callback", "cancel")}}
     record = RunRecord(tab=TAB, params=params, attention=devices.attention_backend())
+    unpacked = settings.outputs_dir() / "training" / clean_style_name(name) / f"content-{record.id}"
+    try:
+        return _recorded_training(record, store, style_copy, content_images, unpacked, name, options)
+    except BaseException as err:
+        if not isinstance(err, JobCancelled):  # a cancelled run resumes from these files; a failed one is over
+            shutil.rmtree(unpacked, ignore_errors=True)
+        raise
+
+
+def _recorded_training(record: RunRecord, store: RunStore, style_copy: str, content_images: Sequence[str],
+                       unpacked: Path, name: str, options: dict[str, Any]) -> tuple[RunRecord, TrainResult]:
+    from pipelines.core import devices
+    from pipelines.core.runs import save_outputs
+
+    params = record.params
     with store.run(record):
+        content, zip_notes = _unpack_content(content_images, unpacked)
+        params["content_images"] = content
+        if zip_notes:
+            params["zip_skipped"] = zip_notes
         with record.stage("train"):
-            result = train_style_job(style_copy, list(content_images), name=name, **options)
+            result = train_style_job(style_copy, content, name=name, **options)
         params.update(style_path=str(result.path), vgg=result.vgg_note, final_loss=result.losses[-1])
         with record.stage("preview"):
             model = load_style(name)
             record.device = devices.describe(*_model_placement(model))
-            preview_source = _load_inputs(list(content_images)[:8], 512)[0][:1]  # the first readable one
+            preview_source = _load_inputs(content[:8], 512)[0][:1]  # the first readable one
             preview = stylize(preview_source, model).images
             save_outputs(record, preview,
                          {"Style": name, "Trained steps": result.steps, "Loss network": result.vgg_note})
@@ -346,7 +389,8 @@ def run_train_style(style_image: str, content_images: Sequence[str], *, name: st
 def _rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
     if params.get("task") == "train":
         options = {key: value for key, value in params.items()
-                   if key not in ("task", "name", "style_image", "content_images", "style_path", "vgg", "final_loss")}
+                   if key not in ("task", "name", "style_image", "content_images", "style_path", "vgg", "final_loss",
+                                   "zip_skipped", "test_model")}
         return run_train_style(params["style_image"], params["content_images"], name=params["name"], store=store,
                                **options)[0]
     return run_stylize(list(params["images"]), params["style"], float(params.get("strength", 1.0)),
