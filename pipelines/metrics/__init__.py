@@ -34,6 +34,8 @@ _EXPORTS = {
     "clip_score": "formulas", "mmd_rbf": "formulas", "METRIC_INFO": "formulas",
     "bootstrap_ci": "stats", "difference_ci": "stats", "verdict": "stats",
     "run_compare": "runs",
+    "preference_result": "preference", "PreferenceResult": "preference", "Vote": "preference",
+    "JudgingStore": "judging", "run_create_study": "judging", "export_study": "judging",
 }
 
 
@@ -94,4 +96,4 @@ register_architecture(LPIPS_ARCHITECTURE, lazy(f"{__name__}.features", "make_lpi
 register_architecture(NIMA_ARCHITECTURE, lazy(f"{__name__}.nima", "make_nima"))
 register_tiny(TinySpec("lpips", "torch_module", "LPIPS (AlexNet)", 1, lazy(f"{__name__}.features", "build_tiny_lpips")))
 register_tiny(TinySpec("nima", "torch_module", "NIMA aesthetic model", 1, lazy(f"{__name__}.nima", "build_tiny_nima")))
-register_rerunner(TAB, lazy(f"{__name__}.runs", "rerun_comparison"))
+register_rerunner(TAB, lazy(f"{__name__}.judging", "rerun_metrics_run"))  # comparisons; a judging says why not

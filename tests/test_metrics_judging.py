@@ -1,0 +1,438 @@
+"""Blind A/B judging: the statistics against scipy and published values, simulated judges, blindness, storage.
+
+References are independent of the code under test: scipy.stats.binomtest (sign test) and its
+proportion_ci(method="wilson"), exact binomial sums for power and error rates, Krippendorff's own worked example,
+binomial bounds for the sides and the simulations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import binom, binomtest
+
+from pipelines.metrics import preference
+from pipelines.metrics.imagesets import ImageSet
+from pipelines.metrics.judging import JudgingError, JudgingStore, export_study, random_pairs, run_create_study
+from pipelines.metrics.preference import Vote, krippendorff_alpha, preference_result, wilson_interval
+from tests.support.server import ROOT
+
+# A two-sided bound for counts that should follow a binomial: fail only below p = 0.001.
+BOUND = 0.001
+
+# (B wins, A wins, ties): ties even, so B's count with ties as half is a whole number scipy accepts.
+TABLE = [(1, 0, 0), (0, 1, 0), (5, 5, 0), (7, 3, 0), (10, 0, 0), (0, 10, 0), (20, 10, 4), (34, 14, 2),
+         (3, 1, 6), (100, 80, 10), (12, 30, 8), (500, 450, 50), (2, 9, 0), (49, 51, 0)]
+
+
+# ------------------------------------------------------------------------------------------ the statistics
+@pytest.mark.parametrize(("b", "a", "ties"), TABLE)
+def test_wilson_interval_and_sign_test_match_scipy(b, a, ties):
+    result = preference_result(["B"] * b + ["A"] * a + ["tie"] * ties + ["skip"] * 3)
+    n, k = a + b + ties, b + ties // 2
+    reference = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert result.votes == n and result.tally.skips == 3 and result.tally.ties == ties
+    assert result.b_rate == pytest.approx(k / n, abs=1e-12)
+    assert result.low == pytest.approx(reference.low, abs=1e-9)
+    assert result.high == pytest.approx(reference.high, abs=1e-9)
+    assert result.p_value == pytest.approx(binomtest(b, a + b, 0.5).pvalue, rel=1e-9, abs=1e-12)  # ties dropped
+    expected = "B" if reference.low > 0.5 else "A" if reference.high < 0.5 else "none"
+    assert result.better == expected
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.99])
+def test_wilson_interval_at_other_levels_matches_scipy(confidence):
+    for k, n in ((0, 7), (3, 7), (7, 7), (41, 120)):
+        reference = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        low, high = wilson_interval(k, n, confidence)
+        assert (low, high) == (pytest.approx(reference.low, abs=1e-9), pytest.approx(reference.high, abs=1e-9))
+
+
+@pytest.mark.parametrize(("b", "a", "ties"), [(7, 3, 1), (0, 4, 3), (20, 11, 5)])
+def test_an_odd_number_of_ties_lies_between_the_neighbouring_whole_counts(b, a, ties):
+    """With ties as half, B's count is x.5: its interval sits between scipy's for x and x + 1."""
+    result = preference_result(["B"] * b + ["A"] * a + ["tie"] * ties)
+    n, k = a + b + ties, b + ties // 2
+    below, above = (binomtest(x, n).proportion_ci(method="wilson") for x in (k, k + 1))
+    assert below.low < result.low < above.low and below.high < result.high < above.high
+
+
+def _exact_rate(n: int, p: float, side: str) -> float:
+    """P(the Wilson interval of k of n excludes ½ on `side`) for k ~ Binomial(n, p), from scipy alone."""
+    total = 0.0
+    for k in range(n + 1):
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        if (side in ("B", "either") and ci.low > 0.5) or (side in ("A", "either") and ci.high < 0.5):
+            total += binom.pmf(k, n, p)
+    return total
+
+
+def _simulated_verdicts(p_b: float, n: int, trials: int, seed: int, p_tie: float = 0.0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    better = []
+    for _ in range(trials):
+        draw = rng.random(n)
+        choices = np.where(draw < p_tie, "tie", np.where(draw < p_tie + (1 - p_tie) * p_b, "B", "A"))
+        result = preference_result(choices.tolist())
+        assert (result.better == "B") == result.verdict.startswith("B is preferred: the interval excludes 50%")
+        better.append(result.better)
+    return better
+
+
+def test_judges_preferring_b_at_70_percent_reach_the_verdict_with_the_expected_power():
+    n, trials = 40, 300
+    power = _exact_rate(n, 0.7, "B")
+    assert 0.6 < power < 0.9  # 40 votes find a 70/30 preference most of the time
+    found = _simulated_verdicts(0.7, n, trials, seed=7).count("B")
+    assert binomtest(found, trials, power).pvalue > BOUND, (found, trials, power)
+
+
+def test_judges_without_a_preference_get_a_verdict_at_about_the_nominal_5_percent():
+    n, trials = 40, 400
+    rate = _exact_rate(n, 0.5, "either")
+    assert 0.02 < rate < 0.08, rate  # "about 5%": the Wilson interval's exact error rate at n = 40
+    verdicts = _simulated_verdicts(0.5, n, trials, seed=11)
+    wrong = trials - verdicts.count("none")
+    assert binomtest(wrong, trials, rate).pvalue > BOUND, (wrong, trials, rate)
+
+
+def test_ties_counted_as_half_do_not_raise_the_error_rate():
+    """Ties add ½ without spread, so with 30% ties and no preference the rate stays at or below 5%."""
+    trials = 300
+    wrong = trials - _simulated_verdicts(0.5, 40, trials, seed=13, p_tie=0.3).count("none")
+    assert binomtest(wrong, trials, 0.05, alternative="greater").pvalue > BOUND, wrong
+
+
+def test_votes_needed_gives_about_80_percent_power_against_a_60_40_preference():
+    needed = preference.votes_needed()
+    assert 150 < needed < 250
+    assert 0.75 < _exact_rate(needed, 0.6, "either") < 0.86  # exact power of the rule the verdict uses
+
+
+def test_verdict_words_match_the_metric_rows():
+    b_wins = preference_result(["B"] * 34 + ["A"] * 14 + ["tie"] * 2)
+    assert b_wins.verdict.startswith("B is preferred: the interval excludes 50%")
+    assert "sign test p = 0.0055" in b_wins.verdict and "2 ties" in b_wins.verdict
+    a_wins = preference_result(["A"] * 30 + ["B"] * 5, names=("base", "tuned"))
+    assert a_wins.verdict.startswith("A (base) is preferred: the interval excludes 50%")
+    unclear = preference_result(["B"] * 6 + ["A"] * 4)
+    more = preference.votes_needed() - 10
+    assert unclear.verdict.startswith("No clear difference yet")
+    assert f"about {more} more votes would be needed to detect a 60/40 preference" in unclear.verdict
+    enough = preference_result(["B"] * 105 + ["A"] * 100)
+    assert enough.verdict.startswith("No clear difference:") and "weaker than" in enough.verdict
+    assert preference_result([]).verdict.startswith("No verdict yet")
+    with pytest.raises(ValueError, match="A vote is one of"):
+        preference_result(["left"])
+
+
+def test_krippendorffs_alpha_on_his_worked_example():
+    """Krippendorff (2011), 'Computing Krippendorff's alpha-reliability': 4 coders, 12 units, missing values,
+    nominal alpha = 0.743."""
+    coders = [[1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+              [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+              [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+              [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]]
+    units = [[row[u] for row in coders if row[u] is not None] for u in range(12)]
+    assert krippendorff_alpha(units) == pytest.approx(0.743, abs=5e-4)
+    assert krippendorff_alpha([["A", "A"], ["B", "B"], ["A", "A"]]) == pytest.approx(1.0)
+    assert math.isnan(krippendorff_alpha([["A", "A"], ["A", "A"]]))  # one answer only: undefined
+
+
+def test_agreement_and_the_pairs_judges_split_on():
+    votes = []
+    for pair in range(10):
+        for judge in ("ann", "bo", "cy"):
+            choice = "B" if pair < 7 else ("A" if judge == "ann" else "B")  # pairs 7-9: ann disagrees
+            votes.append(Vote(choice, pair=pair, judge=judge))
+    votes.append(Vote("tie", pair=3, judge="dee"))
+    result = preference_result(votes)
+    assert result.agreement is not None and result.agreement.judges == 4 and result.agreement.pairs == 10
+    # percent agreement: pairs 0-6 and 3 … pair 3 has 4 judges (3 agree of 6 judge pairs), 7-9 have 1 of 3
+    expected = (6 * 1.0 + 3 / 6 + 3 * (1 / 3)) / 10
+    assert result.agreement.percent == pytest.approx(expected)
+    assert -1 < result.agreement.alpha < 1
+    assert [d.pair for d in result.disagreements] == [7, 8, 9, 3]  # the widest split first (2:1 before 3:1)
+    assert {judge.judge for judge in result.judges} == {"ann", "bo", "cy", "dee"}
+    alone = preference_result([Vote("B", pair=1, judge="x")])
+    assert alone.agreement is None and alone.judges == []
+
+
+def test_the_result_sits_beside_the_metric_rows():
+    from pipelines.metrics.report import ComparisonReport
+
+    result = preference_result([{"choice": "B"}] * 30 + [{"choice": "A"}] * 10)
+    row = result.metric_row()
+    ci = binomtest(30, 40).proportion_ci(method="wilson")
+    assert row.b == pytest.approx(0.75) and row.a == pytest.approx(0.25)
+    assert row.difference == pytest.approx(0.5)
+    assert (row.low, row.high) == (pytest.approx(2 * ci.low - 1), pytest.approx(2 * ci.high - 1))
+    assert row.better == "B" and row.verdict == result.verdict
+    report = ComparisonReport(rows=[row], per_image=[], warnings=[], skipped={})
+    assert "Blind preference (people)" in report.rows_csv() and json.loads(report.to_json())["rows"][0]["b"] == 0.75
+    assert json.loads(json.dumps(preference_result([]).to_dict()))["tally"]["b_rate"] is None
+
+
+# ------------------------------------------------------------------------------------------ pairs
+def test_random_pairs_use_every_image_about_equally_and_never_twice():
+    rng = np.random.default_rng(0)
+    pairs = random_pairs(3, 40, 40, rng)
+    a_counts, b_counts = np.bincount([i for i, _ in pairs], minlength=3), np.bincount([j for _, j in pairs])
+    assert len(pairs) == 40 == len(set(pairs))
+    assert a_counts.max() - a_counts.min() <= 1 and set(b_counts) == {1}
+    every = random_pairs(5, 5, 25, rng)
+    assert sorted(every) == [(i, j) for i in range(5) for j in range(5)]
+    with_same = random_pairs(2, 2, 4, rng, identical={(0, 0)})
+    assert sorted(with_same) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def _solid(colour: tuple[int, int, int], shade: int, size: int = 24) -> np.ndarray:
+    image = np.zeros((size, size, 3), np.uint8)
+    image[...] = colour
+    image[: size // 2, :, 1] = shade  # each image differs a little
+    return image
+
+
+def _sets(n_a: int, n_b: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A is blue, B is red: a simulated judge tells them apart by looking, as a person would."""
+    return ([_solid((0, 0, 220), 3 * i) for i in range(n_a)], [_solid((220, 0, 0), 3 * i) for i in range(n_b)])
+
+
+def _is_b(path) -> bool:
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    return pixels[..., 0].mean() > pixels[..., 2].mean()
+
+
+def _judge(store: JudgingStore, session: str, p_b: float, rng: np.random.Generator, p_tie: float = 0.0) -> int:
+    """Answer every pair of a session by looking at the images; returns how often B was on the left."""
+    b_left, view = 0, store.view(session)
+    while not view.done:
+        left_is_b = _is_b(view.left_image)
+        b_left += left_is_b
+        draw = rng.random()
+        if draw < p_tie:
+            answer = "tie"
+        else:
+            wants_b = rng.random() < p_b
+            answer = "left" if wants_b == left_is_b else "right"
+        view = store.vote(session, view.position, answer)
+    return b_left
+
+
+def test_sides_are_balanced_and_nothing_served_names_a_set_or_a_file():
+    a = ImageSet("tuned-model", _sets(20, 20)[0], [f"tuned_cat_{i:03d}" for i in range(20)])
+    b = ImageSet("base-model", _sets(20, 20)[1], [f"base_cat_{i:03d}" for i in range(20)])
+    store = JudgingStore()
+    study = store.create_study(a, b, pair_count=300, names=("tuned-model", "base-model"), seed=3)
+    session = store.start_session(study.id, judge="ann", seed=5)
+    b_left = _judge(store, session, p_b=0.5, rng=np.random.default_rng(1))
+    assert study.pair_count == 300
+    assert binomtest(b_left, 300, 0.5).pvalue > BOUND, b_left  # B on the left about half the time
+    served = {path for pair in store.pairs(study.id) for path in (pair.a_token, pair.b_token)}
+    assert len(served) == 40 and all(len(token) == 16 and int(token, 16) >= 0 for token in served)
+    view = store.view(store.start_session(study.id))
+    for path in (view.left_image, view.right_image):
+        assert "cat" not in str(path) and "model" not in str(path)
+        with Image.open(path) as image:
+            assert not {key for key in image.info if key not in ("dpi",)}  # no text chunks, no names inside
+
+
+def test_simulated_judges_looking_at_the_images_find_the_preferred_set():
+    """End to end through the store: sides, answers and choices map back to the right set."""
+    a, b = _sets(12, 12)
+    store = JudgingStore()
+    study = store.create_study(a, b, pair_count=60, seed=1)
+    rng = np.random.default_rng(2)
+    for judge in ("ann", "bo", "cy"):
+        _judge(store, store.start_session(study.id, judge=judge), p_b=0.7, rng=rng, p_tie=0.1)
+    result = store.result(study.id)
+    decisive = result.tally.a_wins + result.tally.b_wins
+    assert result.votes == 180 and binomtest(result.tally.b_wins, decisive, 0.7).pvalue > BOUND
+    assert result.agreement is not None and result.agreement.pairs == 60 and result.agreement.judges == 3
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_identical_images_are_shown_once_marked_and_left_out_of_the_tally():
+    a_images, b_images = _sets(3, 3)
+    b_images[1] = a_images[1].copy()
+    a = ImageSet("A", a_images, ["cat", "dog", "owl"])
+    b = ImageSet("B", b_images, ["cat", "dog", "owl"])
+    store = JudgingStore()
+    study = store.create_study(a, b, pairing="name")
+    assert study.pair_count == 3
+    assert any("1 pairs show the same image on both sides" in note for note in study.notes)
+    session = store.start_session(study.id)
+    view, marked = store.view(session), 0
+    while not view.done:
+        marked += view.identical
+        view = store.vote(session, view.position, "left")
+    result = store.result(study.id)
+    assert marked == 1 and result.excluded == 1 and result.votes == 2
+    random_study = store.create_study(a, b, pair_count=9)
+    same = [pair for pair in store.pairs(random_study.id) if pair.identical]
+    assert len(same) == 1 and random_study.pair_count == 9
+
+
+def test_sizes_pairing_and_inputs_are_explained():
+    a, b = _sets(4, 40)
+    store = JudgingStore()
+    by_order = store.create_study(a, b, pairing="order")
+    assert by_order.pair_count == 4
+    assert any("the last 36 images of B have no partner" in note for note in by_order.notes)
+    drawn = store.create_study(a, b)
+    assert drawn.pair_count == 40 and any("each of A's 4 images about 10 times" in note for note in drawn.notes)
+    one = store.create_study(a[:1], b[:5])
+    assert any("Set A has only one image" in note for note in one.notes)
+    single = store.create_study(a[:1], b[:1])
+    assert single.pair_count == 1 and any("only one pair" in note for note in single.notes)
+    named_a, named_b = ImageSet("A", a, ["x1", "x2", "x3", "x4"]), ImageSet("B", b[:2], ["y1", "y2"])
+    with pytest.raises(JudgingError, match="No file names are shared.*Random pairs"):
+        store.create_study(named_a, named_b, pairing="name")
+    with pytest.raises(JudgingError, match="one prompt for every image of A"):
+        store.create_study(a, b, prompts=["p1", "p2"])
+    with pytest.raises(JudgingError, match="No blind comparison with id"):
+        store.start_session("nope")
+    with pytest.raises(JudgingError, match="No judging session"):
+        store.view("nope")
+
+
+def test_reference_images_and_prompts_come_with_each_pair():
+    a_images, b_images = _sets(2, 2)
+    reference = ImageSet("reference", [_solid((0, 200, 0), 0), _solid((0, 200, 0), 90)], ["cat", "dog"])
+    store = JudgingStore()
+    study = store.create_study(ImageSet("A", a_images, ["cat", "dog"]), ImageSet("B", b_images, ["cat", "dog"]),
+                               pairing="name", reference=reference, prompts=["a cat", "a dog"],
+                               question="Which looks more like the reference style?")
+    view = store.view(store.start_session(study.id))
+    assert view.question == "Which looks more like the reference style?" and view.prompt in ("a cat", "a dog")
+    assert len(view.reference_images) == 1
+    with Image.open(view.reference_images[0]) as image:
+        expected = reference.images[0 if view.prompt == "a cat" else 1]
+        assert np.array_equal(np.asarray(image.convert("RGB")), expected)
+
+
+# ------------------------------------------------------------------------------------------ storage
+_VOTE_IN_ANOTHER_PROCESS = """
+import os, sys, numpy as np
+from pipelines.metrics.judging import JudgingStore
+blue, red = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)
+blue[..., 2], red[..., 0] = 200, 200
+a = [blue + i for i in range(6)]
+b = [red + i for i in range(6)]
+store = JudgingStore()
+study = store.create_study(a, b, pair_count=10, seed=4)
+session = store.start_session(study.id, judge="ann", seed=9)
+view = store.view(session)
+for answer in ["left", "right", "tie", "skip", "left", "left"]:
+    view = store.vote(session, view.position, answer)
+store.undo(session)
+print(study.id, session, flush=True)
+os._exit(0)  # no clean shutdown, as when a server is killed
+"""
+
+
+def test_votes_survive_a_restart(tmp_path):
+    import os
+
+    env = {**os.environ, "ASL_OUTPUTS": str(tmp_path / "outputs")}
+    done = subprocess.run([sys.executable, "-c", _VOTE_IN_ANOTHER_PROCESS], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    study_id, session = done.stdout.split()
+    store = JudgingStore(tmp_path / "outputs" / "judging" / "judging.sqlite")  # a new process's store
+    view = store.view(session)
+    assert view.position == 5 and view.total == 10 and view.judge == "ann"
+    votes = store.votes(study_id)
+    assert [v.answer for v in votes] == ["left", "right", "tie", "skip", "left"]
+    assert all(v.choice == ("tie" if v.answer == "tie" else "skip" if v.answer == "skip" else
+                            v.left if v.answer == "left" else ("B" if v.left == "A" else "A")) for v in votes)
+    result = store.result(study_id)
+    assert result.votes == 4 and result.tally.skips == 1  # the skip is kept, never tallied
+
+
+def test_two_sessions_at_once_do_not_mix_their_votes():
+    a, b = _sets(10, 10)
+    store = JudgingStore()
+    first, second = (store.create_study(a, b, pair_count=40, seed=s) for s in (1, 2))
+    sessions = {store.start_session(first.id, judge="ann"): "left", store.start_session(first.id, judge="bo"): "right",
+                store.start_session(second.id, judge="cy"): "tie"}
+    errors: list[BaseException] = []
+
+    def judge(session: str, answer: str) -> None:
+        try:
+            view = store.view(session)
+            while not view.done:
+                store.vote(session, view.position, answer)
+                store.vote(session, view.position, answer)  # the same key twice: the second must be ignored
+                view = store.view(session)
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=judge, args=item) for item in sessions.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for session, answer in sessions.items():
+        study = first.id if answer != "tie" else second.id
+        votes = store.votes(study, session)
+        assert [v.position for v in votes] == list(range(40)) and {v.answer for v in votes} == {answer}
+        assert sorted(v.pair for v in votes) == list(range(40))  # every pair once, none of another session's
+    assert len(store.votes(first.id)) == 80 and len(store.votes(second.id)) == 40
+    together = store.result(first.id)
+    assert together.votes == 80 and {j.judge for j in together.judges} == {"ann", "bo"}
+    assert store.result(first.id, session_id=next(iter(sessions))).votes == 40  # kept separately too
+
+
+def test_undo_takes_back_only_this_sessions_last_vote():
+    a, b = _sets(4, 4)
+    store = JudgingStore()
+    study = store.create_study(a, b, pair_count=6)
+    mine, theirs = store.start_session(study.id), store.start_session(study.id)
+    first = store.view(mine)
+    store.vote(mine, 0, "left")
+    store.vote(theirs, 0, "right")
+    again = store.undo(mine)
+    assert again.position == 0 and again.left_image == first.left_image
+    assert store.view(theirs).position == 1 and store.undo(store.start_session(study.id)).position == 0
+    assert store.vote(mine, 3, "left").stale and store.view(mine).position == 0
+
+
+# ------------------------------------------------------------------------------------------ History, CSV, JSON
+def test_a_judging_is_a_recorded_run_with_every_vote_exported():
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+
+    a, b = _sets(5, 5)
+    record, study = run_create_study(a, b, pairing="order", names=("base", "tuned"))
+    assert record.id == study.id and record.status == "done" and record.params["kind"] == "judging"
+    store = JudgingStore()
+    for judge, answer in (("ann", "left"), ("bo", "right")):
+        session = store.start_session(study.id, judge=judge)
+        view = store.view(session)
+        while not view.done:
+            view = store.vote(session, view.position, answer)
+    result, files = export_study(study.id)
+    rows = list(csv.DictReader(io.StringIO(files.votes_csv.read_text())))
+    assert len(rows) == 10 and {row["judge"] for row in rows} == {"ann", "bo"}
+    assert {"pair", "image_a", "image_b", "left", "answer", "choice", "time_utc"} <= set(rows[0])
+    assert all(row["choice"] == (row["left"] if row["answer"] == "left" else {"A": "B", "B": "A"}[row["left"]])
+               for row in rows)
+    document = json.loads(files.json.read_text())
+    assert len(document["votes"]) == 10 and document["result"]["tally"]["votes"] == 10
+    stored = default_store().get(study.id)
+    assert stored.params["votes"] == 10 and stored.params["verdict"] == result.verdict
+    assert stored.params["files"]["votes_csv"] == str(files.votes_csv)
+    with pytest.raises(JudgingError, match="done by people and cannot be re-run"):
+        rerun(study.id)
