@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from pipelines.core.jobs import CancelToken, ProgressCallback
 
-    from .steps import PreviewCallback
+    from .steps import LatentsCallback, PreviewCallback
 
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 64, 2048, 8
 MIN_STEPS, MAX_STEPS = 1, 150
@@ -235,7 +235,8 @@ def _control_kwargs(request: GenerateRequest, images: list[Any]) -> dict[str, An
 def generate(request: GenerateRequest, *, callback: ProgressCallback | None = None,
              cancel: CancelToken | None = None, on_preview: PreviewCallback | None = None,
              preview_every: int = 0, state: Any = None,
-             cross_attention_kwargs: Mapping[str, Any] | None = None) -> GenerateOutput:
+             cross_attention_kwargs: Mapping[str, Any] | None = None,
+             on_latents: LatentsCallback | None = None) -> GenerateOutput:
     """Generate `request.batch_size` images. `state` and `cross_attention_kwargs` let a method (storyboard's
     MAGA) carry per-call state into its attention processors; the step hook moves `state.step` on."""
     from . import steps
@@ -255,7 +256,7 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
     # total=None: the hook reads the pipeline's own count, which second-order samplers (Heun, DPM2, DPM++ SDE)
     # make about twice the steps; `state.step` counts UNet passes.
     step_hook = steps.hook(callback, cancel, state, total=None, preview_every=preview_every,
-                           on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl")
+                           on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl", on_latents=on_latents)
     # The lock: LoRAs go into the shared cached modules for this call, so calls on one pipeline take turns.
     with call_lock(res.pipe), _plain_out_of_memory(request), applied_loras(res.pipe, res.loras):
         embeds = encode_prompt_batch(res.pipe, res.prompts, res.negative_prompt,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 PreviewCallback = Callable[[int, list["Image.Image"]], None]
+LatentsCallback = Callable[[int, "torch.Tensor"], None]  # (steps done, the batch's latents after that step)
 
 # Latent channels -> RGB, least-squares fits published with ComfyUI's latent previews (latent_formats.py); a
 # fraction of a millisecond instead of a VAE decode. Rough colours and shapes, which is all a preview needs.
@@ -47,8 +48,10 @@ def latents_to_rgb(latents: torch.Tensor, sdxl: bool = False, size: int | None =
 
 def hook(callback: ProgressCallback | None = None, cancel: CancelToken | None = None, state: Any = None, *,
          total: int | None = None, preview_every: int = 0, on_preview: PreviewCallback | None = None,
-         sdxl: bool = False, message: str = "Denoising") -> Callable[..., dict]:
-    """A `callback_on_step_end` for one call. `state.step`, when present, is set to the next step's index."""
+         sdxl: bool = False, message: str = "Denoising",
+         on_latents: LatentsCallback | None = None) -> Callable[..., dict]:
+    """A `callback_on_step_end` for one call. `state.step`, when present, is set to the next step's index.
+    `on_latents` sees the latents after every step (for methods that compare runs step by step)."""
 
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
         if cancel is not None:
@@ -59,6 +62,8 @@ def hook(callback: ProgressCallback | None = None, cancel: CancelToken | None = 
         steps = total or getattr(pipe, "num_timesteps", None) or done
         if callback is not None:
             callback(done, steps, f"{message}: step {done}/{steps}")
+        if on_latents is not None and "latents" in tensors:
+            on_latents(done, tensors["latents"].detach().clone())
         if on_preview is not None and preview_every > 0 and done % preview_every == 0 and "latents" in tensors:
             on_preview(done, latents_to_rgb(tensors["latents"], sdxl=sdxl, size=256))
         return {}

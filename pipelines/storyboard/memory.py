@@ -1,0 +1,196 @@
+"""Cross-frame memory attention: our reading of the thesis's Multi-Aggregation Attention (MAGA, seed 001).
+
+The thesis's equations take the values from the current frame, so no history could flow; issue #9 fixes a
+formulation, which this module implements. In the self-attention of the UNet's transformer blocks from block index
+L on (0-based over the blocks in forward order: SD 1.5 has 16) and from denoising step S on, frame n's queries
+attend to its own keys and values concatenated with those of its memory frames (all earlier frames, the previous
+one, or the first) at the same layer and step, separately in the unconditional and conditional halves of a
+classifier-free-guidance batch. Optionally only a random fraction of the memory tokens is used (as StoryDiffusion
+does) to bound the cost.
+
+All frames denoise together in one batch ("lockstep"); frame n only ever sees frames < n, so the result is what
+generating the frames one after another with a stored key/value memory gives, without storing it. That
+sequential form is here too (`FrameMemory.sequential`): a panel added later reads the bank its predecessors
+wrote.
+
+Nothing here is global. The processor holds only its layer's name; everything about one call lives in a
+`FrameMemory` that the caller creates, passes as `cross_attention_kwargs={"memory": memory}` and moves on with
+the step hook (`memory.step`). With `memory=None` the processor is plain SDPA attention.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+SCOPES = ("all", "previous", "first")
+SD15_TRANSFORMER_BLOCKS = 16
+DEFAULT_START_LAYER = 8
+DEFAULT_START_STEP_OF_50 = 24
+_SECTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+def memory_frames(frame: int, scope: str) -> list[int]:
+    """The earlier frames whose keys and values frame `frame` attends to."""
+    if scope not in SCOPES:
+        raise ValueError(f"Unknown memory scope {scope!r}; use one of {', '.join(SCOPES)}.")
+    if frame == 0:
+        return []
+    return {"all": list(range(frame)), "previous": [frame - 1], "first": [0]}[scope]
+
+
+def transformer_block_order(processor_names: Any) -> list[str]:
+    """The transformer blocks' attention modules ("down_blocks.0.attentions.1") in the UNet's forward order."""
+    blocks = set()
+    for name in processor_names:
+        match = re.match(r"((down_blocks|up_blocks)\.(\d+)|mid_block)\.attentions\.(\d+)\.", name)
+        if match:
+            blocks.add(match.group(0).rstrip("."))
+
+    def forward_position(block: str) -> tuple[int, int, int]:
+        parts = block.split(".")
+        if parts[0] == "mid_block":
+            return _SECTION_ORDER["mid_block"], 0, int(parts[2])
+        return _SECTION_ORDER[parts[0]], int(parts[1]), int(parts[3])
+
+    return sorted(blocks, key=forward_position)
+
+
+def memory_layers(unet: Any, start_layer: int) -> frozenset[str]:
+    """The self-attention layers (attn1) of the transformer blocks from index `start_layer` on."""
+    blocks = transformer_block_order(unet.attn_processors)
+    chosen = tuple(block + "." for block in blocks[start_layer:])
+    return frozenset(name.removesuffix(".processor") for name in unet.attn_processors
+                     if name.startswith(chosen) and ".attn1." in name)
+
+
+def scaled_start_step(steps: int, start_of_50: int = DEFAULT_START_STEP_OF_50) -> int:
+    """The issue's default S = 24 of 50 steps, scaled to another step count."""
+    return round(start_of_50 * steps / 50)
+
+
+@dataclass
+class FrameMemory:
+    """One storyboard call's memory state (created per call, dropped when it returns)."""
+
+    frames: int  # frames in the batch (lockstep), or 1 in sequential mode
+    guided: bool  # the batch is [uncond frames | cond frames] under classifier-free guidance
+    layers: frozenset[str]  # attention layers where memory is used (see memory_layers)
+    start_step: int  # from this step index on (0-based, in the pipeline's own steps)
+    scope: str = "all"
+    sample_ratio: float = 1.0  # fraction of memory tokens kept (1 = all)
+    step: int = 0  # moved on by the step hook, never counted in here
+    rng: torch.Generator | None = None  # token sampling draws from this
+    # Sequential mode: this call generates frame `frame_index` alone; earlier frames' keys/values are read from
+    # `bank` and this frame's are added to it. Lockstep mode (the default) leaves the bank empty.
+    sequential: bool = False
+    frame_index: int = 0
+    bank: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    trace: list[tuple[str, int, int, tuple[int, ...]]] | None = None  # (layer, step, frame, memory frames) if kept
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"Unknown memory scope {self.scope!r}; use one of {', '.join(SCOPES)}.")
+        if not 0 < self.sample_ratio <= 1:
+            raise ValueError(f"The memory sampling ratio must be in (0, 1], got {self.sample_ratio}.")
+
+    def active(self, layer: str) -> bool:
+        return layer in self.layers and self.step >= self.start_step
+
+
+class CrossFrameAttention:
+    """An attention processor that holds only the name of the layer it sits on (see the module docstring)."""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 memory: FrameMemory | None = None) -> torch.Tensor:
+        if memory is None or encoder_hidden_states is not None or not memory.active(self.layer):
+            from diffusers.models.attention_processor import AttnProcessor2_0
+
+            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return _frame_attention(attn, hidden_states, memory, self.layer)
+
+
+def _heads(attn: Any, tensor: torch.Tensor) -> torch.Tensor:
+    batch, tokens, inner = tensor.shape
+    return tensor.view(batch, tokens, attn.heads, inner // attn.heads).transpose(1, 2)
+
+
+def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory, layer: str) -> torch.Tensor:
+    """Self-attention where each frame also attends to its memory frames' keys and values (per CFG branch)."""
+    import torch
+    import torch.nn.functional as F
+
+    residual, spatial = hidden_states, hidden_states.ndim == 4
+    if spatial:
+        batch, channels, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = _heads(attn, attn.to_q(hidden_states))
+    key = _heads(attn, attn.to_k(hidden_states))
+    value = _heads(attn, attn.to_v(hidden_states))
+    branches = 2 if memory.guided else 1
+    frames = query.shape[0] // branches
+    own = [(key[index], value[index]) for index in range(query.shape[0])]  # [heads, tokens, dim] each
+    if memory.sequential:
+        stored = memory.bank.setdefault((layer, memory.step), [])
+    outputs = []
+    for index in range(query.shape[0]):
+        branch, frame = divmod(index, frames)
+        number = memory.frame_index if memory.sequential else frame
+        chosen = memory_frames(number, memory.scope)
+        if memory.trace is not None and branch == branches - 1:
+            memory.trace.append((layer, memory.step, number, tuple(chosen)))
+        if memory.sequential:
+            remembered = [stored[earlier][branch] for earlier in chosen]
+        else:
+            remembered = [own[branch * frames + earlier] for earlier in chosen]
+        keys, values = _with_memory(own[index], remembered, memory)
+        outputs.append(F.scaled_dot_product_attention(query[index:index + 1], keys, values))
+    if memory.sequential:  # this frame's keys/values for the frames after it: [branch] -> (key, value)
+        stored.append([own[branch * frames] for branch in range(branches)])
+    out = torch.cat(outputs).transpose(1, 2).reshape(query.shape[0], -1, attn.heads * query.shape[-1])
+    out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
+    if spatial:
+        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
+def _with_memory(own: tuple[torch.Tensor, torch.Tensor], remembered: list[tuple[torch.Tensor, torch.Tensor]],
+                 memory: FrameMemory) -> tuple[torch.Tensor, torch.Tensor]:
+    """[1, heads, own + memory tokens, dim] keys and values; memory tokens optionally subsampled."""
+    import torch
+
+    if not remembered:
+        return own[0].unsqueeze(0), own[1].unsqueeze(0)
+    keys = torch.cat([item[0] for item in remembered], dim=1)
+    values = torch.cat([item[1] for item in remembered], dim=1)
+    if memory.sample_ratio < 1:
+        keep = max(1, round(keys.shape[1] * memory.sample_ratio))
+        chosen = torch.randperm(keys.shape[1], generator=memory.rng)[:keep].to(keys.device)
+        keys, values = keys[:, chosen], values[:, chosen]
+    return (torch.cat([own[0], keys], dim=1).unsqueeze(0), torch.cat([own[1], values], dim=1).unsqueeze(0))
+
+
+@contextmanager
+def frame_attention(unet: Any) -> Iterator[None]:
+    """Put CrossFrameAttention on every attention layer for the block, and the original processors back after
+    (also on errors). Hold the pipeline's call lock around it: the processors live on the shared cached UNet."""
+    original = unet.attn_processors
+    unet.set_attn_processor({name: CrossFrameAttention(name.removesuffix(".processor")) for name in original})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)

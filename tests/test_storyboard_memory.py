@@ -1,0 +1,158 @@
+"""MAGA, our formulation (pipelines/storyboard/memory.py), on the tiny SD 1.5 pipeline through the diffusion core."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from pipelines.diffusion.generate import GenerateRequest, call_lock, generate
+from pipelines.diffusion.models import load_pipeline
+from pipelines.storyboard.memory import (
+    FrameMemory,
+    frame_attention,
+    memory_frames,
+    memory_layers,
+    scaled_start_step,
+    transformer_block_order,
+)
+
+PROMPTS = ("1girl, silver hair, red scarf, standing", "1girl, silver hair, red scarf, sitting on a bench",
+           "1girl, silver hair, red scarf, running, city")
+STEPS, START_STEP, START_LAYER = 5, 2, 1
+
+
+def request(seed: int = 7, prompts: tuple[str, ...] = PROMPTS) -> GenerateRequest:
+    return GenerateRequest(prompts=prompts, batch_size=len(prompts), width=64, height=64, steps=STEPS,
+                           sampler="Euler", schedule="Automatic", seed=seed, cfg_scale=6.0)
+
+
+def run(memory_on: bool, seed: int = 7, prompts: tuple[str, ...] = PROMPTS, scope: str = "all",
+        trace: list | None = None, attention: dict | None = None) -> list[torch.Tensor]:
+    """The latents after every step ([frames, 4, 8, 8] each), MAGA on or off (processors installed either way).
+    `attention`, if given, receives each memory layer's self-attention output at the last step, cond half only."""
+    pipe = load_pipeline("tiny:sd15")
+    layers = memory_layers(pipe.unet, START_LAYER)
+    memory = FrameMemory(frames=len(prompts), guided=True, layers=layers, start_step=START_STEP, scope=scope,
+                         trace=trace) if memory_on else None
+    latents: list[torch.Tensor] = []
+    hooks = [module.register_forward_hook(lambda _m, _i, out, name=name: attention.__setitem__(
+        name, out.detach().float()[len(prompts):])) for name, module in pipe.unet.named_modules()
+        if attention is not None and name in layers]
+    try:
+        with call_lock(pipe), frame_attention(pipe.unet):
+            generate(request(seed, prompts), state=memory,
+                     cross_attention_kwargs={"memory": memory} if memory else None,
+                     on_latents=lambda step, tensor: latents.append(tensor.float()))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return latents
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_block_order_and_layers_follow_the_unet_forward_order() -> None:
+    pipe = load_pipeline("tiny:sd15")
+    order = transformer_block_order(pipe.unet.attn_processors)
+    assert order == ["down_blocks.0.attentions.0", "down_blocks.0.attentions.1", "mid_block.attentions.0",
+                     "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2"]
+    layers = memory_layers(pipe.unet, 2)
+    assert layers == {f"{block}.transformer_blocks.0.attn1" for block in order[2:]}
+    assert scaled_start_step(50) == 24 and scaled_start_step(25) == 12
+    assert [memory_frames(2, scope) for scope in ("all", "previous", "first")] == [[0, 1], [1], [0]]
+
+
+def test_off_is_plain_attention_and_frame_one_has_no_memory() -> None:
+    """Tiny random weights carry an attention change only faintly to the final latents, so the frames' difference
+    is checked where MAGA acts: the memory layers' attention outputs."""
+    attention_on, attention_off = {}, {}
+    on, off = run(True, attention=attention_on), run(False, attention=attention_off)
+    plain: list[torch.Tensor] = []
+    generate(request(), on_latents=lambda step, tensor: plain.append(tensor.float()))
+    assert torch.equal(off[-1], plain[-1])  # installed processors without memory change nothing
+    assert relative(on[-1][0], off[-1][0]) < 1e-5  # frame 1 attends only to itself
+    for layer in attention_on:
+        assert relative(attention_on[layer][0], attention_off[layer][0]) < 1e-5, layer
+        assert min(relative(attention_on[layer][n], attention_off[layer][n]) for n in (1, 2)) > 1e-3, layer
+
+
+def test_latents_before_the_start_step_are_bit_identical() -> None:
+    off, on = run(False), run(True)
+    for step in range(START_STEP):
+        assert torch.equal(on[step], off[step]), f"step {step + 1} differs before memory starts"
+    assert not torch.equal(on[START_STEP], off[START_STEP])
+
+
+def test_lockstep_equals_sequential_generation_with_a_stored_memory() -> None:
+    """What a user gets who adds panels one at a time (each reading the bank the earlier ones wrote)."""
+    lockstep = run(True)[-1]
+    pipe = load_pipeline("tiny:sd15")
+    layers, bank = memory_layers(pipe.unet, START_LAYER), {}
+    for frame, prompt in enumerate(PROMPTS):
+        memory = FrameMemory(frames=1, guided=True, layers=layers, start_step=START_STEP, sequential=True,
+                             frame_index=frame, bank=bank)
+        final: list[torch.Tensor] = []
+        with call_lock(pipe), frame_attention(pipe.unet):
+            generate(GenerateRequest(prompt=prompt, width=64, height=64, steps=STEPS, sampler="Euler",
+                                     schedule="Automatic", seed=7 + frame, cfg_scale=6.0),
+                     state=memory, cross_attention_kwargs={"memory": memory},
+                     on_latents=lambda step, tensor, out=final: out.append(tensor.float()))
+        assert relative(final[-1][0], lockstep[frame]) < 1e-4, f"frame {frame + 1}"
+
+
+def mean_pairwise_cosine(latents: torch.Tensor) -> float:
+    flat = torch.nn.functional.normalize(latents.flatten(1), dim=1)
+    similarity = flat @ flat.T
+    count = latents.shape[0]
+    return float((similarity.sum() - count) / (count * (count - 1)))
+
+
+def test_frames_are_more_alike_with_memory_than_without() -> None:
+    """Mean pairwise cosine between the frames' attention outputs, averaged over the memory layers, per seed."""
+    def likeness(memory_on: bool, seed: int) -> float:
+        attention: dict = {}
+        run(memory_on, seed, attention=attention)
+        return sum(mean_pairwise_cosine(output) for output in attention.values()) / len(attention)
+
+    gains = [likeness(True, seed) - likeness(False, seed) for seed in (1, 2, 3)]
+    assert all(gain > 0.005 for gain in gains), gains
+
+
+def test_scopes_give_the_memory_they_promise() -> None:
+    for scope, expected in (("all", (0, 1)), ("previous", (1,)), ("first", (0,))):
+        trace: list = []
+        run(True, scope=scope, trace=trace)
+        third = {entry[3] for entry in trace if entry[2] == 2}
+        assert third == {expected}, scope
+    # By effect: with "first", the third frame does not see the second, so changing the second prompt leaves it.
+    changed = (PROMPTS[0], "1boy, black hair, at a desk", PROMPTS[2])
+    for scope, unchanged in (("first", True), ("previous", False)):
+        before, after = {}, {}
+        run(True, scope=scope, attention=before)
+        run(True, scope=scope, prompts=changed, attention=after)
+        difference = max(relative(after[layer][2], before[layer][2]) for layer in before)
+        assert (difference < 1e-5) if unchanged else (difference > 1e-3), (scope, difference)
+
+
+def test_two_storyboards_at_once_do_not_mix() -> None:
+    alone = {seed: run(True, seed)[-1] for seed in (11, 12)}
+    together: dict[int, torch.Tensor] = {}
+    threads = [threading.Thread(target=lambda seed=seed: together.__setitem__(seed, run(True, seed)[-1]))
+               for seed in (11, 12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for seed in (11, 12):
+        assert torch.equal(together[seed], alone[seed])
+
+
+def test_bad_memory_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        FrameMemory(frames=2, guided=True, layers=frozenset(), start_step=0, scope="every")
+    with pytest.raises(ValueError, match="ratio"):
+        FrameMemory(frames=2, guided=True, layers=frozenset(), start_step=0, sample_ratio=0)
