@@ -232,3 +232,153 @@ def test_every_row_shows_b_minus_a_and_intervals_around_its_values():
     for row in report.rows:
         assert abs((row.b - row.a) - row.difference) <= 1e-9 * max(1.0, abs(row.difference)), row
         assert row.low <= row.difference <= row.high, row
+
+
+# ------------------------------------------------------------------------------------------ identical images
+def _psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(reference, image, data_range=255))
+
+
+def test_a_set_identical_to_its_reference_is_said_so_and_the_other_metrics_still_run():
+    reference = _photos(6)
+    noisy = _noisy(reference, 10, 2)
+    report = compare([image.copy() for image in reference], noisy, ImageSet("ref", reference, []), pairs="order",
+                     metrics=["ssim", "psnr", "lpips"], n_bootstrap=100, models=TINY)
+    psnr = report.row("psnr")
+    assert psnr.a == math.inf and psnr.better == "A" and psnr.low is None
+    assert psnr.b == pytest.approx(np.mean([_psnr(b, r) for b, r in zip(noisy, reference, strict=True)]), rel=1e-9)
+    assert "identical to their reference images (PSNR (dB) infinite)" in psnr.verdict
+    assert any("6 of 6 images of A are identical to their reference image" in text for text in report.warnings)
+    assert report.row("ssim").a == pytest.approx(1.0) and report.row("ssim").better == "A"
+    assert report.row("lpips").a == 0.0  # LPIPS of an exact copy
+    json.loads(report.to_json())  # infinity is written as text, the JSON stays valid
+
+
+def test_identical_pairs_are_left_out_of_the_psnr_mean_and_named():
+    reference = _photos(6)
+    a = [image.copy() for image in reference[:2]] + _noisy(reference[2:], 5, 1)
+    b = _noisy(reference, 12, 2)
+    report = compare(a, b, ImageSet("ref", reference, []), pairs="order", metrics=["psnr"], n_bootstrap=100)
+    row = report.row("psnr")
+    assert row.a == pytest.approx(np.mean([_psnr(x, r) for x, r in zip(a[2:], reference[2:], strict=True)]))
+    assert row.b == pytest.approx(np.mean([_psnr(x, r) for x, r in zip(b[2:], reference[2:], strict=True)]))
+    assert row.low < row.high < 0 and row.better == "A"
+    assert any("2 of 6 images of A are identical" in text and "left out" in text for text in report.warnings)
+
+
+# ------------------------------------------------------------------------------------------ CLIP and LPIPS
+def _reference_clip():
+    """The tiny CLIP loaded by transformers itself (not through the app's loader)."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from pipelines.core import tiny_models
+
+    folder = tiny_models.build("clip")
+    return CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
+
+
+def test_clip_and_lpips_metrics_run_end_to_end_with_the_tiny_networks():
+    import scipy.linalg
+    import torch
+    from torchmetrics.functional.multimodal import clip_score
+
+    reference = _photos(6)
+    a, b = _noisy(reference, 4, 1), [255 - image for image in reference]
+    prompts = ["a photo of an astronaut", "a cat", "a cup of coffee"] * 2
+    report = compare(a, b, ImageSet("ref", reference, []), prompts=prompts, pairs="order",
+                     metrics=["clip_score", "clip_score_hessel", "clip_i", "clip_fid", "lpips"], n_bootstrap=100,
+                     models=TINY)
+    assert not report.skipped, report.skipped
+    assert [row.key for row in report.rows] == ["clip_score", "clip_score_hessel", "clip_i", "clip_fid", "lpips"]
+    assert all(row.test_model and np.isfinite(row.a) and np.isfinite(row.b) for row in report.rows)
+
+    model, processor = _reference_clip()
+
+    def tensor(images):
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+
+    class TensorFeatures(torch.nn.Module):  # torchmetrics expects transformers 4's tensors from get_*_features
+        def __init__(self, clip):
+            super().__init__()
+            self.clip = clip
+
+        def get_image_features(self, *args, **kwargs):
+            out = self.clip.get_image_features(*args, **kwargs)
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+        def get_text_features(self, *args, **kwargs):
+            out = self.clip.get_text_features(*args, **kwargs)
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+        @property
+        def config(self):
+            return self.clip.config
+
+    adapted = TensorFeatures(model)
+    # CLIP score: torchmetrics' own function, one image at a time = 100·max(cos, 0) per image
+    for label, images in (("A", a), ("B", b)):
+        expected = [float(clip_score(tensor([image]), [prompt], model_name_or_path=lambda: (adapted, processor)))
+                    for image, prompt in zip(images, prompts, strict=True)]
+        row = report.row("clip_score")
+        assert (row.a if label == "A" else row.b) == pytest.approx(np.mean(expected), rel=1e-4, abs=1e-4)
+        hessel = report.row("clip_score_hessel")
+        assert (hessel.a if label == "A" else hessel.b) == pytest.approx(np.mean(expected) * 0.025, rel=1e-4,
+                                                                         abs=1e-4)
+
+    def embed(images):
+        with torch.inference_mode():
+            pixels = processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")
+            output = model.get_image_features(**pixels)
+            output = output if isinstance(output, torch.Tensor) else output.pooler_output
+        array = output.double().numpy()
+        return array / np.linalg.norm(array, axis=1, keepdims=True)
+
+    ea, eb, er = embed(a), embed(b), embed(reference)
+    assert report.row("clip_i").a == pytest.approx(np.mean(np.sum(ea * er, axis=1)), rel=1e-4)  # paired cosines
+    assert report.row("clip_i").b == pytest.approx(np.mean(np.sum(eb * er, axis=1)), rel=1e-4)
+
+    def frechet(x, y):  # the textbook formula with scipy's matrix square root
+        mu_x, mu_y, cov_x, cov_y = x.mean(0), y.mean(0), np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+        root = scipy.linalg.sqrtm(cov_x @ cov_y).real
+        return float(np.sum((mu_x - mu_y) ** 2) + np.trace(cov_x + cov_y - 2 * root))
+
+    assert report.row("clip_fid").a == pytest.approx(frechet(ea, er), rel=1e-3, abs=1e-6)
+    assert report.row("clip_fid").b == pytest.approx(frechet(eb, er), rel=1e-3, abs=1e-6)
+    lpips = report.row("lpips")
+    assert 0 < lpips.a < lpips.b and lpips.better == "A"  # slightly noisy copies are closer than negatives
+
+
+def test_lpips_weights_load_strictly_and_a_renamed_key_fails_loudly(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from pipelines.core import loader
+    from pipelines.core.safeweights import load_safetensors
+    from pipelines.core.tiny_models import build
+    from pipelines.metrics import features
+
+    folder = build("lpips")
+    state, metadata = load_safetensors(folder / "model.safetensors")
+    module = features.make_lpips({"net": "alex"}, state)  # the tiny file: every tensor is loaded
+    for key, value in state.items():
+        assert torch.equal(module.state_dict()[key], value), key
+    assert torch.equal(module.lins[0].model[1].weight, state["lin0.model.1.weight"])  # aliases follow
+    renamed = dict(state)
+    renamed["lin3.model.1.weights"] = renamed.pop("lin3.model.1.weight")
+    broken = tmp_path / "lpips-renamed"
+    broken.mkdir()
+    save_file(renamed, str(broken / "model.safetensors"), metadata=metadata)
+    (broken / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(loader.ModelLoadError, match=r"missing \['lin3.model.1.weight'\].*unexpected "
+                                                    r"\['lin3.model.1.weights'\]"):
+        loader.load_model("torch_module", str(broken))
+    # converting torchmetrics' packaged linear weights: a renamed key stops the build, no random layer is kept
+    packaged = features._packaged_lpips_linear_weights("alex")
+    packaged["lin0.model.1.bias"] = packaged.pop("lin0.model.1.weight")
+    monkeypatch.setattr(features, "_packaged_lpips_linear_weights", lambda net: packaged)
+    with pytest.raises(ValueError, match=r"torchmetrics' LPIPS linear weights do not fit LPIPS: missing "
+                                         r"\['lin0.model.1.weight'\]"):
+        features.build_tiny_lpips(tmp_path / "tiny-again")
+

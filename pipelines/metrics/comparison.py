@@ -52,6 +52,7 @@ class _Context:
         self.set_bootstrap = min(n_bootstrap, stats.SET_METRIC_BOOTSTRAP)
         self.resized = False
         self.truncated_prompts: list[int] = []
+        self.notes: list[str] = []  # plain facts found while computing (identical images …) for the warnings
 
     def inception(self, label: str) -> tuple[np.ndarray, np.ndarray]:
         image_set = self.sets[label]
@@ -185,12 +186,53 @@ def _per_image_row(ctx: _Context, key: str, values: dict[str, np.ndarray], model
         by_ref_a = {j: a[n] for n, (_, j) in enumerate(ctx.pairs["A"])}
         by_ref_b = {j: b[n] for n, (_, j) in enumerate(ctx.pairs["B"])}
         a, b = np.array([by_ref_a[j] for j in shared]), np.array([by_ref_b[j] for j in shared])
-    finite = np.isfinite(a) & np.isfinite(b) if paired else None
-    if finite is not None and not finite.all():  # PSNR of identical images is +inf: leave those pairs out
-        a, b = a[finite], b[finite]
-    diff = stats.difference_ci(a[np.isfinite(a)], b[np.isfinite(b)], paired=paired, n_bootstrap=ctx.n_bootstrap,
-                               seed=ctx.seed)
+    infinite = {"A": int(np.count_nonzero(~np.isfinite(a))), "B": int(np.count_nonzero(~np.isfinite(b)))}
+    if paired:  # PSNR of an image identical to its reference is +inf: leave such pairs out of the mean
+        finite = np.isfinite(a) & np.isfinite(b)
+        kept_a, kept_b = a[finite], b[finite]
+    else:
+        kept_a, kept_b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if infinite["A"] or infinite["B"]:
+        ctx.notes.append(_identical_note(key, infinite, (len(a), len(b)), bool(len(kept_a) and len(kept_b))))
+    if not len(kept_a) or not len(kept_b):
+        return _identical_row(key, a, b, model)
+    diff = stats.difference_ci(kept_a, kept_b, paired=paired, n_bootstrap=ctx.n_bootstrap, seed=ctx.seed)
     return _row(key, diff, model=model)
+
+
+def _identical_note(key: str, infinite: dict[str, int], counts: tuple[int, int], compared: bool) -> str:
+    name = formulas.METRIC_INFO[key].name
+    parts = [f"{count} of {total} images of {label}" for (label, count), total in zip(infinite.items(), counts,
+                                                                                      strict=True) if count]
+    what = " and ".join(parts)
+    tail = ("they are left out of its mean and interval (paired: with their pair in the other set)" if compared
+            else "no pair is left with a finite value on both sides, so it has no interval")
+    return (f"{name}: {what} are identical to their reference image ({name} is infinite for an exact copy); "
+            f"{tail}.")
+
+
+def _identical_row(key: str, a: np.ndarray, b: np.ndarray, model: str) -> MetricRow:
+    """A row for a metric infinite on every pair of a set (exact copies of the reference): no interval, but the
+    plain fact, and the winner when only one set is identical."""
+    info = formulas.METRIC_INFO[key]
+
+    def value(values: np.ndarray) -> float | None:
+        finite = values[np.isfinite(values)]
+        return float(finite.mean()) if len(finite) else float(values[0]) if len(values) else None
+
+    row = _row(key, None, model=model, a=value(a), b=value(b))
+    identical = [label for label, values in (("A", a), ("B", b)) if len(values) and not np.isfinite(values).any()]
+    if len(identical) == 2:
+        row.verdict = f"A and B are both identical to the reference images ({info.name} infinite): no difference."
+    elif identical:
+        winner, other = identical[0], "B" if identical[0] == "A" else "A"
+        row.better = winner
+        row.verdict = (f"{winner}'s images are identical to their reference images ({info.name} infinite), so "
+                       f"{winner} is closer to the reference than {other}; there is no interval for an exact copy.")
+    else:
+        row.verdict = (f"No verdict on {info.name}: no pair has a finite value for both A and B (see the "
+                       "per-image values).")
+    return row
 
 
 # ------------------------------------------------------------------------------------------ compare
@@ -301,6 +343,7 @@ def compare(set_a, set_b, reference=None, prompts: list[str] | None = None,
             skipped[key] = str(err)
     warnings = stats.warnings_for(len(sets["A"]), len(sets["B"]), [row.key for row in rows], ctx.resized,
                                   n_reference=len(sets["reference"]) if "reference" in sets else None)
+    warnings += ctx.notes
     warnings += [f"Set {s.label}: skipped {item}" for s in sets.values() for item in s.skipped]
     warnings += [f"Set {s.label}: {s.downscaled} images larger than the limit were downscaled"
                  for s in sets.values() if s.downscaled]

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -454,12 +455,20 @@ def make_lpips(config: dict[str, Any], state_dict: dict[str, Any] | None = None)
     net = str(config.get("net", "alex"))
     module = _NoTrainLpips(pretrained=False, net=net, pnet_rand=True, use_dropout=True, eval_mode=True)
     if state_dict is not None:
-        result = module.load_state_dict(state_dict, strict=False)
-        missing = [key for key in result.missing_keys if not key.startswith("lins.")]  # aliases of lin0…
-        if missing or result.unexpected_keys:
-            raise ValueError(f"the weights do not fit LPIPS ({net}): missing {missing[:3]}, unexpected "
-                             f"{result.unexpected_keys[:3]}")
+        load_lpips_weights(module, state_dict, "the weights")
     return module.eval()
+
+
+def load_lpips_weights(module: Any, state: dict[str, Any], what: str) -> None:
+    """Load every tensor of an LPIPS module strictly: a missing, renamed or extra key raises ValueError naming
+    it, so no layer is ever left with its random initialisation. `lins.N` (torchmetrics' aliases of `linN`) are
+    filled from `linN`."""
+    expected = {key for key in module.state_dict() if not key.startswith("lins.")}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{what} do not fit LPIPS: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    aliases = {f"lins.{key[3]}{key[4:]}": value for key, value in state.items() if re.match(r"lin\d\.", key)}
+    module.load_state_dict({**state, **aliases}, strict=True)
 
 
 def _lpips_state(module: Any) -> dict[str, Any]:
@@ -503,7 +512,9 @@ def build_tiny_lpips(folder: Path) -> None:
     """The tiny test LPIPS (built by tiny_models, which seeds the RNG): the same computation with a random-weight
     AlexNet backbone (no download) and torchmetrics' linear weights."""
     module = make_lpips({"net": "alex"})
-    module.load_state_dict(_packaged_lpips_linear_weights("alex"), strict=False)
+    random_backbone = {key: value for key, value in _lpips_state(module).items() if key.startswith("net.")}
+    load_lpips_weights(module, {**random_backbone, **_packaged_lpips_linear_weights("alex")},
+                       "torchmetrics' LPIPS linear weights")
     _save_lpips(module, folder, {"architecture": LPIPS_ARCHITECTURE, "net": "alex", "backbone": "random",
                                  "test_model": True, "label": TINY_LABEL})
 
@@ -573,7 +584,11 @@ def ensure_lpips_alex() -> Path:
         if len(backbone) != 10:
             raise ModelLoadError(f"needs model {name}: the AlexNet weights from {url} do not have the expected "
                                  "layers")
-        module.load_state_dict({**backbone, **_packaged_lpips_linear_weights("alex")}, strict=False)
+        try:
+            load_lpips_weights(module, {**backbone, **_packaged_lpips_linear_weights("alex")},
+                               f"the AlexNet weights from {url} with torchmetrics' linear weights")
+        except ValueError as err:
+            raise ModelLoadError(f"needs model {name}: {err}") from err
         return _save_lpips(module, folder, {"architecture": LPIPS_ARCHITECTURE, "net": "alex",
                                             "backbone": url, "test_model": False})
 
