@@ -152,13 +152,11 @@ class _Resources:
 
 def _load(request: GenerateRequest) -> _Resources:
     from .library import find_embeddings, resolve_loras
-    from .models import load_controlnet, load_pipeline
+    from .models import controlnet_for, load_pipeline
     from .prompts import extract_lora_tags
 
     pipe = load_pipeline(request.model, vae=request.vae, memory=request.memory)
-    # Under CPU offload pipe.device is the CPU; the ControlNet must sit where the UNet runs.
-    device = getattr(pipe, "_execution_device", pipe.device)
-    controlnets = [load_controlnet(unit.model, dtype=pipe.dtype, device=device) for unit in request.controlnets]
+    controlnets = [controlnet_for(pipe, unit.model) for unit in request.controlnets]
     prompts, tags = [], {}
     for text in request.prompts or [request.prompt] * int(request.batch_size):
         prompt, found = extract_lora_tags(text)

@@ -144,6 +144,12 @@ def load_controlnet(source: str, *, dtype: Any = None, device: Any = None) -> An
     return load_model("diffusers_model", source, dtype=dtype, device=device, **options)
 
 
+def controlnet_for(pipe: Any, source: str) -> Any:
+    """The cached ControlNet for `source`, in the pipeline's dtype, where its UNet runs (also under CPU offload,
+    where pipe.device is the CPU)."""
+    return load_controlnet(source, dtype=pipe.dtype, device=getattr(pipe, "_execution_device", pipe.device))
+
+
 def base_of(pipe: Any) -> str:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
 

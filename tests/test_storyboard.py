@@ -1,0 +1,122 @@
+"""Storyboard stages on the tiny SD 1.5 pipeline and tiny ControlNet: sketches, lines, frames, outputs, runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipelines.core.errors import UserError
+from pipelines.storyboard.request import LineSettings, MemorySettings, SketchRequest, StoryboardRequest, check
+from pipelines.storyboard.sketches import clean_lines, control_image, generate_sketches, reordered
+
+PROMPTS = ("1boy, outdoors,", "1boy, outdoors, sitting, on a bench", "1boy, outdoors, sitting, on a bench, rain")
+
+
+def drawing(size: int = 64) -> Image.Image:
+    """A pencil drawing on paper with uneven lighting: a grey stroke on a light gradient."""
+    gradient = np.tile(np.linspace(200, 255, size, dtype=np.uint8), (size, 1))
+    image = Image.fromarray(np.stack([gradient] * 3, axis=-1))
+    ImageDraw.Draw(image).line((8, 32, 56, 32), fill=(120, 120, 120), width=2)
+    return image
+
+
+def test_adaptive_lines_keep_the_stroke_and_drop_the_paper_shading() -> None:
+    lines = np.asarray(clean_lines(drawing()).convert("L"))
+    assert set(np.unique(lines)) <= {0, 255}
+    assert (lines[31:34, 12:52] == 0).mean() > 0.5  # the stroke is black
+    assert (lines[5:20, :] == 255).all() and (lines[45:60, :] == 255).all()  # the shaded paper is white
+
+
+def test_canny_lines_and_what_each_controlnet_sees_match_opencv() -> None:
+    import cv2
+
+    image = drawing()
+    grey = np.asarray(image.convert("L"))
+    canny = np.asarray(clean_lines(image, LineSettings(method="canny", canny_low=50, canny_high=150)).convert("L"))
+    assert np.array_equal(canny == 0, cv2.Canny(grey, 50, 150) > 0)
+    sketch = clean_lines(image)
+    assert np.array_equal(np.asarray(control_image(sketch, "anime line art").convert("L")),
+                          255 - np.asarray(sketch.convert("L")))
+    assert np.array_equal(np.asarray(control_image(sketch, "canny").convert("L")),
+                          cv2.Canny(np.asarray(sketch.convert("L")), 100, 200))
+
+
+def test_sketches_per_panel_and_regenerating_one_panel() -> None:
+    request = SketchRequest(prompts=PROMPTS, seed=5, steps=2, width=64, height=64)
+    all_panels = generate_sketches(request)
+    assert all_panels.seeds == [5, 6, 7] and len(all_panels.sketches) == 3 and all_panels.test_model
+    again = generate_sketches(request, panels=[1])
+    assert again.panels == [1] and np.array_equal(np.asarray(again.sketches[0]), np.asarray(all_panels.sketches[1]))
+    assert set(np.unique(np.asarray(all_panels.sketches[0].convert("L")))) <= {0, 255}
+    assert reordered(["a", "b", "c"], [2, 0, 1]) == ["c", "a", "b"]
+    with pytest.raises(UserError, match="each panel"):
+        reordered(["a", "b"], [0, 0])
+
+
+def board(**changes) -> StoryboardRequest:
+    sketch = clean_lines(drawing())
+    base = StoryboardRequest(prompts=PROMPTS, sketches=(sketch, sketch, sketch), control="tiny:controlnet",
+                             steps=4, width=64, height=64, seed=3, sampler="Euler", cfg_scale=6.0,
+                             memory=MemorySettings(start_layer=1, start_step_of_50=10))
+    return dataclasses.replace(base, **changes)
+
+
+def test_a_panel_without_a_sketch_is_drawn_from_its_text_alone() -> None:
+    """With the memory off, panel 2 without a sketch equals its prompt and seed generated with no ControlNet."""
+    from pipelines.diffusion.generate import GenerateRequest, generate
+    from pipelines.storyboard.generate import generate_storyboard
+
+    request = board(memory=MemorySettings(enabled=False))
+    request = dataclasses.replace(request, sketches=(request.sketches[0], None, request.sketches[2]))
+    output = generate_storyboard(request)
+    assert any("Panel 2 has no sketch" in note for note in output.notes)
+    alone = generate(GenerateRequest(prompt=request.panel_prompts()[1], negative_prompt=request.negative_prompt,
+                                     steps=4, width=64, height=64, seed=4, sampler="Euler", schedule="Automatic",
+                                     cfg_scale=6.0, clip_skip=2))
+    assert np.abs(np.asarray(output.frames[1], np.int16) - np.asarray(alone.images[0], np.int16)).max() <= 1
+    with_sketch = generate_storyboard(dataclasses.replace(request, sketches=board().sketches))
+    assert not np.array_equal(np.asarray(with_sketch.frames[1]), np.asarray(output.frames[1]))
+
+
+def test_memory_on_and_off_share_the_first_frame() -> None:
+    from pipelines.storyboard.generate import generate_storyboard
+
+    on, off = generate_storyboard(board()), generate_storyboard(board(memory=MemorySettings(enabled=False)))
+    assert on.memory_on and not off.memory_on
+    assert np.abs(np.asarray(on.frames[0], np.int16) - np.asarray(off.frames[0], np.int16)).max() <= 1
+    assert on.seconds_per_frame > 0 and on.peak_memory_mb > 0
+
+
+def test_a_recorded_storyboard_saves_every_output_and_reruns_to_the_same_frames() -> None:
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+    from pipelines.storyboard import TAB
+    from pipelines.storyboard.runs import run_storyboard
+
+    record, output = run_storyboard(board())
+    assert record.tab == TAB and record.status == "done"
+    from pathlib import Path
+
+    suffixes = sorted(Path(path).name.removeprefix(record.id) for path in record.outputs)
+    assert suffixes == [".gif", "_00.png", "_01.png", "_02.png", "_grid.png", "_page.pdf", "_page.png", "_strip.png"]
+    with Image.open(next(path for path in record.outputs if path.endswith(".gif"))) as gif:
+        assert gif.n_frames == 3
+    with Image.open(record.outputs[1]) as frame:
+        assert PROMPTS[1] in frame.text["parameters"]
+    again = rerun(record.id, default_store())
+    with Image.open(record.outputs[2]) as first, Image.open(again.outputs[2]) as second:
+        assert np.array_equal(np.asarray(first), np.asarray(second))
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"prompts": ("a",) * 9, "sketches": ()}, "1 to 8 panels"),
+    ({"prompts": ("a", " "), "sketches": ()}, "Panel 2 has no prompt"),
+    ({"sketches": (None,)}, "1 sketches for 3 panels"),
+    ({"memory": MemorySettings(scope="sometimes")}, "memory scope"),
+    ({"width": 100}, "multiple of 8"),
+])
+def test_bad_storyboards_get_plain_messages(change: dict, words: str) -> None:
+    assert any(words in problem for problem in check(board(**change)))
