@@ -120,3 +120,17 @@ def test_a_recorded_storyboard_saves_every_output_and_reruns_to_the_same_frames(
 ])
 def test_bad_storyboards_get_plain_messages(change: dict, words: str) -> None:
     assert any(words in problem for problem in check(board(**change)))
+
+
+def test_ab_compare_reports_consistency_through_the_metrics_pipeline_and_the_sweep_grid() -> None:
+    from pipelines.storyboard.compare import ab_compare, sweep
+
+    result = ab_compare(board(), models={"clip": "tiny:clip"})
+    rows = {row.key: row for row in result.report.rows}
+    assert set(rows) == {"clip_i", "clip_score"} and all(row.test_model for row in rows.values())
+    assert rows["clip_i"].paired  # each later panel against the first
+    assert result.memory_on.memory_on and not result.memory_off.memory_on
+    swept = sweep(board(), layers=[0, 3], steps_of_50=[10])
+    width, height = 64 * 3 + 2 * 4, 64  # a strip of three panels per cell
+    assert swept.image.size == (2 * width + 24 + 16, height + 16)
+    assert len(swept.strips) == 1 and len(swept.strips[0]) == 2
