@@ -96,7 +96,10 @@ def status_banner_markdown() -> str:
     return "\n".join(lines)
 
 
-def test_model_note(is_test: bool) -> str:
+def test_model_note(is_test: bool, reason: str | None = None) -> str:
+    """The warning every result made with a test model carries on the page ("" for real models)."""
     from pipelines.core.loader import TEST_MODEL_LABEL
 
-    return f"⚠️ This used a {TEST_MODEL_LABEL}." if is_test else ""
+    if not is_test:
+        return ""
+    return f"⚠️ This used a test model — {reason}." if reason else f"⚠️ This used a {TEST_MODEL_LABEL}."

@@ -75,7 +75,8 @@ def stylize_files(files: Any, style: str, strength: float, preserve_color: bool,
     count, seconds = len(record.outputs), record.timings.get("stylize", 0.0)
     readout = (f"**{count} image{'s' * (count != 1)} in {seconds:.2f} s** "
                f"({seconds / max(count, 1) * 1000:.0f} ms per image, {record.device}) · run `{record.id}`")
-    notes = [readout, test_model_note(any(model.get("test_model") for model in record.models))]
+    tests = [model for model in record.models if model.get("test_model")]
+    notes = [readout, test_model_note(bool(tests), tests[0].get("test_note") if tests else None)]
     skipped = record.params.get("skipped") or []
     if skipped:
         notes.append("Skipped: " + "; ".join(skipped))

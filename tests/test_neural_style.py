@@ -414,21 +414,115 @@ def _style_image(tmp_path: Path) -> str:
     return str(path)
 
 
+def _torchvision_vgg_features(state: dict) -> nn.Module:
+    """torchvision's own VGG16 `features` (up to relu4_3) with the given weights: the independent reference."""
+    from torchvision.models import vgg16
+
+    features = vgg16(weights=None).features[:23]
+    features.load_state_dict(state)
+    return features.eval()
+
+
+def _reference_grams(features: nn.Module, images_0_255: torch.Tensor) -> list[torch.Tensor]:
+    """Gram matrices at relu1_2, relu2_2, relu3_3, relu4_3 (torchvision indices 3, 8, 15, 22) of ImageNet-
+    normalised images, as in Johnson et al. / pytorch/examples: G = F·Fᵀ / (C·H·W)."""
+    from torchvision.models import VGG16_Weights
+
+    preset = VGG16_Weights.IMAGENET1K_V1.transforms()
+    mean, std = torch.tensor(preset.mean).view(1, 3, 1, 1), torch.tensor(preset.std).view(1, 3, 1, 1)
+    h, grams = (images_0_255 / 255.0 - mean) / std, []
+    for index, layer in enumerate(features):
+        h = layer(h)
+        if index in (3, 8, 15, 22):
+            b, c, height, width = h.shape
+            flat = h.reshape(b, c, height * width)
+            grams.append(flat @ flat.transpose(1, 2) / (c * height * width))
+    return grams
+
+
+def test_vgg16_features_equal_torchvisions_vgg16_given_the_same_weights():
+    from torchvision.models import vgg16
+
+    from pipelines.neural_style.train import VGG_STYLE_LAYERS, VGGFeatures, _load_features, vgg16_features
+
+    torch.manual_seed(3)
+    torchvision_state = vgg16(weights=None).state_dict()  # "features.N.*" and the classifier, as published
+    ours = vgg16_features()
+    _load_features(ours, torchvision_state)
+    reference = _torchvision_vgg_features({key.removeprefix("features."): value for key, value in
+                                           torchvision_state.items()
+                                           if key.startswith("features.") and int(key.split(".")[1]) < 23})
+    x = torch.rand(2, 3, 40, 48) * 255
+    with torch.no_grad():
+        got = VGGFeatures(ours)(x)
+        from torchvision.models import VGG16_Weights
+
+        preset = VGG16_Weights.IMAGENET1K_V1.transforms()
+        h = (x / 255.0 - torch.tensor(preset.mean).view(1, 3, 1, 1)) / torch.tensor(preset.std).view(1, 3, 1, 1)
+        expected = {}
+        for index, layer in enumerate(reference):
+            h = layer(h)
+            if index in (3, 8, 15, 22):
+                expected[VGG_STYLE_LAYERS[(3, 8, 15, 22).index(index)]] = h
+    for name in VGG_STYLE_LAYERS:
+        assert got[name].shape == expected[name].shape
+        assert _relative_error(got[name], expected[name]) < 1e-5, name
+    with pytest.raises(RuntimeError):  # a renamed layer is an error, not a silently random one
+        _load_features(vgg16_features(), {key.replace("features.10.", "features.11."): value
+                                          for key, value in torchvision_state.items()})
+
+
 def test_short_training_run_lowers_the_loss_and_adds_a_style(tmp_path):
-    from pipelines.neural_style import list_styles, load_style, stylize, train_style_job
+    from pipelines.core.loader import model_info
+    from pipelines.neural_style import list_styles, load_style, run_stylize, stylize, train_style_job
+    from pipelines.neural_style.network import ExamplesTransformerNet
+    from pipelines.neural_style.train import vgg16_features
 
     content = _content_files(tmp_path / "content", 2, 64)
-    result = train_style_job(_style_image(tmp_path), content, name="stripes", steps=40, image_size=64,
-                             batch_size=2, lr=3e-3, vgg_weights="random", checkpoint_dir=tmp_path / "ckpt")
+    style_path = _style_image(tmp_path)
+    # a high learning rate and a low content weight let the style show within 40 small steps
+    result = train_style_job(style_path, content, name="stripes", steps=40, image_size=48, batch_size=2, lr=1e-2,
+                             content_weight=1e3, vgg_weights="random", checkpoint_dir=tmp_path / "ckpt")
     assert result.steps == 40 and len(result.losses) == 40
     assert not result.vgg_pretrained and "RANDOM" in result.vgg_note
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert last < 0.92 * first, (first, last)
+    style_first, style_last = np.mean(result.style_losses[:5]), np.mean(result.style_losses[-5:])
+    assert style_last < 0.75 * style_first, (style_first, style_last)  # the style term itself falls
+
+    # Outputs move toward the style: the Gram distance to the style image, measured with torchvision's VGG16
+    # holding the same (seeded, random) weights the loss used, is smaller after training than before it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(42)  # train()'s default seed builds the loss network, then the untrained style network
+        loss_vgg_state = vgg16_features().state_dict()
+        torch.manual_seed(42)
+        untrained = ExamplesTransformerNet().eval()
+    reference_vgg = _torchvision_vgg_features(loss_vgg_state)
+    photos = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((48, 48)), np.float32))
+                          .permute(2, 0, 1) for p in content])
+    style = torch.from_numpy(np.asarray(Image.open(style_path).convert("RGB"), np.float32)).permute(2, 0, 1)[None]
+    trained = load_style("stripes")
+    with torch.no_grad():
+        style_grams = _reference_grams(reference_vgg, style)
+        before = _reference_grams(reference_vgg, untrained(photos).clamp(0, 255))
+        after = _reference_grams(reference_vgg, trained(photos / 255.0) * 255.0)
+    distance = lambda grams: sum(float(((g - s) ** 2).mean()) for g, s in zip(grams, style_grams, strict=True))  # noqa: E731
+    assert distance(after) < 0.85 * distance(before), (distance(before), distance(after))  # measured: 0.71×
+
     assert result.path.exists() and result.path.parent.name == "styles"
     entry = next(entry for entry in list_styles() if entry.name == "stripes")
     assert entry.kind == "trained" and "test only" in entry.label
     image = stylize([_photo(50, 40)], load_style("stripes")).images[0]
     assert image.size == (50, 40)
+    # made with a random-weight VGG16: labelled as a test model in the file, the loader, records and PNGs
+    _, metadata = load_safetensors(result.path)
+    assert metadata["test_model"] == "true" and "random-weight VGG16" in metadata["test_note"]
+    assert model_info(trained).test_model
+    store = RunStore(tmp_path / "runs.sqlite")
+    record = run_stylize(content[:1], "stripes", store=store)
+    stored = store.get(record.id)
+    assert stored.models[0]["test_model"] is True and "random-weight VGG16" in stored.models[0]["test_note"]
+    assert "random-weight VGG16" in pngmeta.read_png_metadata(record.outputs[0])["settings"]["Test model"]
 
 
 def test_checkpoint_cancel_and_resume_continue_from_the_saved_step(tmp_path):
@@ -510,8 +604,11 @@ def test_cli_stylize_writes_pngs(tmp_path, capsys):
     _photo(40, 30).save(source)
     assert main(["stylize", str(source), "--style", "tiny:style", "--strength", "0.5", "--out",
                  str(tmp_path / "out")]) == 0
-    written = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    written = Path(captured.out.strip().splitlines()[-1])
     assert written.exists() and pngmeta.read_png_metadata(written)["settings"]["Strength"] == 0.5
+    assert pngmeta.read_png_metadata(written)["settings"]["Test model"] == "random weights, output is noise"
+    assert "note: test model (random weights, output is noise)" in captured.err
     assert main(["stylize", str(source), "--style", "nope"]) == 2
 
 
@@ -558,6 +655,9 @@ def test_training_is_a_recorded_run_with_a_preview_and_can_be_rerun(tmp_path):
         [f"holiday/{Path(path).name}" for path in content]
     assert unpacked[0].parents[2].name == f"content-{record.id}" and all(path.exists() for path in unpacked)
     assert saved.params["zip_skipped"] == ["photos.zip: notes.txt: not an image, skipped"]
+    assert saved.models[0]["test_model"] is True and saved.params["test_model"] is True  # random VGG16: a test
+    preview = pngmeta.read_png_metadata(saved.outputs[0])["settings"]
+    assert "random-weight VGG16" in preview["Test model"] and "RANDOM" in preview["Loss network"]
     assert saved.params["style_path"] == str(result.path) and {"train", "preview"} <= set(saved.timings)
     assert len(saved.outputs) == 1 and pngmeta.read_png_metadata(saved.outputs[0])["settings"]["Style"] == "recorded"
     again = runs.rerun(record.id, store)  # same settings: the finished checkpoint is reused, and said so

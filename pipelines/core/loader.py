@@ -97,6 +97,19 @@ def is_test_model(source: str) -> bool:
     return str(source).startswith(TINY_PREFIX)
 
 
+TEST_MODEL_ATTRIBUTE = "asl_test_model"  # set on modules whose saved config says "test_model"
+
+
+def marked_test_model(model: Any) -> bool:
+    """True for a module loaded from a file whose metadata or config.json says `test_model` (e.g. a style
+    trained against a random-weight VGG16): it is labelled as a test model wherever it is loaded from."""
+    return bool(getattr(model, TEST_MODEL_ATTRIBUTE, False))
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
 # ---------------------------------------------------------------------------------------------- sizes
 def _modules_of(obj: Any) -> list[Any]:
     import torch
@@ -262,7 +275,7 @@ def load_model(family: str, source: str, *, dtype: Any = None, device: Any = Non
             reason = _plain_reason(err, str(source), offline)
             raise ModelLoadError(f"Could not load the model '{source}': {reason.rstrip('.')}.") from err
         info = ModelInfo(family, str(source), _revision(model, path_or_id, str(source)),
-                         is_test_model(str(source)), size_in_bytes(model))
+                         is_test_model(str(source)) or marked_test_model(model), size_in_bytes(model))
         return model, info
 
     return CACHE.get_or_load(key, load, default_budget_bytes(device))
@@ -435,4 +448,6 @@ def _load_torch_module(request: LoadRequest) -> Any:
         raise ModelLoadError(f"Could not load '{request.source}': unknown architecture {name!r} "
                              f"(known: {known}){discovery_note()}.")
     module = builder(config, state_dict)
+    if _truthy(config.get("test_model")):
+        setattr(module, TEST_MODEL_ATTRIBUTE, True)
     return module.to(device=request.device, dtype=request.dtype).eval()

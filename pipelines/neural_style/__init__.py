@@ -28,14 +28,17 @@ from pipelines.core.tiny_models import TinySpec, register_tiny
 
 from .styles import (
     PRETRAINED,
+    TEST_STYLE_NOTE,
     TINY_LABEL,
     TINY_STYLE,
+    TINY_STYLE_NOTE,
     StyleEntry,
     StyleUnavailableError,
     available_names,
     clean_style_name,
     import_style,
     list_styles,
+    style_test_note,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHOD_CARD", "PRETRAINED", "TAB", "TINY_LABEL", "TINY_STYLE", "StyleEntry", "StyleUnavailableError",
     "StylizeOutput", "clean_style_name", "import_style", "list_styles", "load_style", "run_stylize",
-    "run_train_style", "stylize", "available_names",
+    "run_train_style", "stylize", "available_names", "style_test_note",
     "train_style", "train_style_job",
 ]
 
@@ -296,6 +299,9 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
             info = loader.model_info(model)
             record.models = [info.as_record()] if info else [{"id": str(style), "revision": "unknown",
                                                               "test_model": False}]
+            note = style_test_note(style)
+            if note:  # the tiny style, or one trained against a random VGG16: say so in the record
+                record.models[0].update(test_model=True, test_note=note)
             params["images"] = [str(save_input_copy(image)) for image in images]
             if problems:
                 params["skipped"] = problems
@@ -306,8 +312,8 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
                         "Max size": int(max_size), "Model id": info.source if info else str(style),
                         "Layout": getattr(model, "layout", "unknown"), "Device": record.device,
                         "Seconds": round(result.seconds, 4)}
-            if info and info.test_model:
-                metadata["Test model"] = "random weights, output is noise"
+            if note or (info and info.test_model):
+                metadata["Test model"] = note or TINY_STYLE_NOTE
             save_outputs(record, result.images, metadata)
     return record
 
@@ -376,13 +382,20 @@ def _recorded_training(record: RunRecord, store: RunStore, style_copy: str, cont
         with record.stage("train"):
             result = train_style_job(style_copy, content, name=name, **options)
         params.update(style_path=str(result.path), vgg=result.vgg_note, final_loss=result.losses[-1])
+        record.models = [{"id": "VGG16 (loss network)", "revision": "imagenet" if result.vgg_pretrained else "random",
+                          "test_model": not result.vgg_pretrained}]
+        preview_metadata: dict[str, Any] = {"Style": name, "Trained steps": result.steps,
+                                            "Loss network": result.vgg_note}
+        if not result.vgg_pretrained:
+            params["test_model"] = True
+            record.models[0]["test_note"] = TEST_STYLE_NOTE
+            preview_metadata["Test model"] = TEST_STYLE_NOTE
         with record.stage("preview"):
             model = load_style(name)
             record.device = devices.describe(*_model_placement(model))
             preview_source = _load_inputs(content[:8], 512)[0][:1]  # the first readable one
             preview = stylize(preview_source, model).images
-            save_outputs(record, preview,
-                         {"Style": name, "Trained steps": result.steps, "Loss network": result.vgg_note})
+            save_outputs(record, preview, preview_metadata)
     return record, result
 
 

@@ -33,7 +33,7 @@ def _print_progress(step: int, total: int, message: str) -> None:
 def cmd_stylize(args: argparse.Namespace) -> int:
     from pipelines.core import pngmeta
 
-    from . import load_style, run_stylize, stylize
+    from . import load_style, run_stylize, style_test_note, stylize
 
     if args.out is None:  # a recorded run: PNGs with metadata under the outputs folder, listed in History
         record = run_stylize(args.images, args.style, args.strength, args.preserve_color, args.max_size)
@@ -41,6 +41,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             print(f"skipped: {note}", file=sys.stderr)
         print(f"{len(record.outputs)} image(s) in {record.timings.get('stylize', 0):.2f} s on {record.device} "
               f"(run {record.id})")
+        for model in record.models:
+            if model.get("test_model"):
+                print(f"note: test model ({model.get('test_note') or 'random weights'})", file=sys.stderr)
         print("\n".join(record.outputs))
         return 0
     from pipelines.core.images import ImageInputError, load_image
@@ -61,6 +64,10 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     result = stylize(images, model, args.strength, args.preserve_color, args.max_size)
     settings = {"Style": args.style, "Strength": args.strength, "Preserve colors": args.preserve_color,
                 "Max size": args.max_size, "Layout": getattr(model, "layout", "unknown")}
+    note = style_test_note(args.style)
+    if note:
+        settings["Test model"] = note
+        print(f"note: test model ({note})", file=sys.stderr)
     for name, image in zip(names, result.images, strict=True):
         target = out / f"{name}_{Path(args.style).stem}.png"
         pngmeta.save_png(image, target, settings)

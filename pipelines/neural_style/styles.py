@@ -29,6 +29,9 @@ from pipelines.core.loader import TINY_LABEL
 from pipelines.core.safeweights import check_safetensors
 
 TINY_STYLE = "tiny:style"
+TINY_STYLE_NOTE = "random weights, output is noise"
+# What a style trained against a random VGG16 is labelled with, in its file, its PNGs and its run records.
+TEST_STYLE_NOTE = "trained with a random-weight VGG16 loss network: test only, not a real style"
 
 PROBE_TIMEOUT_S = 3
 MAX_DOWNLOAD_BYTES = 200 * 2**20
@@ -111,12 +114,36 @@ def user_style_names() -> list[str]:
     return sorted(path.stem for path in folder.glob("*.safetensors") if _NAME.match(path.stem))
 
 
+def _file_test_note(path: Path) -> str | None:
+    """Why the style file at `path` is a test model (its metadata says so), or None."""
+    metadata = check_safetensors(path).get("__metadata__") or {}
+    marked = str(metadata.get("test_model", "")).lower() in ("true", "1", "yes")
+    if marked or str(metadata.get("vgg_weights", "")).startswith("random"):
+        return str(metadata.get("test_note") or TEST_STYLE_NOTE)
+    return None
+
+
+def style_test_note(name_or_path: str | os.PathLike) -> str | None:
+    """Why a style's output is not real (the tiny style, a style trained against a random VGG16), or None.
+    Everything such a style makes is labelled with this: the dropdown, PNG metadata, run records, the page."""
+    text = str(name_or_path).strip()
+    if text == TINY_STYLE:
+        return TINY_STYLE_NOTE
+    if text in PRETRAINED:
+        return None
+    path = user_style_path(text) if _NAME.match(text) and user_style_path(text).exists() else Path(text)
+    try:
+        return _file_test_note(path) if path.is_file() else None
+    except ValueError:
+        return None
+
+
 def _user_label(name: str) -> str:
     try:
-        metadata = check_safetensors(user_style_path(name)).get("__metadata__") or {}
+        note = _file_test_note(user_style_path(name))
     except ValueError:
         return f"{name} (yours — unreadable file)"
-    if str(metadata.get("vgg_weights", "")).startswith("random"):
+    if note:
         return f"{name} (yours — trained with a random-weight VGG: test only)"
     return f"{name} (yours)"
 

@@ -38,7 +38,7 @@ from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, ato
 from pipelines.core.safeweights import load_safetensors
 
 from .network import LAYOUT_EXAMPLES, ExamplesTransformerNet, save_style
-from .styles import clean_style_name, user_style_path
+from .styles import TEST_STYLE_NOTE, clean_style_name, user_style_path
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +227,18 @@ def _batch_indices(step: int, batch_size: int, count: int, seed: int) -> list[in
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
+def test_metadata(pretrained: bool) -> dict[str, str]:
+    """safetensors metadata that marks a network trained against a random VGG16 as a test model."""
+    return {} if pretrained else {"test_model": "true", "test_note": TEST_STYLE_NOTE}
+
+
 def _write_checkpoint(folder: Path, step: int, net: nn.Module, optimizer: torch.optim.Optimizer,
-                      history: dict[str, list[float]], config: dict[str, Any]) -> None:
+                      history: dict[str, list[float]], config: dict[str, Any], pretrained: bool = True) -> None:
     """model-STEP.safetensors and optimizer-STEP.pt, then state.json naming them (each written atomically, the
     state last), then older step files removed: an interrupted write leaves the previous checkpoint intact."""
     folder.mkdir(parents=True, exist_ok=True)
     model_file, optimizer_file = f"model-{step:07d}.safetensors", f"optimizer-{step:07d}.pt"
-    save_style(net, folder / model_file, LAYOUT_EXAMPLES, step=step)
+    save_style(net, folder / model_file, LAYOUT_EXAMPLES, step=step, **test_metadata(pretrained))
     with atomic_path(folder / optimizer_file) as tmp:
         torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp)
     state = {"step": step, "model": model_file, "optimizer": optimizer_file, "config": config, **history}
@@ -346,15 +351,16 @@ def train(style_image: Any, content_images: Sequence[Any], *, steps: int = 2000,
             report(step, steps, f"{prefix}step {step}/{steps}: loss {losses[0]:.4g} "
                                 f"(content {losses[1]:.4g}, style {losses[2]:.4g})")
             if step % every == 0 and step < steps:
-                _write_checkpoint(folder, step, net, optimizer, history, config)
+                _write_checkpoint(folder, step, net, optimizer, history, config, pretrained)
     except JobCancelled:
-        _write_checkpoint(folder, step, net, optimizer, history, config)
+        _write_checkpoint(folder, step, net, optimizer, history, config, pretrained)
         report(step, steps, f"Cancelled at step {step}; the checkpoint is saved, train again to resume.")
         raise
-    _write_checkpoint(folder, step, net, optimizer, history, config)
+    _write_checkpoint(folder, step, net, optimizer, history, config, pretrained)
 
     path = save_style(net.eval(), user_style_path(name), LAYOUT_EXAMPLES, steps=step, image_size=image_size,
                       content_weight=content_weight, style_weight=style_weight,
-                      vgg_weights="imagenet" if pretrained else "random (test only)", vgg_note=vgg_note)
+                      vgg_weights="imagenet" if pretrained else "random (test only)", vgg_note=vgg_note,
+                      **test_metadata(pretrained))
     return TrainResult(name, path, step, history["losses"], history["content_losses"], history["style_losses"],
                        pretrained, vgg_note, start_step, time.perf_counter() - started, skipped)
