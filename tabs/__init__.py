@@ -18,6 +18,7 @@ class TabSpec:
 
 TABS: tuple[TabSpec, ...] = (
     TabSpec("Neural style", "tabs.neural_style", "pipelines.neural_style"),
+    TabSpec("Storyboard", "tabs.storyboard", "pipelines.storyboard"),
     TabSpec("Metrics / A-B", "tabs.metrics", "pipelines.metrics"),
     TabSpec("History", "tabs.history"),
     TabSpec("About", "tabs.about"),

@@ -64,6 +64,8 @@ def ab_compare(request: StoryboardRequest, *, callback: ProgressCallback | None 
     on = generate_storyboard(dataclasses.replace(request, memory=settings), callback=callback, cancel=cancel)
     off = generate_storyboard(dataclasses.replace(request, memory=dataclasses.replace(settings, enabled=False)),
                               callback=callback, cancel=cancel)
+    if models is None and on.test_model:  # test-model frames are scored by the test CLIP: all of it labelled a test
+        models = {"clip": "tiny:clip"}
     return ABResult(on, off, consistency_report(on, off, models=models))
 
 

@@ -1,0 +1,278 @@
+"""Storyboard tab: prompts → sketches you can redraw, erase in and reorder → consistent frames (our reading of
+MAGA), with the on/off A/B and the L × S sweep."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from pipelines.core.gpu import gpu_task
+from pipelines.storyboard.memory import DEFAULT_START_LAYER, DEFAULT_START_STEP_OF_50, SCOPES, SD15_TRANSFORMER_BLOCKS
+from pipelines.storyboard.request import (
+    CONTROL_TYPES,
+    DEFAULT_CONTROL,
+    DEFAULT_PANELS,
+    DEFAULT_SKETCH_STEPS,
+    DEFAULT_STEPS,
+    EXAMPLES,
+    FRAME_NEGATIVE,
+    LINE_METHODS,
+    MAX_PANELS,
+    MIN_PANELS,
+)
+
+from .common import MODEL_WORK, friendly_errors, test_model_note
+
+MAGA_LABEL = ("**Memory attention (our reading of the thesis's MAGA):** from transformer block L and denoising step "
+              "S on, each frame also attends to the earlier frames' keys and values, so the character stays the "
+              "same. The thesis's own equations cannot carry history (its values come from the current frame); "
+              "see About.")
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    from pipelines.diffusion.models import model_choices
+
+    return model_choices()
+
+
+def _control_choices() -> list[tuple[str, str]]:
+    from pipelines.core.tiny_models import dropdown_choice
+
+    return [(f"{name} ({source})", name) for name, source in CONTROL_TYPES.items()] + [dropdown_choice("controlnet")]
+
+
+def _sketch_of(editor_value: Any) -> Any:
+    """The composite a gr.ImageEditor holds (background + strokes), or None for an empty panel."""
+    if editor_value is None:
+        return None
+    if isinstance(editor_value, dict):
+        return editor_value.get("composite") or editor_value.get("background")
+    return editor_value
+
+
+def _panel_prompts(count: int, prompts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(str(prompt or "") for prompt in prompts[:int(count)])
+
+
+def load_example(name: str) -> list[Any]:
+    prefix, prompts = EXAMPLES[name]
+    padded = list(prompts) + [""] * (MAX_PANELS - len(prompts))
+    return [len(prompts), prefix, *padded, *[None] * MAX_PANELS]
+
+
+def show_panels(count: int) -> list[Any]:
+    return [gr.update(visible=index < int(count)) for index in range(MAX_PANELS)]
+
+
+def _sketch_request(count: int, prefix: str, prompts: tuple[str, ...], model: str, seed: int, steps: int,
+                    method: str, block: int, c: int, low: int, high: int) -> Any:
+    from pipelines.storyboard.request import LineSettings, SketchRequest
+
+    lines = LineSettings(method, int(block), int(c), int(low), int(high))
+    return SketchRequest(prompts=_panel_prompts(count, prompts), prefix=prefix or "", model=model, seed=int(seed),
+                         steps=int(steps), lines=lines)
+
+
+@gpu_task
+def draw_sketches(count: int, prefix: str, model: str, seed: int, steps: int, method: str, block: int, c: int,
+                  low: int, high: int, panel: int, *prompts: str, progress=gr.Progress()) -> list[Any]:
+    """Sketches for every panel (panel = 0) or only panel `panel` (1-based); the editors of the others are kept."""
+    from pipelines.storyboard.sketches import generate_sketches
+
+    request = _sketch_request(count, prefix, prompts, model, seed, steps, method, block, c, low, high)
+    panels = None if not panel else [int(panel) - 1]
+    output = generate_sketches(request, panels, callback=lambda step, total, text: progress(step / total, desc=text))
+    updates: list[Any] = [gr.update() for _ in range(MAX_PANELS)]
+    for index, sketch in zip(output.panels, output.sketches, strict=True):
+        updates[index] = sketch
+    note = test_model_note(output.test_model)
+    return [*updates, "\n\n".join(part for part in [f"Sketches in {output.seconds:.1f} s.", note, *output.notes]
+                                  if part)]
+
+
+def reorder_panels(order: str, count: int, *values: Any) -> list[Any]:
+    """New panel order from "2,1,3,4"; prompts and sketches move together."""
+    from pipelines.storyboard.sketches import reordered
+
+    count = int(count)
+    try:
+        indices = [int(item) - 1 for item in str(order).replace(" ", "").split(",") if item]
+    except ValueError as err:
+        raise ValueError(f"Write the new order as panel numbers separated by commas, e.g. 2,1,3 (got {order!r}).") \
+            from err
+    prompts, editors = list(values[:MAX_PANELS]), list(values[MAX_PANELS:])
+    new_prompts, new_editors = reordered(prompts[:count], indices), reordered(editors[:count], indices)
+    return [*new_prompts, *prompts[count:], *new_editors, *editors[count:]]
+
+
+def _board_request(count: int, prefix: str, negative: str, model: str, control: str, scale: float, steps: int,
+                   cfg: float, seed: int, size: int, memory_on: bool, start_layer: int, start_step: int, scope: str,
+                   ratio: float, values: tuple[Any, ...]) -> Any:
+    from pipelines.storyboard.request import MemorySettings, StoryboardRequest
+
+    count = int(count)
+    prompts = _panel_prompts(count, values[:MAX_PANELS])
+    sketches = tuple(_sketch_of(value) for value in values[MAX_PANELS:MAX_PANELS + count])
+    return StoryboardRequest(prompts=prompts, sketches=sketches, prefix=prefix or "", negative_prompt=negative or "",
+                             model=model, control=control, control_scale=float(scale), steps=int(steps),
+                             cfg_scale=float(cfg), seed=int(seed), width=int(size), height=int(size),
+                             memory=MemorySettings(bool(memory_on), int(start_layer), int(start_step), scope,
+                                                   float(ratio)))
+
+
+def _progress(progress: gr.Progress):
+    return lambda step, total, text: progress(step / max(total, 1), desc=text)
+
+
+@gpu_task
+def draw_storyboard(*args: Any, progress=gr.Progress()) -> tuple[list[str], Any, list[str], str]:
+    """Frames (PNG paths), the strip, the page PNG/PDF and GIF files, and a readout."""
+    from pipelines.storyboard.runs import run_storyboard
+
+    request = _board_request(*args[:15], values=args[15:])
+    record, output = run_storyboard(request, callback=_progress(progress))
+    frames = record.outputs[:len(output.frames)]
+    files = [path for path in record.outputs if path.endswith(("_page.png", "_page.pdf", ".gif"))]
+    strip = next(path for path in record.outputs if path.endswith("_strip.png"))
+    readout = (f"**{len(frames)} frames in {output.seconds:.1f} s** ({output.seconds_per_frame:.2f} s per frame, "
+               f"peak memory {output.peak_memory_mb:.0f} MB) · memory attention "
+               f"{'on' if output.memory_on else 'off'} · run `{record.id}`")
+    notes = [readout, test_model_note(output.test_model), *output.notes]
+    return frames, strip, files, "\n\n".join(note for note in notes if note)
+
+
+@gpu_task
+def compare_on_off(*args: Any, progress=gr.Progress()) -> tuple[list[Any], list[Any], list[list[Any]], str]:
+    from pipelines.storyboard.compare import ab_compare
+
+    request = _board_request(*args[:15], values=args[15:])
+    result = ab_compare(request, callback=_progress(progress))
+    rows = [] if result.report is None else [
+        [row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), f"[{_fmt(row.low)}, {_fmt(row.high)}]",
+         row.verdict] for row in result.report.rows]
+    note = "Panel 1 is the same either way (it has no memory): the numbers compare panels 2 and after with it."
+    warnings = [] if result.report is None else [*result.report.warnings, *(
+        f"{key}: {reason}" for key, reason in result.report.skipped.items())]
+    tests = test_model_note(result.memory_on.test_model)
+    return result.memory_off.frames, result.memory_on.frames, rows, "\n\n".join(
+        part for part in [note, tests, *warnings] if part)
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+@gpu_task
+def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> Any:
+    from pipelines.storyboard.compare import sweep
+
+    def numbers(text: str, low: int, high: int, what: str) -> list[int]:
+        values = [int(item) for item in str(text).replace(" ", "").split(",") if item]
+        if not values or any(not low <= value <= high for value in values) or len(values) > 6:
+            raise ValueError(f"List 1 to 6 {what} from {low} to {high}, separated by commas (got {text!r}).")
+        return values
+
+    request = _board_request(*args[:15], values=args[15:])
+    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "start blocks"),
+                   numbers(steps, 0, 50, "start steps"), callback=_progress(progress))
+    return result.image
+
+
+def build(tab: gr.Tab | None = None) -> None:
+    models = _model_choices()
+    gr.Markdown("Write what happens in each panel, draw the sketches (then redraw, erase in or replace any of "
+                "them), and draw the storyboard over them. " + MAGA_LABEL)
+    with gr.Row():
+        example = gr.Dropdown(list(EXAMPLES), value=next(iter(EXAMPLES)), label="Example from the thesis", scale=3)
+        load = gr.Button("Load example", scale=1)
+    with gr.Row():
+        count = gr.Slider(MIN_PANELS, MAX_PANELS, value=DEFAULT_PANELS, step=1, label="Panels")
+        prefix = gr.Textbox(label="Character and style (put before every panel's prompt)", scale=3)
+    prompts, editors, rows = [], [], []
+    for index in range(MAX_PANELS):
+        with gr.Row(visible=index < DEFAULT_PANELS) as row:
+            prompts.append(gr.Textbox(label=f"Panel {index + 1}", lines=3, scale=1, elem_id=f"sb-prompt-{index}"))
+            editors.append(gr.ImageEditor(label=f"Sketch {index + 1} (draw, erase, or upload your own)",
+                                          type="pil", height=300, scale=1, elem_id=f"sb-sketch-{index}",
+                                          brush=gr.Brush(colors=["#000000"], default_size=3),
+                                          eraser=gr.Eraser(default_size=12)))
+        rows.append(row)
+    with gr.Accordion("Sketch settings", open=False):
+        with gr.Row():
+            sketch_model = gr.Dropdown(models, value=models[0][1], allow_custom_value=True, label="Sketch model")
+            sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
+            sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps")
+        with gr.Row():
+            method = gr.Radio(list(LINE_METHODS), value=LINE_METHODS[0], label="Clean lines with")
+            block = gr.Slider(3, 51, value=15, step=2, label="Adaptive block size")
+            c = gr.Slider(0, 30, value=8, step=1, label="Adaptive C")
+            low = gr.Slider(0, 500, value=100, step=5, label="Canny low")
+            high = gr.Slider(0, 1000, value=200, step=5, label="Canny high")
+    with gr.Row():
+        sketch_all = gr.Button("Draw all sketches", variant="primary", elem_id="sb-sketch-all")
+        redraw_panel = gr.Number(1, precision=0, label="Panel to redraw", minimum=1, maximum=MAX_PANELS)
+        redraw = gr.Button("Redraw this panel")
+        order = gr.Textbox(label="New order (e.g. 2,1,3,4)")
+        reorder = gr.Button("Reorder panels")
+    sketch_status = gr.Markdown()
+
+    with gr.Accordion("Frame settings", open=True):
+        with gr.Row():
+            model = gr.Dropdown(models, value=models[0][1], allow_custom_value=True, label="Anime model (SD 1.5)")
+            controls = _control_choices()
+            # With only the test model here (offline), default to the test ControlNet too: a real one would fail.
+            default_control = "tiny:controlnet" if models[0][1].startswith("tiny:") else DEFAULT_CONTROL
+            control = gr.Dropdown(controls, value=default_control, allow_custom_value=True, label="ControlNet")
+            scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Sketch strength (conditioning scale)")
+        with gr.Row():
+            steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
+            cfg = gr.Slider(1, 20, value=7, step=0.5, label="CFG scale")
+            seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
+            size = gr.Slider(256, 1024, value=512, step=64, label="Size (px)")
+        negative = gr.Textbox(FRAME_NEGATIVE, label="Negative prompt")
+        with gr.Row():
+            memory_on = gr.Checkbox(True, label="Memory attention (MAGA, our reading)")
+            start_layer = gr.Slider(0, SD15_TRANSFORMER_BLOCKS - 1, value=DEFAULT_START_LAYER, step=1,
+                                    label="From transformer block L")
+            start_step = gr.Slider(0, 50, value=DEFAULT_START_STEP_OF_50, step=1, label="From step S (of 50)")
+            scope = gr.Radio(list(SCOPES), value="all", label="Memory: earlier frames")
+            ratio = gr.Slider(0.05, 1, value=1, step=0.05, label="Memory tokens kept")
+    with gr.Row():
+        draw = gr.Button("Draw the storyboard", variant="primary", elem_id="sb-draw")
+    frames = gr.Gallery(label="Frames", columns=4, height=320, elem_id="sb-frames")
+    strip = gr.Image(label="Strip", type="filepath", elem_id="sb-strip")
+    files = gr.File(label="Comic page (PNG, PDF) and GIF", file_count="multiple")
+    readout = gr.Markdown(elem_id="sb-readout")
+
+    with gr.Accordion("Compare: memory on versus off, and the L × S sweep", open=False):
+        ab_button = gr.Button("Memory on vs off (same seeds and sketches)")
+        with gr.Row():
+            off_gallery = gr.Gallery(label="Memory off", columns=4, height=240)
+            on_gallery = gr.Gallery(label="Memory on", columns=4, height=240)
+        ab_table = gr.Dataframe(headers=["Metric", "Off (A)", "On (B)", "On − off", "95% interval", "Verdict"],
+                                interactive=False, wrap=True)
+        ab_notes = gr.Markdown()
+        with gr.Row():
+            sweep_layers = gr.Textbox("0,4,8,12", label="Start blocks L (columns)")
+            sweep_steps = gr.Textbox("0,12,24,36", label="Start steps S of 50 (rows)")
+            sweep_button = gr.Button("Sweep")
+        sweep_image = gr.Image(label="Sweep: one strip per (S, L)", type="pil")
+
+    settings = [count, prefix, negative, model, control, scale, steps, cfg, seed, size, memory_on, start_layer,
+                start_step, scope, ratio]
+    sketch_inputs = [count, prefix, sketch_model, sketch_seed, sketch_steps, method, block, c, low, high]
+    load.click(load_example, inputs=example, outputs=[count, prefix, *prompts, *editors], api_visibility="private")
+    count.change(show_panels, inputs=count, outputs=rows, api_visibility="private")
+    sketch_all.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, gr.State(0), *prompts],
+                     outputs=[*editors, sketch_status], api_name="storyboard_sketches", **MODEL_WORK)
+    redraw.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, redraw_panel, *prompts],
+                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", **MODEL_WORK)
+    reorder.click(friendly_errors(reorder_panels), inputs=[order, count, *prompts, *editors],
+                  outputs=[*prompts, *editors], api_visibility="private")
+    draw.click(friendly_errors(draw_storyboard), inputs=[*settings, *prompts, *editors],
+               outputs=[frames, strip, files, readout], api_name="storyboard", **MODEL_WORK)
+    ab_button.click(friendly_errors(compare_on_off), inputs=[*settings, *prompts, *editors],
+                    outputs=[off_gallery, on_gallery, ab_table, ab_notes], api_name="storyboard_ab", **MODEL_WORK)
+    sweep_button.click(friendly_errors(sweep_grid), inputs=[sweep_layers, sweep_steps, *settings, *prompts, *editors],
+                       outputs=sweep_image, api_name="storyboard_sweep", **MODEL_WORK)

@@ -1,0 +1,59 @@
+"""The Storyboard tab's handlers with the tiny models: sketches into the editors, reorder, frames, A/B, errors."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from tabs import storyboard as tab
+
+PROMPTS = ("1boy, outdoors,", "1boy, outdoors, sitting, on a bench")
+SKETCH_SETTINGS = (2, "", "tiny:sd15", 3, 2, "adaptive", 15, 8, 100, 200)  # count … canny high
+
+
+def padded(values: list) -> list:
+    return values + [None if not isinstance(values[0], str) else ""] * (tab.MAX_PANELS - len(values))
+
+
+def settings(**changes) -> list:
+    values = dict(count=2, prefix="anime style, ", negative="lowres", model="tiny:sd15", control="tiny:controlnet",
+                  scale=1.0, steps=3, cfg=6.0, seed=1, size=128, memory_on=True, start_layer=1, start_step=10,
+                  scope="all", ratio=1.0)
+    values.update(changes)
+    return list(values.values())
+
+
+def test_sketches_fill_the_editors_and_a_redraw_touches_only_its_panel() -> None:
+    outputs = tab.draw_sketches(*SKETCH_SETTINGS, 0, *padded(list(PROMPTS)))
+    sketches, status = outputs[:tab.MAX_PANELS], outputs[-1]
+    assert all(isinstance(image, Image.Image) for image in sketches[:2]) and "random weights" in status
+    redrawn = tab.draw_sketches(*SKETCH_SETTINGS, 2, *padded(list(PROMPTS)))
+    assert isinstance(redrawn[1], Image.Image) and not isinstance(redrawn[0], Image.Image)  # panel 1 kept
+    assert np.array_equal(np.asarray(redrawn[1]), np.asarray(sketches[1]))
+
+
+def test_reorder_moves_prompts_and_sketches_together() -> None:
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    moved = tab.reorder_panels("2,1", 2, *padded(list(PROMPTS)), *padded([red, blue]))
+    assert moved[:2] == [PROMPTS[1], PROMPTS[0]] and moved[tab.MAX_PANELS] is blue
+    with pytest.raises(ValueError, match="panel numbers"):
+        tab.reorder_panels("second, first", 2, *padded(list(PROMPTS)), *padded([red, blue]))
+
+
+def test_the_storyboard_from_edited_sketches_and_the_on_off_comparison() -> None:
+    sketch = Image.new("RGB", (256, 256), "white")
+    editor = {"background": sketch, "layers": [], "composite": sketch}  # what gr.ImageEditor hands over
+    frames, strip, files, readout = tab.draw_storyboard(*settings(), *padded(list(PROMPTS)), *padded([editor, None]))
+    assert len(frames) == 2 and strip.endswith("_strip.png") and len(files) == 3
+    assert "Panel 2 has no sketch" in readout and "random weights" in readout
+    off, on, rows, notes = tab.compare_on_off(*settings(), *padded(list(PROMPTS)), *padded([editor, editor]))
+    assert len(off) == len(on) == 2 and {row[0] for row in rows} >= {"CLIP-I"} and "Panel 1" in notes
+
+
+def test_bad_storyboards_are_answered_in_words() -> None:
+    with pytest.raises(gr.Error, match="Panel 2 has no prompt"):
+        tab.friendly_errors(tab.draw_storyboard)(*settings(), *padded(["a girl", " "]), *padded([None, None]))
+    with pytest.raises(gr.Error, match="start blocks"):
+        tab.friendly_errors(tab.sweep_grid)("0,99", "10", *settings(), *padded(list(PROMPTS)), *padded([None, None]))
