@@ -180,3 +180,4 @@ def build(tab: gr.Tab | None = None) -> None:
     if tab is not None:  # runs made since start-up appear when the tab is opened
         tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2, outputs=[runs_a, runs_b],
                    api_visibility="private")
+    __import__(f"{__package__}.metrics_judge", fromlist=["build"]).build(tab)  # Judge by eye (blind)

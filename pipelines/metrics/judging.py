@@ -54,7 +54,7 @@ KIND = "judging"  # params["kind"] of a judging run in History
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     id TEXT PRIMARY KEY, created REAL NOT NULL, question TEXT NOT NULL, pairing TEXT, names TEXT NOT NULL,
-    notes TEXT NOT NULL, pair_count INTEGER NOT NULL, seed INTEGER NOT NULL
+    notes TEXT NOT NULL, pair_count INTEGER NOT NULL, seed INTEGER NOT NULL, digests TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pairs (
     study TEXT NOT NULL, pair INTEGER NOT NULL, a_token TEXT NOT NULL, b_token TEXT NOT NULL,
@@ -93,6 +93,7 @@ class Study:
     pair_count: int
     created: float
     seed: int
+    digests: dict[str, str] = field(default_factory=dict)  # set -> set_digest of its images (order-free)
 
     @property
     def folder(self) -> Path:
@@ -172,6 +173,17 @@ def _image_digest(image: np.ndarray) -> str:
 
     array = np.ascontiguousarray(image)
     return hashlib.sha256(f"{array.shape}".encode() + array.tobytes()).hexdigest()
+
+
+def set_digest(images: Sequence[np.ndarray]) -> str:
+    """sha256 of the sorted image digests: the same images give the same digest in any order."""
+    return hashlib_of(sorted(_image_digest(image) for image in images))
+
+
+def hashlib_of(digests: Sequence[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def random_pairs(n_a: int, n_b: int, count: int, rng: np.random.Generator,
@@ -362,12 +374,13 @@ class JudgingStore:
             shown = _reference_for(k, sets["A"].names[i], ref.names if ref else [], ref_tokens, seed)
             rows.append((study_id, k, tokens["A"][i], tokens["B"][j], sets["A"].names[i], sets["B"].names[j], i, j,
                          int((i, j) in identical), json.dumps(shown), prompt_for(k, i)))
+        set_digests = {label: hashlib_of(sorted(values)) for label, values in digests.items()}
         study = Study(study_id, question.strip() or QUESTIONS[0], pairing, (names[0].strip(), names[1].strip()),
-                      notes, len(rows), time.time(), seed)
+                      notes, len(rows), time.time(), seed, set_digests)
         with self._transaction() as db:
-            db.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (study.id, study.created, study.question, pairing, json.dumps(study.names),
-                        json.dumps(notes), study.pair_count, seed))
+                        json.dumps(notes), study.pair_count, seed, json.dumps(set_digests)))
             db.executemany("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return study
 
@@ -378,7 +391,8 @@ class JudgingStore:
                                f"comparison is made, and in History).")
         row = rows[0]
         return Study(row["id"], row["question"], row["pairing"], tuple(json.loads(row["names"])),
-                     json.loads(row["notes"]), row["pair_count"], row["created"], row["seed"])
+                     json.loads(row["notes"]), row["pair_count"], row["created"], row["seed"],
+                     json.loads(row["digests"]))
 
     def pairs(self, study_id: str) -> list[Pair]:
         return [_pair_from(row) for row in self._read("SELECT * FROM pairs WHERE study = ? ORDER BY pair",
@@ -628,6 +642,29 @@ def export_study(study_id: str, *, store: JudgingStore | None = None, runs: RunS
                              files={"votes_csv": str(files.votes_csv), "json": str(files.json)})
         runs.save(record)
     return result, files
+
+
+def same_images(study_id: str, comparison_id: str, *, store: JudgingStore | None = None,
+                runs: RunStore | None = None) -> bool | None:
+    """Whether a recorded metric comparison used the same images in A and in B as this judging (in any order);
+    None when that cannot be checked (images given in memory, or its files are gone)."""
+    from .imagesets import load_image_set
+
+    study = (store or default_judging_store()).study(study_id)
+    record = (runs or default_store()).get(comparison_id)
+    if record is None or not study.digests:
+        return None
+    for label, key in (("A", "set_a"), ("B", "set_b")):
+        source = record.params.get(key)
+        if not source or isinstance(source, dict) or (isinstance(source, str) and source.endswith(" arrays")):
+            return None
+        try:
+            images = load_image_set(source, label).images
+        except (ValueError, OSError):
+            return None
+        if set_digest(images) != study.digests.get(label):
+            return False
+    return True
 
 
 def rerun_metrics_run(params: dict[str, Any], store: RunStore) -> RunRecord:

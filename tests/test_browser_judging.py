@@ -1,0 +1,151 @@
+"""A person's blind A/B judging in Debian chromium: set up two folders, judge ten pairs with the keyboard (with
+an undo), survive a server restart, and read the verdict. The page never names a set or a file while judging.
+
+Saves assets/screenshot_judging.png on the way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.server import ROOT, running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = ROOT / "assets" / "screenshot_judging.png"
+PAIRS = 10
+SET_NAMES = ("Zanzibar-tuned", "Quokka-base")  # what the user calls A and B: never on the page while judging
+
+
+def _make_sets(folder):
+    """A is blue, B is red (the simulated judge prefers B and tells them apart by looking); names are unusual
+    words so that any leak into the page is found."""
+    paths = {}
+    for label, colour, stem in (("a", (30, 60, 210), "marmalade_tuned"), ("b", (210, 60, 30), "periwinkle_base")):
+        (folder / label).mkdir(parents=True)
+        paths[label] = []
+        for index in range(PAIRS):
+            image = np.zeros((96, 96, 3), np.uint8)
+            image[...] = colour
+            image[30:66, 30:66, 1] = 20 * index  # a square that differs per image
+            path = folder / label / f"{stem}_{index:03d}.png"
+            Image.fromarray(image).save(path)
+            paths[label].append(path)
+    return paths
+
+
+def _secrets(paths) -> list[str]:
+    return [*SET_NAMES, "marmalade", "periwinkle", *(path.stem for group in paths.values() for path in group)]
+
+
+def _browser(playwright):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian chromium is missing: run tests/run_all.sh, which installs it")
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(90_000)
+    return browser, page
+
+
+def _open_judging(page, url: str, sub_tab: str) -> None:
+    page.goto(url)
+    page.get_by_role("tab", name="Metrics / A-B").click()
+    page.get_by_text("Judge by eye (blind)").click()
+    page.get_by_role("tab", name=sub_tab).click()
+
+
+def _left_is_b(page) -> bool:
+    """Look at the left image as a person would: fetch what the page shows and check its colour."""
+    source = page.locator("#jd-left-image img").get_attribute("src")
+    assert source and not re.search(r"marmalade|periwinkle|tuned|base", source), source
+    with Image.open(io.BytesIO(page.request.get(source).body())) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    return pixels[..., 0].mean() > pixels[..., 2].mean()
+
+
+def _wait_for_pair(page, number: int) -> None:
+    page.locator("#jd-progress").get_by_text(f"Pair {number} of {PAIRS}", exact=True).wait_for()
+
+
+def _judge(page, first: int, last: int, secrets: list[str], undo_at: int | None = None) -> list[bool]:
+    """Answer pairs first..last (1-based) with the keyboard, preferring B; returns where B was shown."""
+    sides = []
+    for number in range(first, last + 1):
+        _wait_for_pair(page, number)
+        content = page.content()
+        leaked = [word for word in secrets if word.lower() in content.lower()]
+        assert not leaked, f"the page names {leaked} while judging"
+        left_is_b = _left_is_b(page)
+        sides.append(left_is_b)
+        if number == undo_at:  # a slip of the finger, taken back
+            page.keyboard.press("ArrowRight" if left_is_b else "ArrowLeft")
+            _wait_for_pair(page, number + 1)
+            page.keyboard.press("u")
+            _wait_for_pair(page, number)
+            assert "Took back" in page.locator("#jd-status").inner_text()
+            assert _left_is_b(page) == left_is_b  # the same pair, on the same sides
+        page.keyboard.press("ArrowLeft" if left_is_b else "ArrowRight")
+    return sides
+
+
+def test_judge_ten_pairs_blind_with_the_keyboard_across_a_restart(tmp_path, shared_cache_dir):
+    from playwright.sync_api import sync_playwright
+
+    paths = _make_sets(tmp_path / "sets")
+    secrets = _secrets(paths)
+    outputs = tmp_path / "outputs"
+    with sync_playwright() as playwright:
+        with running_app(outputs, shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url:
+            browser, page = _browser(playwright)
+            _open_judging(page, url, "1 · Set up")
+            for label in ("a", "b"):
+                page.locator(f"#jd-files-{label} input[type=file]").set_input_files([str(p) for p in paths[label]])
+                page.locator(f"#jd-files-{label}").get_by_text(paths[label][-1].stem).wait_for()
+                page.locator(f"#jd-name-{label} textarea").fill(SET_NAMES["ab".index(label)])
+            page.locator("#jd-create").click()
+            message = page.locator("#jd-setup-message")
+            message.get_by_text("Blind comparison ready").wait_for()
+            assert f"{PAIRS} pairs" in message.inner_text()
+            comparison = re.search(r"ready: ([0-9a-f]{12})", message.inner_text()).group(1)
+            page.get_by_role("tab", name="2 · Judge").click()
+            assert page.locator("#jd-comparison textarea").input_value() == comparison
+            page.locator("#jd-judge-name textarea").fill("ann")
+            page.locator("#jd-start").click()
+            sides = _judge(page, 1, 5, secrets, undo_at=3)
+            _wait_for_pair(page, 6)
+            page.locator("#jd-panel").screenshot(path=str(SCREENSHOT))
+            session = page.locator("#jd-session textarea").input_value()
+            assert re.fullmatch(r"[0-9a-f]{10}", session), session
+            _open_judging(page, url, "2 · Judge")  # the page is loaded again: this browser remembers the session
+            page.locator("#jd-keyboard").get_by_text(session).wait_for()
+            browser.close()  # the browser closes mid-session, and then the server stops
+        with running_app(outputs, shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url:
+            browser, page = _browser(playwright)
+            _open_judging(page, url, "2 · Judge")
+            page.locator("#jd-session textarea").fill(session)
+            page.locator("#jd-resume").click()
+            sides += _judge(page, 6, PAIRS, secrets)
+            notice = page.locator("#jd-notice")
+            notice.get_by_text("B (Quokka-base) is preferred: the interval excludes 50%").wait_for()
+            assert f"B won {PAIRS}, A won 0, 0 ties of {PAIRS} votes" in notice.inner_text()
+            assert 0 < sum(sides) < PAIRS  # B was shown on both sides (balance: tests/test_metrics_judging.py)
+            page.get_by_role("tab", name="3 · Results").click()
+            page.locator("#jd-show").click()
+            verdict = page.locator("#jd-verdict")
+            verdict.get_by_text("is preferred: the interval excludes 50%").wait_for()
+            assert "Quokka-base" in verdict.inner_text()  # names come back once judging is over
+            page.locator("#jd-table").get_by_test_id("cell-0-0").get_by_text("Blind preference (people)").wait_for()
+            browser.close()
+    with open(outputs / "metrics" / f"{comparison}_judging_votes.csv", newline="") as file:
+        votes = list(csv.DictReader(file))
+    assert len(votes) == PAIRS and {(vote["choice"], vote["judge"]) for vote in votes} == {("B", "ann")}
