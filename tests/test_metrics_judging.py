@@ -436,3 +436,32 @@ def test_a_judging_is_a_recorded_run_with_every_vote_exported():
     assert stored.params["files"]["votes_csv"] == str(files.votes_csv)
     with pytest.raises(JudgingError, match="done by people and cannot be re-run"):
         rerun(study.id)
+
+
+def test_the_verdict_sits_beside_a_recorded_comparison_of_the_same_images(tmp_path):
+    from pipelines.metrics.judging import same_images
+    from pipelines.metrics.runs import run_compare
+    from tabs.metrics_judge import show_results
+
+    paths = {}
+    for label, images in zip("ab", _sets(4, 4), strict=True):
+        paths[label] = []
+        for index, image in enumerate(images):
+            path = tmp_path / f"{label}{index}.png"
+            Image.fromarray(image).save(path)
+            paths[label].append(str(path))
+    comparison, _, _ = run_compare(paths["a"], paths["b"], paths["a"], pairs="order", metrics=["ssim", "psnr"],
+                                   n_bootstrap=100)
+    _, study = run_create_study(list(reversed(paths["a"])), paths["b"], pairing="order")  # order does not matter
+    _, other = run_create_study(paths["b"], paths["a"])
+    assert same_images(study.id, comparison.id) is True and same_images(other.id, comparison.id) is False
+    store = JudgingStore()
+    session = store.start_session(study.id)
+    view = store.view(session)
+    while not view.done:
+        view = store.vote(session, view.position, "tie")
+    text, rows, *_ = show_results(study.id, comparison.id)
+    assert rows[0][0] == "Blind preference (people)" and [row[0] for row in rows[1:]] == ["SSIM", "PSNR (dB)"]
+    assert rows[2][1] == "∞ (identical)"  # A is its own reference: the report's "inf" is shown as such
+    assert "It compared the same images." in text and "No clear difference yet" in text
+    assert "other images" in show_results(other.id, comparison.id)[0]

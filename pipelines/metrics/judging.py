@@ -367,13 +367,16 @@ class JudgingStore:
             notes += [f"Set {label}: skipped {item}" for item in image_set.skipped]
         study_id = study_id or secrets.token_hex(6)
         folder = study_folder(study_id)
-        tokens = {label: _write_images(image_set.images, folder) for label, image_set in sets.items()}
-        ref_tokens = _write_images(ref.images, folder) if ref else []
+        ref_names = ref.names if ref else []
+        shown = [_reference_for(k, sets["A"].names[i], ref_names, seed) for k, (i, _) in enumerate(pairs)]
+        tokens = {"A": _write_images(sets["A"].images, {i for i, _ in pairs}, folder),
+                  "B": _write_images(sets["B"].images, {j for _, j in pairs}, folder),
+                  "reference": _write_images(ref.images, {r for refs in shown for r in refs}, folder) if ref else {}}
         rows = []
         for k, (i, j) in enumerate(pairs):
-            shown = _reference_for(k, sets["A"].names[i], ref.names if ref else [], ref_tokens, seed)
+            references = [tokens["reference"][r] for r in shown[k]]
             rows.append((study_id, k, tokens["A"][i], tokens["B"][j], sets["A"].names[i], sets["B"].names[j], i, j,
-                         int((i, j) in identical), json.dumps(shown), prompt_for(k, i)))
+                         int((i, j) in identical), json.dumps(references), prompt_for(k, i)))
         set_digests = {label: hashlib_of(sorted(values)) for label, values in digests.items()}
         study = Study(study_id, question.strip() or QUESTIONS[0], pairing, (names[0].strip(), names[1].strip()),
                       notes, len(rows), time.time(), seed, set_digests)
@@ -515,30 +518,30 @@ def _pair_from(row: sqlite3.Row) -> Pair:
                 row["b_index"], bool(row["identical"]), tuple(json.loads(row["reference"])), row["prompt"])
 
 
-def _write_images(images: Sequence[np.ndarray], folder: Path) -> list[str]:
-    """Save each image as a PNG with no metadata under a random name; return the names (tokens)."""
+def _write_images(images: Sequence[np.ndarray], used: set[int], folder: Path) -> dict[int, str]:
+    """Save the images that pairs show as PNGs with no metadata under random names; {index: name}."""
     from PIL import Image
 
-    tokens = []
-    for image in images:
+    tokens = {}
+    for index in sorted(used):
         token = secrets.token_hex(8)
         buffer = io.BytesIO()
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+        Image.fromarray(np.asarray(images[index], dtype=np.uint8)).save(buffer, format="PNG")
         atomic_write_bytes(folder / f"{token}.png", buffer.getvalue())
-        tokens.append(token)
+        tokens[index] = token
     return tokens
 
 
-def _reference_for(pair: int, a_name: str, ref_names: list[str], ref_tokens: list[str], seed: int) -> list[str]:
-    """The reference image(s) shown beside a pair: the one with A's file name, else all (up to 3 at random)."""
-    if not ref_tokens:
+def _reference_for(pair: int, a_name: str, ref_names: list[str], seed: int) -> list[int]:
+    """The reference images shown beside a pair: the one with A's file name, else all (up to 3 at random)."""
+    if not ref_names:
         return []
     if a_name in ref_names:
-        return [ref_tokens[ref_names.index(a_name)]]
-    if len(ref_tokens) <= MAX_REFERENCE_SHOWN:
-        return list(ref_tokens)
+        return [ref_names.index(a_name)]
+    if len(ref_names) <= MAX_REFERENCE_SHOWN:
+        return list(range(len(ref_names)))
     rng = np.random.default_rng([seed, pair])
-    return [ref_tokens[k] for k in sorted(rng.choice(len(ref_tokens), MAX_REFERENCE_SHOWN, replace=False))]
+    return sorted(int(k) for k in rng.choice(len(ref_names), MAX_REFERENCE_SHOWN, replace=False))
 
 
 def _prompt_picker(prompts: list[str], n_a: int, pairs: list[tuple[int, int]]):
