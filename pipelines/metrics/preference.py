@@ -311,7 +311,8 @@ def verdict_text(result_tally: Tally, needed: int, confidence: float = 0.95, nam
         return (f"No verdict yet: no votes are counted. About {needed} votes are needed to detect a 60/40 "
                 f"preference.")
     interval = f"{_percent(t.low)} to {_percent(t.high)}"
-    counts = (f"B won {t.b_wins}, A won {t.a_wins}, {t.ties} ties of {t.votes} votes (ties count half): "
+    ties = "1 tie" if t.ties == 1 else f"{t.ties} ties"
+    counts = (f"B won {t.b_wins}, A won {t.a_wins}, {ties} of {t.votes} votes (ties count half): "
               f"B's win rate is {_percent(t.b_rate)}; sign test p = {_p_text(t.p_value)}")
     if t.better != "none":
         winner = _label(t.better, names)
