@@ -439,6 +439,7 @@ def test_a_judging_is_a_recorded_run_with_every_vote_exported():
 
 
 def test_the_verdict_sits_beside_a_recorded_comparison_of_the_same_images(tmp_path):
+    from pipelines.core.runs import rerun
     from pipelines.metrics.judging import same_images
     from pipelines.metrics.runs import run_compare
     from tabs.metrics_judge import show_results
@@ -465,3 +466,5 @@ def test_the_verdict_sits_beside_a_recorded_comparison_of_the_same_images(tmp_pa
     assert rows[2][1] == "∞ (identical)"  # A is its own reference: the report's "inf" is shown as such
     assert "It compared the same images." in text and "No clear difference yet" in text
     assert "other images" in show_results(other.id, comparison.id)[0]
+    again = rerun(comparison.id)  # History still re-runs comparisons (only a judging refuses)
+    assert again.id != comparison.id and again.status == "done" and again.params["metrics"] == ["ssim", "psnr"]
