@@ -128,7 +128,6 @@ def _heads(attn: Any, tensor: torch.Tensor) -> torch.Tensor:
 def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory, layer: str) -> torch.Tensor:
     """Self-attention where each frame also attends to its memory frames' keys and values (per CFG branch)."""
     import torch
-    import torch.nn.functional as F
 
     residual, spatial = hidden_states, hidden_states.ndim == 4
     if spatial:
@@ -141,24 +140,11 @@ def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory
     value = _heads(attn, attn.to_v(hidden_states))
     branches = 2 if memory.guided else 1
     frames = query.shape[0] // branches
-    own = [(key[index], value[index]) for index in range(query.shape[0])]  # [heads, tokens, dim] each
     if memory.sequential:
-        stored = memory.bank.setdefault((layer, memory.step), [])
-    outputs = []
-    for index in range(query.shape[0]):
-        branch, frame = divmod(index, frames)
-        number = memory.frame_index if memory.sequential else frame
-        chosen = memory_frames(number, memory.scope)
-        if memory.trace is not None and branch == branches - 1:
-            memory.trace.append((layer, memory.step, number, tuple(chosen)))
-        if memory.sequential:
-            remembered = [stored[earlier][branch] for earlier in chosen]
-        else:
-            remembered = [own[branch * frames + earlier] for earlier in chosen]
-        keys, values = _with_memory(own[index], remembered, memory)
-        outputs.append(F.scaled_dot_product_attention(query[index:index + 1], keys, values))
-    if memory.sequential:  # this frame's keys/values for the frames after it: [branch] -> (key, value)
-        stored.append([own[branch * frames] for branch in range(branches)])
+        outputs = _sequential_frame(query, key, value, memory, layer, branches)
+    else:
+        outputs = [_lockstep_frame(query, key, value, memory, layer, branch, frame, frames)
+                   for branch in range(branches) for frame in range(frames)]
     out = torch.cat(outputs).transpose(1, 2).reshape(query.shape[0], -1, attn.heads * query.shape[-1])
     out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
     if spatial:
@@ -166,6 +152,53 @@ def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory
     if attn.residual_connection:
         out = out + residual
     return out / attn.rescale_output_factor
+
+
+def _lockstep_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str,
+                    branch: int, frame: int, frames: int) -> torch.Tensor:
+    """One frame of a lockstep batch. Its keys are its own plus its memory frames'; for "all" and "previous" those
+    are adjacent in the batch, so they are one slice of the branch's frames (a view, no copy: the order of keys
+    does not matter to attention)."""
+    import torch.nn.functional as F
+
+    chosen = memory_frames(frame, memory.scope)
+    index = branch * frames + frame
+    if memory.trace is not None and branch == (2 if memory.guided else 1) - 1:
+        memory.trace.append((layer, memory.step, frame, tuple(chosen)))
+    if memory.sample_ratio == 1 and chosen == list(range(frame - len(chosen), frame)):
+        first, tokens = branch * frames + frame - len(chosen), key.shape[2]
+        keys = _as_token_rows(key)[:, :, first * tokens:(index + 1) * tokens]
+        values = _as_token_rows(value)[:, :, first * tokens:(index + 1) * tokens]
+    else:
+        remembered = [(key[branch * frames + earlier], value[branch * frames + earlier]) for earlier in chosen]
+        keys, values = _with_memory((key[index], value[index]), remembered, memory)
+    return F.scaled_dot_product_attention(query[index:index + 1], keys, values)
+
+
+def _as_token_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """[batch, heads, tokens, dim] (as _heads makes it, a view of [batch, tokens, heads, dim]) -> a view
+    [1, heads, batch * tokens, dim]: consecutive frames' tokens are then one slice."""
+    batch, heads, tokens, dim = tensor.shape
+    return tensor.transpose(1, 2).reshape(1, batch * tokens, heads, dim).transpose(1, 2)
+
+
+def _sequential_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory: FrameMemory,
+                      layer: str, branches: int) -> list[torch.Tensor]:
+    """The single frame `memory.frame_index` (one per branch), reading earlier frames from the bank and adding
+    its own keys and values to it for the frames after it."""
+    import torch.nn.functional as F
+
+    stored = memory.bank.setdefault((layer, memory.step), [])
+    chosen = memory_frames(memory.frame_index, memory.scope)
+    if memory.trace is not None:
+        memory.trace.append((layer, memory.step, memory.frame_index, tuple(chosen)))
+    outputs = []
+    for branch in range(branches):
+        remembered = [stored[earlier][branch] for earlier in chosen]
+        keys, values = _with_memory((key[branch], value[branch]), remembered, memory)
+        outputs.append(F.scaled_dot_product_attention(query[branch:branch + 1], keys, values))
+    stored.append([(key[branch], value[branch]) for branch in range(branches)])
+    return outputs
 
 
 def _with_memory(own: tuple[torch.Tensor, torch.Tensor], remembered: list[tuple[torch.Tensor, torch.Tensor]],

@@ -1,0 +1,91 @@
+"""Storyboard cost against the number of frames, memory attention (MAGA) on and off, in one run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_storyboard.py [--model tiny:sd15] [--frames 1 2 4 8] [--steps 10]
+
+For each N, the same N prompts and sketches are drawn with the memory on and off (interleaved, median of --reps).
+Printed: seconds per storyboard and per frame, the least-squares line seconds = a + b·N with its R² (the thesis
+reports time growing "exponentially"; lockstep should be linear while the per-frame memory cost stays small), the
+on/off per-frame ratio at the largest N (target ≤ 1.3), and peak memory (CUDA: allocated; CPU: resident).
+The memory starts at block 0 and step 0 here, the most expensive setting, so the ratio is an upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+PROMPTS = ["1boy, outdoors", "1boy, outdoors, sitting, on a bench", "1boy, on a bench, surrounded by flowers",
+           "1boy, on a bench, flowers, rainy day", "1boy, standing up, umbrella", "1boy, walking home, rain",
+           "1boy, opening a door", "1boy, inside, drying his hair"]
+
+
+def line_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Intercept, slope and R² of the least-squares line."""
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+    intercept = mean_y - slope * mean_x
+    total = sum((y - mean_y) ** 2 for y in ys)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return intercept, slope, 1 - residual / total if total else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="tiny:sd15")
+    parser.add_argument("--control", default="tiny:controlnet")
+    parser.add_argument("--frames", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+
+    from PIL import Image, ImageDraw
+
+    from pipelines.storyboard.generate import generate_storyboard
+    from pipelines.storyboard.request import MemorySettings, StoryboardRequest
+
+    sketch = Image.new("RGB", (args.size, args.size), "white")
+    ImageDraw.Draw(sketch).ellipse((args.size // 4, args.size // 8, 3 * args.size // 4, 7 * args.size // 8),
+                                   outline="black", width=3)
+    results: dict[bool, list[tuple[int, float, float]]] = {True: [], False: []}
+    for count in args.frames:
+        base = StoryboardRequest(prompts=tuple(PROMPTS[:count]), sketches=(sketch,) * count, model=args.model,
+                                 control=args.control, steps=args.steps, width=args.size, height=args.size,
+                                 sampler="Euler", seed=1)
+        timings: dict[bool, list[float]] = {True: [], False: []}
+        peaks: dict[bool, float] = {}
+        for rep in range(args.reps + 1):  # the first is a warm-up
+            for memory_on in (False, True):
+                request = StoryboardRequest(**{**base.__dict__, "memory": MemorySettings(memory_on, 0, 0)})
+                start = time.perf_counter()
+                output = generate_storyboard(request)
+                if rep:
+                    timings[memory_on].append(time.perf_counter() - start)
+                peaks[memory_on] = output.peak_memory_mb
+        for memory_on in (False, True):
+            results[memory_on].append((count, statistics.median(timings[memory_on]), peaks[memory_on]))
+    print(f"{args.model}, {args.size}px, {args.steps} steps, median of {args.reps}")
+    print("frames | off s (per frame) | on s (per frame) | on/off per frame | peak MB off / on")
+    for (count, off_s, off_mb), (_, on_s, on_mb) in zip(results[False], results[True], strict=True):
+        print(f"{count:6d} | {off_s:7.2f} ({off_s / count:.3f}) | {on_s:7.2f} ({on_s / count:.3f}) | "
+              f"{on_s / off_s:5.2f} | {off_mb:.0f} / {on_mb:.0f}")
+    for memory_on in (False, True):
+        counts = [float(count) for count, _, _ in results[memory_on]]
+        seconds = [value for _, value, _ in results[memory_on]]
+        intercept, slope, r2 = line_fit(counts, seconds)
+        print(f"memory {'on ' if memory_on else 'off'}: seconds = {intercept:.2f} + {slope:.3f}·N, R² = {r2:.4f}")
+    last_off, last_on = results[False][-1], results[True][-1]
+    print(f"per-frame cost at N={last_on[0]}: on/off = {last_on[1] / last_off[1]:.2f} (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
