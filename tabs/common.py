@@ -1,16 +1,48 @@
-"""UI helpers shared by every tab: plain error messages, the status banner, model labels."""
+"""UI helpers shared by every tab: plain error messages, file and image inputs, the status banner, model labels.
+
+Inputs that take files — use these, never bare gr.Image / gr.File
+-----------------------------------------------------------------
+Whatever a browser or an API client sends to a file input (an empty file, text named `.png`, a truncated PNG,
+a header that claims 20000×20000, a pickle named `.safetensors`, a zip bomb) must be answered in plain words
+that name the file and the problem, and the server must keep serving. Gradio's own preprocessing opens images
+before a handler runs and fails with a bare "Error", so every tab builds its file inputs here:
+
+* ``image_input(label, type=..., sources=..., streaming=...)`` — a gr.Image (upload, webcam, webcam stream)
+  whose preprocessing opens each file or frame with ``pipelines.core.images.load_image``, the app's one image
+  reader, *before* anything else: unusable files become ``gr.Error`` with that reader's message ("cat.png is
+  not an image we can read …", "… is too large to open safely …", "… is 1×1 pixels …"). The handler gets a
+  path (type="filepath"), a PIL image ("pil") or an H×W×3 uint8 array ("numpy"), always 8-bit RGB (CMYK,
+  16-bit, palette and alpha images converted as load_image does).
+* ``image_editor_input(label, ...)`` — a gr.ImageEditor whose background, layers and composite are checked
+  the same way.
+* ``file_input(label, kinds, multiple=...)`` — a gr.File(type="filepath") for images, zips, weights …
+  (`kinds` from FILE_KINDS). A file of another type is refused with its name. The handler turns the value
+  into paths with ``file_paths(value)`` and passes them to its ONE pipeline function, which opens them with
+  the core readers, each raising a UserError that names the file: images with ``core.images.load_image``,
+  zips with ``core.archives.extract_images`` (bomb, zip-slip and size checks), weights with
+  ``core.safeweights`` (safetensors by content; never unpickled). Several images in one input: unreadable ones
+  are skipped with their reason, and the run says which.
+
+The coming tabs (style fine-tuning, storyboard, landmark faces, single-image) get this for free by building
+their inputs with these functions; tests/test_bad_files.py sends its corpus of broken files to every file
+input of every tab (it finds them in the built app), so a new input is covered the day it is added.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from pipelines.core.errors import UserError
+from pipelines.core.images import ImageInputError, load_image, to_array
 from pipelines.core.jobs import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -103,3 +135,114 @@ def test_model_note(is_test: bool, reason: str | None = None) -> str:
     if not is_test:
         return ""
     return f"⚠️ This used a test model — {reason}." if reason else f"⚠️ This used a {TEST_MODEL_LABEL}."
+
+
+# ---------------------------------------------------------------------------------------------- file inputs
+IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"]
+FILE_KINDS: dict[str, list[str]] = {"image": IMAGE_TYPES, "zip": [".zip"], "safetensors": [".safetensors"]}
+
+
+def _upload_name(payload: Any, fallback: str) -> str:
+    name = getattr(payload, "orig_name", None) or (Path(payload.path).name if getattr(payload, "path", None) else "")
+    return name or fallback
+
+
+def _checked_image(component: gr.Image, payload: Any) -> Any:
+    """Preprocessing of an image_input(): the app's image reader opens the file first (see the module docstring)."""
+    if payload is None:
+        return None
+    fallback = "The webcam frame" if "webcam" in (component.sources or []) else "The image"
+    url = getattr(payload, "url", None) or ""
+    if url.startswith("data:"):  # a base64 frame
+        try:
+            source: Any = base64.b64decode(url.split(",", 1)[1], validate=False)
+        except (IndexError, binascii.Error, ValueError) as err:
+            raise gr.Error(f"{fallback} is not an image we can read (bad base64 data).",
+                           print_exception=False) from err
+        name = fallback
+    elif getattr(payload, "path", None):
+        source, name = payload.path, _upload_name(payload, fallback)
+    else:
+        raise gr.Error(f"{fallback}: no file arrived.", print_exception=False)
+    try:
+        image = load_image(source, name=name)
+    except ImageInputError as err:
+        raise gr.Error(str(err), print_exception=False) from err
+    if component.type == "filepath":
+        return str(source) if not isinstance(source, bytes) else _cache_png(image, component.GRADIO_CACHE)
+    return image if component.type == "pil" else to_array(image)
+
+
+def _cache_png(image: Any, cache_dir: str) -> str:
+    import tempfile
+
+    handle = tempfile.NamedTemporaryFile(suffix=".png", dir=cache_dir, delete=False)  # noqa: SIM115
+    with handle:
+        image.save(handle, format="PNG")
+    return handle.name
+
+
+def _checked_file(component: gr.File, process: Callable[[Any], Any], f: Any) -> Any:
+    """gr.File's per-file step for a file_input(): a file of another type is refused with its name."""
+    name = _upload_name(f, "The file")
+    if component.file_types and Path(name).suffix.lower() not in {kind.lower() for kind in component.file_types}:
+        allowed, suffix = ", ".join(component.file_types), Path(name).suffix or "a file without an extension"
+        raise gr.Error(f"{name}: this input takes {allowed} files, not {suffix}.", print_exception=False)
+    return process(f)
+
+
+# The checks are set on the component instances (not in subclasses: gradio would write a .pyi stub for a
+# component subclass into the source tree, and the browser would need a new frontend component).
+CHECKED_INPUT = "asl_checked_input"  # marks the inputs built here; tests/test_bad_files.py looks for it
+
+
+def image_input(label: str, *, type: str = "filepath", sources: Sequence[str] = ("upload",),
+                streaming: bool = False, **options: Any) -> gr.Image:
+    """An image input whose files are checked by the app's image reader before the handler runs."""
+    component = gr.Image(label=label, type=type, sources=list(sources), streaming=streaming, **options)
+    component.preprocess = functools.partial(_checked_image, component)  # type: ignore[method-assign]
+    setattr(component, CHECKED_INPUT, True)
+    return component
+
+
+def file_input(label: str, kinds: Sequence[str] = ("image",), *, multiple: bool = False,
+               **options: Any) -> gr.File:
+    """A file input taking `kinds` (keys of FILE_KINDS); values reach the handler as paths (file_paths)."""
+    types = [suffix for kind in kinds for suffix in FILE_KINDS[kind]]
+    component = gr.File(label=label, file_types=types, type="filepath",
+                        file_count="multiple" if multiple else "single", **options)
+    component._process_single_file = functools.partial(  # type: ignore[method-assign]
+        _checked_file, component, component._process_single_file)
+    setattr(component, CHECKED_INPUT, True)
+    return component
+
+
+def _checked_editor_image(component: gr.ImageEditor, convert: Callable[..., Any], file: Any,
+                          flatten_on_white: bool = False) -> Any:
+    """gr.ImageEditor's per-image step (background, layers, composite) for an image_editor_input()."""
+    if file is not None:
+        fallback = f"The image in {component.label or 'the editor'}"
+        source = bytes(file) if isinstance(file, (bytes, bytearray, memoryview)) else file.path
+        try:
+            load_image(source, name=fallback if isinstance(source, bytes) else _upload_name(file, fallback))
+        except ImageInputError as err:
+            raise gr.Error(str(err), print_exception=False) from err
+    return convert(file, flatten_on_white=flatten_on_white)
+
+
+def image_editor_input(label: str, **options: Any) -> gr.ImageEditor:
+    """A gr.ImageEditor (sketch over an uploaded image) whose images are checked like image_input()'s."""
+    component = gr.ImageEditor(label=label, **options)
+    component.convert_and_format_image = functools.partial(  # type: ignore[method-assign]
+        _checked_editor_image, component, component.convert_and_format_image)
+    setattr(component, CHECKED_INPUT, True)
+    return component
+
+
+def file_paths(value: Any) -> list[str]:
+    """The paths of a file input's value (one file, a list, gradio's file objects or None) as a list."""
+    if not value:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [getattr(item, "name", None) or str(item) for item in items]
+

@@ -11,7 +11,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, friendly_errors
+from .common import MODEL_WORK, file_input, friendly_errors
 
 ALL = "All tabs"
 TABLE_HEADERS = ["When", "Tab", "Status", "Seconds", "Run id"]
@@ -152,8 +152,7 @@ def build(tab: gr.Tab | None = None) -> None:
                        api_name="history_rerun", **MODEL_WORK)
 
     with gr.Accordion("Read a PNG (made here, in A1111 / Forge, or in ComfyUI)", open=False):
-        png_file = gr.File(label="Drop an image with generation parameters", type="filepath",
-                           file_types=[".png", ".jpg", ".jpeg", ".webp"])
+        png_file = file_input("Drop an image with generation parameters", ("image",))
         with gr.Row():
             read_prompt = gr.Textbox(label="Prompt (edit before generating again)", lines=3, buttons=["copy"])
             read_negative = gr.Textbox(label="Negative prompt", lines=3, buttons=["copy"])

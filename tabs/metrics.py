@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, friendly_errors
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors
 
 PAIRING = {"No pairing": None, "Pair by file name": "name", "Pair by order": "order"}
 TABLE_HEADERS = ["Metric", "A", "B", "B − A", "95% interval of B − A", "Better", "Which way is better", "Verdict",
@@ -53,7 +53,7 @@ def history_run_choices() -> list[tuple[str, str]]:
 
 
 def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
-    paths = [getattr(item, "name", None) or str(item) for item in (files or [])]
+    paths = file_paths(files)
     paths += list(runs or [])
     if folder and folder.strip():
         paths.append(folder.strip())
@@ -130,7 +130,7 @@ def _set_picker(label: str, run_choices: list[tuple[str, str]]):
 
     with gr.Column(variant="panel"):
         gr.Markdown(f"**Set {label}**" if len(label) == 1 else f"**{label}**")
-        files = gr.File(label="Images or a zip", file_count="multiple", elem_id=f"mt-files-{label[0].lower()}")
+        files = file_input("Images or a zip", ("image", "zip"), multiple=True, elem_id=f"mt-files-{label[0].lower()}")
         runs = gr.Dropdown(run_choices, multiselect=True, label="…or runs from History",
                            visible=label != "Reference (real images)")
         folder = gr.Textbox(label="…or a folder on the server (admin-enabled)", visible=folders_allowed())

@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, friendly_errors, test_model_note
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors, image_input, test_model_note
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 STYLE_SAMPLE = SAMPLES_DIR / "style_cel_ink.png"
@@ -52,20 +52,13 @@ def checked_style(style: str) -> str:
     return style
 
 
-def _paths(files: Any) -> list[str]:
-    if not files:
-        return []
-    files = files if isinstance(files, list) else [files]
-    return [getattr(item, "name", None) or str(item) for item in files]
-
-
 @gpu_task
 def stylize_files(files: Any, style: str, strength: float, preserve_color: bool, max_size: int,
                   progress=gr.Progress()):
     """Stylize every uploaded image; returns (output PNG paths, latency readout)."""
     from pipelines.neural_style import run_stylize
 
-    paths = _paths(files)
+    paths = file_paths(files)
     if not paths:
         raise ValueError("Add at least one image, or press “Use the sample photos”.")
     if not style:
@@ -101,7 +94,7 @@ def add_uploaded_style(file: Any, name: str):
     """Copy a user's .safetensors style (checked by content, never unpickled) into the styles folder."""
     from pipelines.neural_style import import_style
 
-    paths = _paths(file)
+    paths = file_paths(file)
     if not paths:
         raise ValueError("Choose a .safetensors style file to upload.")
     style_name = import_style(paths[0], name or Path(paths[0]).stem)
@@ -122,7 +115,7 @@ def cancel_job(job_id: str) -> str:
 
 def _training_content(zip_file: Any) -> list[str]:
     """The uploaded zip (the pipeline unpacks it, and removes what it unpacked if the run fails), or the samples."""
-    return _paths(zip_file)[:1] or sample_photos()
+    return file_paths(zip_file)[:1] or sample_photos()
 
 
 @gpu_task(duration=600)
@@ -154,8 +147,7 @@ def build(tab: gr.Tab | None = None) -> None:
     choices = style_choices()
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(label="Content images (one or more)", file_count="multiple", file_types=["image"],
-                            elem_id="ns-files")
+            files = file_input("Content images (one or more)", ("image",), multiple=True, elem_id="ns-files")
             samples = gr.Button("Use the sample photos", size="sm", elem_id="ns-samples")
             style = gr.Dropdown(choices=choices, value=_default_style(), label="Style", elem_id="ns-style",
                                 allow_custom_value=True)  # styles trained after start-up; the pipeline checks names
@@ -170,14 +162,14 @@ def build(tab: gr.Tab | None = None) -> None:
 
     with gr.Accordion("Live webcam", open=False):
         with gr.Row():
-            webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+            webcam = image_input("Webcam", type="numpy", sources=("webcam",), streaming=True)
             live = gr.Image(label=f"Stylized live (long side {LIVE_MAX_SIZE} px)", streaming=True)
         webcam.stream(friendly_errors(live_frame), inputs=[webcam, style, strength, preserve], outputs=live,
                       stream_every=0.2, time_limit=120, api_name="stylize_frame", **MODEL_WORK)
 
     with gr.Accordion("Add a style you have (.safetensors)", open=False):
         with gr.Row():
-            upload = gr.File(label="Style weights (.safetensors only)", file_types=[".safetensors"])
+            upload = file_input("Style weights (.safetensors only)", ("safetensors",))
             upload_name = gr.Textbox(label="Name for it")
         upload_button = gr.Button("Add style")
         upload_status = gr.Markdown()
@@ -187,9 +179,9 @@ def build(tab: gr.Tab | None = None) -> None:
                     "given). Training uses a VGG16 perceptual loss; it saves checkpoints as it goes, so "
                     "pressing Train again after a cancel or crash resumes where it stopped.")
         with gr.Row():
-            style_image = gr.Image(type="filepath", sources=["upload"], label="Style image", height=220)
+            style_image = image_input("Style image", type="filepath", sources=("upload",), height=220)
             with gr.Column():
-                content_zip = gr.File(label="Content photos (.zip, optional)", file_types=[".zip"])
+                content_zip = file_input("Content photos (.zip, optional)", ("zip",))
                 style_sample = gr.Button("Use the sample style image", size="sm")
                 train_name = gr.Textbox(value="my_style", label="Name of the new style")
         with gr.Row():

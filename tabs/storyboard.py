@@ -22,7 +22,7 @@ from pipelines.storyboard.request import (
     MIN_PANELS,
 )
 
-from .common import MODEL_WORK, friendly_errors, test_model_note
+from .common import MODEL_WORK, friendly_errors, image_editor_input, test_model_note
 
 MAGA_LABEL = ("**Memory attention (our reading of the thesis's MAGA):** from transformer block L and denoising step "
               "S on, each frame also attends to the earlier frames' keys and values, so the character stays the "
@@ -193,10 +193,10 @@ def build(tab: gr.Tab | None = None) -> None:
     for index in range(MAX_PANELS):
         with gr.Row(visible=index < DEFAULT_PANELS) as row:
             prompts.append(gr.Textbox(label=f"Panel {index + 1}", lines=3, scale=1, elem_id=f"sb-prompt-{index}"))
-            editors.append(gr.ImageEditor(label=f"Sketch {index + 1} (draw, erase, or upload your own)",
-                                          type="pil", height=300, scale=1, elem_id=f"sb-sketch-{index}",
-                                          brush=gr.Brush(colors=["#000000"], default_size=3),
-                                          eraser=gr.Eraser(default_size=12)))
+            editors.append(image_editor_input(f"Sketch {index + 1} (draw, erase, or upload your own)",
+                                              type="pil", height=300, scale=1, elem_id=f"sb-sketch-{index}",
+                                              brush=gr.Brush(colors=["#000000"], default_size=3),
+                                              eraser=gr.Eraser(default_size=12)))
         rows.append(row)
     with gr.Accordion("Sketch settings", open=False):
         with gr.Row():

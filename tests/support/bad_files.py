@@ -1,0 +1,123 @@
+"""A corpus of broken and unusual files, as a new user or an API client might send them to any file input.
+
+Each entry says whether a reader should accept it (unusual but valid images) and, if not, which words of the
+problem a plain answer contains. Shared by tests/test_bad_files.py and bench/bench_load.py.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class BadFile:
+    name: str
+    kind: str  # what it pretends to be: "image", "zip" or "safetensors"
+    valid_image: bool  # an unusual but valid image every image input must accept
+    problem: str  # a regular expression for the problem, as the answer words it ("" for valid images)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def huge_header_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A few hundred bytes whose header claims width × height pixels (decoding it would need gigabytes)."""
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+
+
+def _photo(size: tuple[int, int] = (48, 40)) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), np.uint8))
+
+
+def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+NOT_AN_IMAGE = r"not an image we can read"
+CORPUS: tuple[BadFile, ...] = (
+    BadFile("empty.png", "image", False, r"not an image we can read|empty"),
+    BadFile("notes_named.png", "image", False, NOT_AN_IMAGE),
+    BadFile("truncated.png", "image", False, r"damaged or incomplete|not an image we can read"),
+    BadFile("huge_header.png", "image", False, r"too large to open safely|megapixels"),
+    BadFile("one_pixel.png", "image", False, r"1×1 pixels; it must be at least|no generation parameters"),
+    BadFile("cmyk.jpg", "image", True, ""),
+    BadFile("sixteen_bit.png", "image", True, ""),
+    BadFile("palette.png", "image", True, ""),
+    BadFile("zip_slip.zip", "zip", False, r"unsafe path|holds no images|no usable images|"
+                                          r"not an image we can read"),
+    BadFile("zip_bomb.zip", "zip", False, r"zip bomb|not an image we can read"),
+    BadFile("pickle.safetensors", "safetensors", False, r"not a safetensors file|"
+                                                        r"not an image we can read"),
+)
+
+
+def _contents(name: str) -> bytes:
+    photo = _photo()
+    if name == "empty.png":
+        return b""
+    if name == "notes_named.png":
+        return b"These are my notes, not a picture.\n" * 20
+    if name == "truncated.png":
+        data = _png_bytes(_photo((64, 64)))
+        return data[: len(data) // 2]
+    if name == "huge_header.png":
+        return huge_header_png()
+    if name == "one_pixel.png":
+        return _png_bytes(Image.new("RGB", (1, 1), "red"))
+    if name == "cmyk.jpg":
+        buffer = io.BytesIO()
+        photo.convert("CMYK").save(buffer, format="JPEG")
+        return buffer.getvalue()
+    if name == "sixteen_bit.png":
+        array = (np.asarray(photo.convert("L"), np.uint16) * 257).astype(np.uint16)
+        return _png_bytes(Image.fromarray(array, mode="I;16"))
+    if name == "palette.png":
+        return _png_bytes(photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=16))
+    if name == "zip_slip.zip":
+        png = _png_bytes(photo)
+        return _zip({"../../escaped.png": png, "/etc/absolute.png": png})
+    if name == "zip_bomb.zip":  # 40 KB that would unpack to 40 MB, named like a photo
+        return _zip({"holiday.png": b"\0" * (40 * 2**20)})
+    if name == "pickle.safetensors":
+        return pickle.dumps({"weight": [1.0, 2.0, 3.0]})
+    raise KeyError(name)
+
+
+def write_corpus(folder: Path) -> dict[str, Path]:
+    """Write every corpus file into `folder`; name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for entry in CORPUS:
+        path = folder / entry.name
+        path.write_bytes(_contents(entry.name))
+        paths[entry.name] = path
+    return paths
+
+
+def good_image(folder: Path, name: str = "good.png", size: tuple[int, int] = (48, 40)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    _photo(size).save(path)
+    return path
