@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from .common import friendly_errors
+from .metrics import history_run_choices
 
 RANDOM = "Random pairs (every image used about equally)"
 PAIRING = {RANDOM: None, "Pair by file name": "name", "Pair by order": "order"}
@@ -69,21 +70,6 @@ def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str
     if folder and folder.strip():
         paths.append(folder.strip())
     return paths
-
-
-def history_run_choices() -> list[tuple[str, str]]:
-    """Runs with images (any tab but this one), as sources for a set."""
-    import datetime
-
-    from pipelines.core.records import default_store
-
-    choices = []
-    for record in default_store().list(limit=200):
-        images = [path for path in record.outputs if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp"))]
-        if images and record.tab != "Metrics / A-B":
-            when = datetime.datetime.fromtimestamp(record.created).strftime("%m-%d %H:%M")
-            choices.append((f"{record.tab} · {when} · {len(images)} images · {record.id}", f"run:{record.id}"))
-    return choices
 
 
 def comparison_run_choices() -> list[tuple[str, str]]:

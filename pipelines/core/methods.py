@@ -100,6 +100,18 @@ def method_packages() -> list[str]:
     return sorted(name for name in names if name != CORE_PACKAGE)
 
 
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A package's module `__getattr__` that imports the submodule defining a public name on its first use, so
+    importing the package stays light: `__getattr__ = lazy_exports(__name__, {"compare": "comparison", ...})`."""
+
+    def module_getattr(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return module_getattr
+
+
 def discover_methods() -> None:
     """Import every method package once, so that their registrations are in the core's registries.
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -374,21 +372,13 @@ def build(name: str) -> Path:
             return target
         import torch
 
+        from .jobs import atomic_folder
+
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temp_folders(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
-            with torch.random.fork_rng(devices=[]):  # same weights every build; the caller's RNG is untouched
-                torch.manual_seed(0)
-                spec_for(name).builder(tmp)
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the built model is an ordinary folder
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not target.is_dir():  # another process finished first: keep theirs
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(target) as tmp, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # same weights every build; the caller's RNG is untouched
+            spec_for(name).builder(tmp)
     return target
 
 

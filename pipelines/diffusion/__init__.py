@@ -16,10 +16,7 @@ Importing this package is cheap: torch and diffusers load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from pipelines.core.methods import lazy
+from pipelines.core.methods import lazy, lazy_exports
 from pipelines.core.runs import register_rerunner
 
 TAB = "Generate"  # the run records of generations made through this package directly (API, CLI, History)
@@ -32,10 +29,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 register_rerunner(TAB, lazy(f"{__name__}.runs", "rerun_generate"))

@@ -33,27 +33,15 @@ def is_single_file(source: str) -> bool:
 
 def sd15_config_folder() -> Path:
     """The SD 1.5 pipeline config as a diffusers folder (for single files), built once in the cache."""
-    import tempfile
-
     from pipelines.core import settings
+    from pipelines.core.jobs import atomic_folder
     from pipelines.core.tiny_models import build_clip_tokenizer
 
     target = settings.cache_dir() / "configs" / f"sd15-v{SD15_CONFIG_VERSION}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        shutil.copytree(ASSETS / "sd15", tmp, dirs_exist_ok=True)
-        build_clip_tokenizer(tmp / "tokenizer")
-        tmp.chmod(0o755)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not target.is_dir():  # another process finished first: keep theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not target.is_dir():
+        with atomic_folder(target) as tmp:
+            shutil.copytree(ASSETS / "sd15", tmp, dirs_exist_ok=True)
+            build_clip_tokenizer(tmp / "tokenizer")
     return target
 
 

@@ -10,11 +10,8 @@ Importing this package is cheap; numpy, scipy and torch load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from pipelines.core.loader import register_architecture
-from pipelines.core.methods import MethodCard, Reference, lazy
+from pipelines.core.methods import MethodCard, Reference, lazy, lazy_exports
 from pipelines.core.runs import register_rerunner
 from pipelines.core.tiny_models import TinySpec, register_tiny
 
@@ -39,10 +36,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 METHOD_CARD = MethodCard(

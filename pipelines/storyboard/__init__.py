@@ -13,10 +13,7 @@ Importing this package is cheap: torch and diffusers load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from pipelines.core.methods import MethodCard, Reference, lazy
+from pipelines.core.methods import MethodCard, Reference, lazy, lazy_exports
 from pipelines.core.runs import register_rerunner
 
 TAB = "Storyboard"
@@ -30,10 +27,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 METHOD_CARD = MethodCard(
