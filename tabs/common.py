@@ -74,7 +74,7 @@ def friendly_errors(fn: Callable) -> Callable:
 
     def handle(err: Exception) -> None:
         if isinstance(err, JobCancelled):
-            raise gr.Error(f"{err} Work done so far is kept; press the button again to resume.")
+            raise gr.Error(f"{err} Work done so far is kept.", print_exception=False)
         if isinstance(err, gr.Error):
             raise err
         if not _meant_for_user(err):

@@ -52,10 +52,29 @@ def checked_style(style: str) -> str:
     return style
 
 
+LOSS_NETWORKS = [("VGG16 with ImageNet weights (a real style)", "imagenet"),
+                 ("VGG16 with random weights (test only: the style is not real; runs offline)", "random")]
+
+
+def _reporter(progress: Any):
+    """A pipeline callback(step, total, message) that drives the page's progress bar."""
+
+    def report(step: int, total: int, message: str) -> None:
+        progress((step, total) if total else None, desc=message)
+
+    return report
+
+
+def _job_id(kind: str, request: gr.Request | None) -> str:
+    """Jobs are keyed by kind and session: a page's (or an API client's) Cancel reaches its own job only."""
+    return f"{kind}:{getattr(request, 'session_hash', None) or 'no-session'}"
+
+
 @gpu_task
 def stylize_files(files: Any, style: str, strength: float, preserve_color: bool, max_size: int,
-                  progress=gr.Progress()):
-    """Stylize every uploaded image; returns (output PNG paths, latency readout)."""
+                  request: gr.Request = None, progress=gr.Progress()):
+    """Stylize every uploaded image; returns (output PNG paths, latency readout). Cancel keeps finished images."""
+    from pipelines.core.jobs import JOBS
     from pipelines.neural_style import run_stylize
 
     paths = file_paths(files)
@@ -63,8 +82,12 @@ def stylize_files(files: Any, style: str, strength: float, preserve_color: bool,
         raise ValueError("Add at least one image, or press “Use the sample photos”.")
     if not style:
         raise ValueError("Pick a style first.")
-    record = run_stylize(paths, checked_style(style), float(strength), bool(preserve_color), int(max_size),
-                         callback=lambda step, total, message: progress((step, total), desc=message))
+    job_id, token = JOBS.start(_job_id("stylize", request))
+    try:
+        record = run_stylize(paths, checked_style(style), float(strength), bool(preserve_color), int(max_size),
+                             callback=_reporter(progress), cancel=token)
+    finally:
+        JOBS.finish(job_id, token)
     count, seconds = len(record.outputs), record.timings.get("stylize", 0.0)
     readout = (f"**{count} image{'s' * (count != 1)} in {seconds:.2f} s** "
                f"({seconds / max(count, 1) * 1000:.0f} ms per image, {record.device}) · run `{record.id}`")
@@ -101,16 +124,18 @@ def add_uploaded_style(file: Any, name: str):
     return gr.Dropdown(choices=style_choices(), value=style_name), f"Added style **{style_name}**."
 
 
-def start_job() -> str:
+def _cancel(kind: str, request: gr.Request | None, what: str) -> str:
     from pipelines.core.jobs import JOBS
 
-    return JOBS.start()[0]
+    return f"Cancelling {what}…" if JOBS.cancel(_job_id(kind, request)) else "Nothing is running."
 
 
-def cancel_job(job_id: str) -> str:
-    from pipelines.core.jobs import JOBS
+def cancel_stylize(request: gr.Request = None) -> str:
+    return _cancel("stylize", request, "after the current image")
 
-    return "Cancelling after the current step…" if JOBS.cancel(job_id) else "Nothing is running."
+
+def cancel_training(request: gr.Request = None) -> str:
+    return _cancel("train", request, "after the current step; the checkpoint is kept")
 
 
 def _training_content(zip_file: Any) -> list[str]:
@@ -120,26 +145,27 @@ def _training_content(zip_file: Any) -> list[str]:
 
 @gpu_task(duration=600)
 def train_new_style(style_image: str | None, content_zip: Any, name: str, steps: int, image_size: int,
-                    content_weight: float, style_weight: float, job_id: str, progress=gr.Progress()):
+                    content_weight: float, style_weight: float, loss_network: str | None = "imagenet",
+                    request: gr.Request = None, progress=gr.Progress()):
     """Train a style network on the style image + content photos; resumes from its last checkpoint."""
     from pipelines.core.jobs import JOBS
     from pipelines.neural_style import clean_style_name, run_train_style
 
-    token = JOBS.get(job_id)
-
-    def report(step: int, total: int, message: str) -> None:
-        progress((step, total), desc=message)
-
+    if not style_image:
+        raise ValueError("Upload a style image (or press “Use the sample style image”).")
+    vgg_weights = loss_network or "imagenet"
+    if vgg_weights not in dict((value, label) for label, value in LOSS_NETWORKS):
+        raise ValueError(f"Unknown loss network {loss_network!r}: choose "
+                         + " or ".join(repr(value) for _, value in LOSS_NETWORKS) + ".")
+    name = clean_style_name(name)
+    job_id, token = JOBS.start(_job_id("train", request))
     try:
-        if not style_image:
-            raise ValueError("Upload a style image (or press “Use the sample style image”).")
-        name = clean_style_name(name)
         record, result = run_train_style(style_image, _training_content(content_zip), name=name,
                                          steps=int(steps), image_size=int(image_size),
                                          content_weight=float(content_weight), style_weight=float(style_weight),
-                                         callback=report, cancel=token)
+                                         vgg_weights=vgg_weights, callback=_reporter(progress), cancel=token)
     finally:
-        JOBS.finish(job_id)
+        JOBS.finish(job_id, token)
     return gr.Dropdown(choices=style_choices(), value=result.name), f"{result.summary}\n\nRun `{record.id}`."
 
 
@@ -155,7 +181,9 @@ def build(tab: gr.Tab | None = None) -> None:
             preserve = gr.Checkbox(False, label="Preserve colours (keep the photo's colours, take the style's "
                                                "brightness and strokes)")
             max_size = gr.Slider(64, 2048, value=1024, step=32, label="Maximum size (long side, px)")
-            run = gr.Button("Stylize", variant="primary", elem_id="ns-run")
+            with gr.Row():
+                run = gr.Button("Stylize", variant="primary", elem_id="ns-run", scale=3)
+                stop = gr.Button("Cancel", variant="stop", elem_id="ns-cancel", scale=1)
         with gr.Column(scale=1):
             gallery = gr.Gallery(label="Stylized", columns=2, height=420, elem_id="ns-gallery")
             readout = gr.Markdown(elem_id="ns-readout")
@@ -189,23 +217,24 @@ def build(tab: gr.Tab | None = None) -> None:
             image_size = gr.Slider(64, 512, value=256, step=32, label="Training size (px)")
             content_weight = gr.Number(1e5, label="Content weight")
             style_weight = gr.Number(1e10, label="Style weight")
+        loss_network = gr.Dropdown(LOSS_NETWORKS, value="imagenet", label="Loss network (what judges the style)")
         with gr.Row():
             train = gr.Button("Train", variant="primary")
             cancel = gr.Button("Cancel", variant="stop")
         train_status = gr.Markdown()
-        job_id = gr.State("")
 
     samples.click(sample_photos, outputs=files, api_visibility="private")
     style_sample.click(lambda: str(STYLE_SAMPLE), outputs=style_image, api_visibility="private")
     run.click(friendly_errors(stylize_files), inputs=[files, style, strength, preserve, max_size],
               outputs=[gallery, readout], api_name="stylize", **MODEL_WORK)
+    stop.click(cancel_stylize, outputs=readout, concurrency_limit=None, api_name="cancel_stylize")
     upload_button.click(friendly_errors(add_uploaded_style), inputs=[upload, upload_name],
                         outputs=[style, upload_status], api_name="add_style")
-    train.click(start_job, outputs=job_id, api_visibility="private").then(
-        friendly_errors(train_new_style),
-        inputs=[style_image, content_zip, train_name, steps, image_size, content_weight, style_weight, job_id],
-        outputs=[style, train_status], api_name="train_style", **MODEL_WORK)
-    cancel.click(cancel_job, inputs=job_id, outputs=train_status, concurrency_limit=None, api_name="cancel_training")
+    train.click(friendly_errors(train_new_style),
+                inputs=[style_image, content_zip, train_name, steps, image_size, content_weight, style_weight,
+                        loss_network],
+                outputs=[style, train_status], api_name="train_style", **MODEL_WORK)
+    cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="cancel_training")
     if tab is not None:  # styles trained or added elsewhere show up when the tab is opened
         tab.select(lambda value: gr.Dropdown(choices=style_choices(), value=value), inputs=style, outputs=style,
                    api_visibility="private")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import re
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -17,10 +20,16 @@ SAMPLE = ROOT / "assets" / "samples" / "chelsea.jpg"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, shared_cache_dir):
+def server(tmp_path_factory, shared_cache_dir):
+    """(base URL, outputs folder) of a launched app."""
     folder = tmp_path_factory.mktemp("api")
     with running_app(folder / "outputs", shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url:
-        yield Client(url, verbose=False)
+        yield url, folder / "outputs"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
 
 
 def _stylize(client: Client, files: list[Path], style: str = "tiny:style", strength: float = 1.0):
@@ -79,12 +88,65 @@ def test_training_offline_says_why_instead_of_faking_a_style(client):
     """Without ImageNet VGG16 weights a trained 'style' would be meaningless: the app refuses plainly."""
     style_image = handle_file(str(ROOT / "assets" / "samples" / "style_cel_ink.png"))
     with pytest.raises(Exception, match="ImageNet VGG16 weights"):
-        client.predict(style_image, None, "offline_try", 20, 64, 1e5, 1e10, "", api_name="/train_style")
+        client.predict(style_image, None, "offline_try", 20, 64, 1e5, 1e10, "imagenet", api_name="/train_style")
     _, table = client.predict("Neural style", api_name="/history_list")
     rows = table["data"] if isinstance(table, dict) else table
     failed = client.predict(rows[0][-1], api_name="/history_show")  # newest first: the refused training
     assert failed["params"]["name"] == "offline_try" and failed["status"] == "failed"
     assert "ImageNet VGG16" in failed["error"]
+
+
+def _wait_for_progress(job, at_least: int, timeout: float = 120) -> int:
+    """Poll a submitted job until its progress bar has reached `at_least` steps; the step reached."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        units = job.status().progress_data or []
+        if units and units[-1].index is not None and units[-1].index >= at_least:
+            return int(units[-1].index)
+        if job.done():
+            raise AssertionError(f"the job ended before reaching step {at_least}: {job.result()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no progress to step {at_least} within {timeout} s")
+
+
+def test_a_running_multi_image_stylize_is_cancelled_through_the_server(client):
+    photos = [handle_file(str(SAMPLE))] * 24
+    job = client.submit(photos, "tiny:style", 1.0, False, 1024, api_name="/stylize")
+    _wait_for_progress(job, 1)
+    assert client.predict(api_name="/cancel_stylize").startswith("Cancelling")
+    with pytest.raises(Exception, match=r"Stylizing cancelled after (\d+) of 24 images") as caught:
+        job.result(timeout=120)
+    done = int(re.search(r"after (\d+) of 24", str(caught.value)).group(1))
+    run_id = re.search(r"run (\w+)", str(caught.value)).group(1)
+    record = client.predict(run_id, api_name="/history_show")
+    assert record["status"] == "cancelled" and record["params"]["cancelled_after"] == done
+    assert 1 <= done < 24 and len(record["outputs"]) == done  # the finished images are kept
+    assert client.predict(api_name="/cancel_stylize") == "Nothing is running."
+
+
+def test_a_running_training_is_cancelled_and_its_checkpoint_loads(server, client):
+    from pipelines.core.loader import model_info
+    from pipelines.neural_style import load_style
+    from pipelines.neural_style.train import read_checkpoint
+
+    url, outputs = server
+    style_image = handle_file(str(ROOT / "assets" / "samples" / "style_cel_ink.png"))
+    job = client.submit(style_image, None, "cancel_me", 2000, 64, 1e5, 1e10, "random", api_name="/train_style")
+    _wait_for_progress(job, 2)
+    assert client.predict(api_name="/cancel_training").startswith("Cancelling")
+    with pytest.raises(Exception, match=r"Training cancelled by the user at step (\d+) of 2000") as caught:
+        job.result(timeout=120)
+    step = int(re.search(r"at step (\d+)", str(caught.value)).group(1))
+    _, table = client.predict("Neural style", api_name="/history_list")
+    rows = table["data"] if isinstance(table, dict) else table
+    record = client.predict(rows[0][-1], api_name="/history_show")
+    assert record["params"]["name"] == "cancel_me" and record["status"] == "cancelled"
+    state = read_checkpoint(outputs / "training" / "cancel_me" / "checkpoints")
+    assert state["step"] == step >= 2 and len(state["losses"]) == step
+    model = load_style(outputs / "training" / "cancel_me" / "checkpoints" / state["model"])  # it loads
+    assert model_info(model).test_model  # trained against a random VGG16: marked as a test model
+    with torch.inference_mode():
+        assert tuple(model(torch.rand(1, 3, 40, 56)).shape) == (1, 3, 40, 56)
 
 
 def _sample_set(folder: Path, sigma: float, seed: int) -> list[Path]:
@@ -121,13 +183,16 @@ def test_compare_endpoint_gives_verdicts_skips_missing_models_and_is_recorded(cl
 
 
 def test_compare_with_unusable_sets_says_why_and_the_app_keeps_serving(client, tmp_path):
-    notes = tmp_path / "notes.txt"
+    notes, named_png = tmp_path / "notes.txt", tmp_path / "notes.png"
     notes.write_text("not an image")
+    named_png.write_text("not an image either")
     good = _sample_set(tmp_path / "good", 0, 0)
-    with pytest.raises(Exception, match="Set A has no usable images"):
-        client.predict([handle_file(str(notes))], [], "", [handle_file(str(p)) for p in good], [], "", [], "", "",
-                       "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", "", 100, 0,
-                       api_name="/compare")
+    for path, message in ((notes, "notes.txt: this input takes .png, .jpg"),
+                          (named_png, r"Set A has no usable images \(notes.png is not an image we can read")):
+        with pytest.raises(Exception, match=message):
+            client.predict([handle_file(str(path))], [], "", [handle_file(str(p)) for p in good], [], "", [], "",
+                           "", "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", "", 100, 0,
+                           api_name="/compare")
     with pytest.raises(Exception, match="equal size"):
         client.predict([handle_file(str(p)) for p in good[:3]], [], "", [handle_file(str(p)) for p in good], [], "",
                        [handle_file(str(p)) for p in good], "", "", "Pair by order", ["ssim"], "tiny:inception",

@@ -352,11 +352,8 @@ def test_pretrained_style_offline_says_so_plainly():
         load_style("rain_princess")
 
 
-def test_pretrained_zip_is_converted_to_safetensors_on_first_use(tmp_path, monkeypatch):
-    """The pytorch/examples download (a zip of old .pth files with stale keys) becomes cached safetensors."""
-    from pipelines.neural_style import list_styles, load_style, styles
-
-    bundle = tmp_path / "saved_models.zip"
+def _examples_zip(bundle: Path) -> dict[str, nn.Module]:
+    """A stand-in for pytorch/examples' saved_models.zip: old .pth files with stale keys; the reference nets."""
     references = {}
     with zipfile.ZipFile(bundle, "w") as archive:
         for seed, name in enumerate(["candy", "mosaic", "rain_princess", "udnie"]):
@@ -366,9 +363,18 @@ def test_pretrained_zip_is_converted_to_safetensors_on_first_use(tmp_path, monke
             buffer = io.BytesIO()
             torch.save(state, buffer)
             archive.writestr(f"saved_models/{name}.pth", buffer.getvalue())
+    return references
+
+
+def test_pretrained_zip_is_converted_to_safetensors_on_first_use(tmp_path, monkeypatch):
+    """The pytorch/examples download (a zip of old .pth files with stale keys) becomes cached safetensors."""
+    from pipelines.neural_style import list_styles, load_style, styles
+
+    bundle = tmp_path / "saved_models.zip"
+    references = _examples_zip(bundle)
     downloads = []
     monkeypatch.setattr(styles, "offline_reason", lambda url: None)
-    monkeypatch.setattr(styles, "download_file", lambda url, target, max_bytes: (
+    monkeypatch.setattr(styles, "download_file", lambda url, target, max_bytes, **kwargs: (
         downloads.append(url), target.write_bytes(bundle.read_bytes())))
 
     model = load_style("rain_princess")
@@ -385,6 +391,44 @@ def test_pretrained_zip_is_converted_to_safetensors_on_first_use(tmp_path, monke
         assert _relative_error(model(x), expected) < 1e-4
     load_style("udnie")
     assert len(downloads) == 1  # converted files are used from then on
+
+
+def test_the_first_download_of_a_pretrained_style_reports_its_progress(tmp_path, monkeypatch):
+    """A real HTTP download (from a local server) reports bytes done of the announced size through run_stylize."""
+    import dataclasses
+    import functools
+    import http.server
+    import threading
+
+    from pipelines.neural_style import run_stylize, styles
+
+    monkeypatch.setenv("ASL_CACHE", str(tmp_path / "cache"))  # nothing downloaded yet, whatever ran before
+    served = tmp_path / "served"
+    served.mkdir()
+    bundle = served / "saved_models.zip"
+    _examples_zip(bundle)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/saved_models.zip"
+        monkeypatch.setattr(styles, "offline_reason", lambda url: None)
+        for name in ("candy", "mosaic", "rain_princess", "udnie"):
+            monkeypatch.setitem(styles.PRETRAINED, name, dataclasses.replace(styles.PRETRAINED[name], url=url))
+        photo = tmp_path / "photo.png"
+        _photo(40, 30).save(photo)
+        messages = []
+        run_stylize([str(photo)], "rain_princess", store=RunStore(tmp_path / "runs.sqlite"),
+                    callback=lambda step, total, message: messages.append((step, total, message)))
+    finally:
+        httpd.shutdown()
+    downloading = [item for item in messages if item[2].startswith("Downloading style 'rain_princess'")]
+    size = bundle.stat().st_size
+    assert downloading[0][0] == 0 and downloading[-1][:2] == (size, size)  # from nothing to the whole file
+    assert all(total == size for _, total, _ in downloading) and f"of {size / 2**20:.1f} MB" in downloading[-1][2]
+    assert any("downloaded and converted" in message for _, _, message in messages)
+    assert messages[-1][2] == "Stylized image 1 of 1"
 
 
 def test_package_import_stays_light():

@@ -139,3 +139,19 @@ def test_model_events_share_one_queue_slot():
     slots = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
              if fn.api_name in model_events}
     assert set(slots) == model_events and set(slots.values()) == {("model", 1)}
+
+
+def test_cancel_reaches_only_the_sessions_own_job():
+    from pipelines.core.jobs import JOBS
+
+    page, other = types.SimpleNamespace(session_hash="page-a"), types.SimpleNamespace(session_hash="page-b")
+    job_id, token = JOBS.start(tab._job_id("stylize", page))
+    try:
+        assert tab.cancel_stylize(other) == "Nothing is running." and not token.cancelled
+        assert tab.cancel_training(page) == "Nothing is running." and not token.cancelled  # another kind of job
+        assert tab.cancel_stylize(page).startswith("Cancelling") and token.cancelled
+        newer_id, newer = JOBS.start(job_id)  # the same page's next run
+        JOBS.finish(job_id, token)  # the old run finishing late does not forget the newer one
+        assert JOBS.get(job_id) is newer
+    finally:
+        JOBS.finish(job_id)

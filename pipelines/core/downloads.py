@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,26 @@ def offline_reason(url: str) -> str | None:
     return status.reason if status.offline else None
 
 
-def download_file(url: str, target: str | os.PathLike, max_bytes: int) -> str:
-    """Stream `url` to `target` atomically, refusing more than `max_bytes`; returns the sha256 hex digest."""
+# progress(bytes_done, bytes_expected or None when the server does not say)
+DownloadProgress = Callable[[int, int | None], None]
+
+
+def download_file(url: str, target: str | os.PathLike, max_bytes: int, *,
+                  progress: DownloadProgress | None = None) -> str:
+    """Stream `url` to `target` atomically, refusing more than `max_bytes`; returns the sha256 hex digest.
+
+    `progress` is called after every chunk (and once at the start) with the bytes so far and the size the
+    server announced."""
     request = urllib.request.Request(url, headers={"User-Agent": "anime-style-lab"})
     digest = hashlib.sha256()
     with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(target) as tmp:
+        announced = response.headers.get("Content-Length")
+        expected = int(announced) if announced and announced.isdigit() else None
+        if expected is not None and expected > max_bytes:
+            raise ValueError(f"the download is larger than expected ({max_bytes // 2**20} MB); refused")
         total = 0
+        if progress is not None:
+            progress(0, expected)
         with tmp.open("wb") as handle:
             while chunk := response.read(1 << 20):
                 total += len(chunk)
@@ -39,6 +54,8 @@ def download_file(url: str, target: str | os.PathLike, max_bytes: int) -> str:
                     raise ValueError(f"the download is larger than expected ({max_bytes // 2**20} MB); refused")
                 digest.update(chunk)
                 handle.write(chunk)
+                if progress is not None:
+                    progress(total, expected)
     return digest.hexdigest()
 
 

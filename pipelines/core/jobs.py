@@ -35,14 +35,19 @@ class CancelToken:
 
 
 class JobRegistry:
-    """Cancel tokens by job id, so a Cancel button in one request can reach a job running in another."""
+    """Cancel tokens by job id, so a Cancel button in one request can reach a job running in another.
+
+    Tabs use ids such as "stylize:<session>" (one browser page or one API client's session), so the Cancel
+    event of that session reaches its running job and no one else's.
+    """
 
     def __init__(self) -> None:
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
 
-    def start(self) -> tuple[str, CancelToken]:
-        job_id, token = uuid.uuid4().hex, CancelToken()
+    def start(self, job_id: str | None = None) -> tuple[str, CancelToken]:
+        """Register a new token under `job_id` (a fresh id when None); it replaces any older one of that id."""
+        job_id, token = job_id or uuid.uuid4().hex, CancelToken()
         with self._lock:
             self._tokens[job_id] = token
         return job_id, token
@@ -59,9 +64,11 @@ class JobRegistry:
         token.cancel()
         return True
 
-    def finish(self, job_id: str) -> None:
+    def finish(self, job_id: str, token: CancelToken | None = None) -> None:
+        """Forget the job; with `token`, only if that token is still the one registered (not a newer job's)."""
         with self._lock:
-            self._tokens.pop(job_id, None)
+            if token is None or self._tokens.get(job_id) is token:
+                self._tokens.pop(job_id, None)
 
 
 JOBS = JobRegistry()

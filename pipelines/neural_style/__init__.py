@@ -119,9 +119,10 @@ class StylizeOutput:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def load_style(name_or_path: str | os.PathLike) -> torch.nn.Module:
+def load_style(name_or_path: str | os.PathLike, callback: ProgressCallback | None = None) -> torch.nn.Module:
     """A style network (RGB 0–1 in, RGB 0–1 out) from a pretrained name, a trained style's name, "tiny:style"
-    or a path to a .safetensors file. Cached process-wide by the core loader.
+    or a path to a .safetensors file. Cached process-wide by the core loader. A pretrained style's first use
+    downloads it, reporting the download's progress through `callback(step, total, message)`.
 
     Raises ValueError (unknown name, listing the available styles), UnsafeWeightsError (not safetensors by
     content), StyleUnavailableError (offline and not downloaded yet) or loader.ModelLoadError.
@@ -130,7 +131,7 @@ def load_style(name_or_path: str | os.PathLike) -> torch.nn.Module:
 
     from . import styles
 
-    resolved = styles.resolve(name_or_path)
+    resolved = styles.resolve(name_or_path, callback)
     options: dict[str, Any] = {}
     if resolved.kind != "test":
         stat = Path(resolved.source).stat()  # a re-trained style under the same name is a new cache entry
@@ -195,12 +196,14 @@ def stylize(images: Sequence[Any] | Any, model: torch.nn.Module, strength: float
     strength blends the stylized image with the content (0 returns the content unchanged, 1 the full style);
     preserve_color keeps the content's chroma and takes only the luma from the style; the long side is
     downscaled to max_size (16–2048 px; None means 2048) first. Output sizes equal the (downscaled) input sizes.
+    On cancel, the JobCancelled raised carries the images finished so far as `.partial` (a StylizeOutput).
     """
     import numpy as np
     import torch
     from PIL import Image
 
     from pipelines.core.images import load_image
+    from pipelines.core.jobs import JobCancelled
 
     strength = float(strength)
     if not 0.0 <= strength <= 1.0:
@@ -216,11 +219,13 @@ def stylize(images: Sequence[Any] | Any, model: torch.nn.Module, strength: float
     if model.training:
         model.eval()
     device, dtype = _model_placement(model)
-    outputs = []
+    outputs: list[Image.Image] = []
     with torch.inference_mode():
         for index, item in enumerate(items):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
+            if cancel is not None and cancel.cancelled:
+                cancelled = JobCancelled(f"Cancelled after {index} of {len(items)} images.")
+                cancelled.partial = StylizeOutput(outputs, time.perf_counter() - start)  # type: ignore[attr-defined]
+                raise cancelled
             label = None if isinstance(item, (str, os.PathLike)) else f"Image {index + 1}"  # paths: the file name
             content = load_image(item, max_side=limit, name=label)
             outputs.append(_one_image(model, content, strength, bool(preserve_color), device, dtype))
@@ -279,8 +284,13 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
                 max_size: int = DEFAULT_MAX_SIZE, store: RunStore | None = None, *,
                 callback: ProgressCallback | None = None, cancel: CancelToken | None = None) -> RunRecord:
     """Stylize files as one recorded run: PNGs with metadata under outputs/neural_style/, a run record, and
-    copies of the inputs so History can re-run it. Unreadable files are skipped (params["skipped"])."""
+    copies of the inputs so History can re-run it. Unreadable files are skipped (params["skipped"]).
+
+    A cancel (through `cancel`) keeps the images finished so far: they are saved, the record says "cancelled",
+    and the JobCancelled raised says how many were done. A pretrained style's first download reports its
+    progress through `callback`."""
     from pipelines.core import devices, loader
+    from pipelines.core.jobs import JobCancelled
     from pipelines.core.records import RunRecord, default_store
     from pipelines.core.runs import save_input_copy, save_outputs
 
@@ -293,7 +303,7 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
     record = RunRecord(tab=TAB, params=params, attention=devices.attention_backend())
     with store.run(record):
         with record.stage("load"):
-            model = load_style(style)
+            model = load_style(style, callback)
             device, dtype = _model_placement(model)
             record.device = devices.describe(device, dtype)
             info = loader.model_info(model)
@@ -305,8 +315,13 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
             params["images"] = [str(save_input_copy(image)) for image in images]
             if problems:
                 params["skipped"] = problems
+        partial = None
         with record.stage("stylize"):
-            result = stylize(images, model, strength, preserve_color, max_size, callback=callback, cancel=cancel)
+            try:
+                result = stylize(images, model, strength, preserve_color, max_size, callback=callback, cancel=cancel)
+            except JobCancelled as err:
+                partial = getattr(err, "partial", None) or StylizeOutput([], 0.0)
+                result = partial
         with record.stage("save"):
             metadata = {"Style": str(style), "Strength": float(strength), "Preserve colors": bool(preserve_color),
                         "Max size": int(max_size), "Model id": info.source if info else str(style),
@@ -315,6 +330,12 @@ def run_stylize(image_paths: Sequence[str], style: str, strength: float = 1.0, p
             if note or (info and info.test_model):
                 metadata["Test model"] = note or TINY_STYLE_NOTE
             save_outputs(record, result.images, metadata)
+        if partial is not None:
+            params["cancelled_after"] = len(partial.images)
+            done = len(partial.images)
+            raise JobCancelled(f"Stylizing cancelled after {done} of {len(images)} images; "
+                               + (f"the {done} finished are saved (run {record.id})." if done else
+                                  f"none was finished (run {record.id})."))
     return record
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from pipelines.core import settings
 from pipelines.core.downloads import download_file, offline_reason, read_pth_state_dict
 from pipelines.core.errors import UserError
-from pipelines.core.jobs import atomic_path
+from pipelines.core.jobs import ProgressCallback, atomic_path
 from pipelines.core.loader import TINY_LABEL
 from pipelines.core.safeweights import check_safetensors
 
@@ -184,8 +184,8 @@ class ResolvedStyle:
     kind: str  # "pretrained", "trained", "file" or "test"
 
 
-def resolve(name_or_path: str | os.PathLike) -> ResolvedStyle:
-    """Where a style's weights are, downloading a pretrained one on first use.
+def resolve(name_or_path: str | os.PathLike, callback: ProgressCallback | None = None) -> ResolvedStyle:
+    """Where a style's weights are, downloading a pretrained one on first use (progress through `callback`).
 
     Raises ValueError for unknown names (listing the available ones), UnsafeWeightsError for a file that is
     not safetensors by content, StyleUnavailableError when a download is needed and impossible.
@@ -194,7 +194,7 @@ def resolve(name_or_path: str | os.PathLike) -> ResolvedStyle:
     if text == TINY_STYLE:
         return ResolvedStyle(TINY_STYLE, TINY_STYLE, "test")
     if text in PRETRAINED:
-        return ResolvedStyle(text, str(ensure_pretrained(text)), "pretrained")
+        return ResolvedStyle(text, str(ensure_pretrained(text, callback)), "pretrained")
     if _NAME.match(text) and user_style_path(text).exists():
         path = user_style_path(text)
         check_safetensors(path)
@@ -242,8 +242,25 @@ def convert_pth(data: bytes, style: PretrainedStyle, target: Path) -> Path:
     return save_safetensors({key: value.contiguous() for key, value in state.items()}, target, metadata)
 
 
-def ensure_pretrained(name: str) -> Path:
-    """The converted safetensors of pretrained style `name`, downloading and converting it on first use."""
+def _download_progress(name: str, callback: ProgressCallback | None):
+    """A download_file progress hook that reports "Downloading style …: 12 of 80 MB" through a job callback."""
+    if callback is None:
+        return None
+
+    def report(done: int, expected: int | None) -> None:
+        mb = done / 2**20
+        if expected:
+            callback(done, expected, f"Downloading style {name!r} (first use only): {mb:.1f} of "
+                                     f"{expected / 2**20:.1f} MB")
+        else:
+            callback(0, 0, f"Downloading style {name!r} (first use only): {mb:.1f} MB")
+
+    return report
+
+
+def ensure_pretrained(name: str, callback: ProgressCallback | None = None) -> Path:
+    """The converted safetensors of pretrained style `name`, downloading and converting it on first use; the
+    download reports its progress through `callback(step, total, message)` (bytes)."""
     style = PRETRAINED[name]
     target = pretrained_path(name)
     if target.exists():
@@ -258,7 +275,7 @@ def ensure_pretrained(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=downloads) as folder:
         archive = Path(folder) / "download"
         try:
-            download_file(style.url, archive, MAX_DOWNLOAD_BYTES)
+            download_file(style.url, archive, MAX_DOWNLOAD_BYTES, progress=_download_progress(name, callback))
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
             raise StyleUnavailableError(f"Style {name!r} could not be downloaded from {style.url} ({err}).") from err
         try:
@@ -275,4 +292,6 @@ def ensure_pretrained(name: str) -> Path:
                 from err
     if not target.exists():
         raise StyleUnavailableError(f"Style {name!r}: {style.member} is missing from {style.url}.")
+    if callback is not None:
+        callback(1, 1, f"Style {name!r} downloaded and converted")
     return target

@@ -328,7 +328,8 @@ def train(style_image: Any, content_images: Sequence[Any], *, steps: int = 2000,
     try:
         while step < steps:
             if cancel is not None and cancel.cancelled:
-                raise JobCancelled("Training cancelled by the user.")
+                raise JobCancelled(f"Training cancelled by the user at step {step} of {steps}; its checkpoint is "
+                                   "saved: press Train again with the same settings to resume.")
             batch = content[_batch_indices(step, batch_size, len(content), seed)].to(target_device).float()
             optimizer.zero_grad(set_to_none=True)
             output = net(batch)
