@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 
 # Every event that runs a model shares this concurrency slot: one model job at a time on the device.
 MODEL_WORK = {"concurrency_id": "model", "concurrency_limit": 1}
+# Live streams (the webcam) get slots of their own. A Gradio stream event holds its slot for the whole stream
+# (up to its time limit, minutes), so in MODEL_WORK one user's open webcam blocked everyone's jobs. Here each
+# frame is short work (a small image through a small network) that runs beside the model job, costing it about
+# one frame's time per frame; bench/bench_live.py measures it. At most LIVE_STREAMS webcams stream at once.
+LIVE_STREAMS = 4
+LIVE_WORK = {"concurrency_id": "live", "concurrency_limit": LIVE_STREAMS}
 
 # Errors whose text is for the user (the pipelines' own and the plain ones raised for bad input); any other is
 # logged and summarised.

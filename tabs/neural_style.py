@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, file_input, file_paths, friendly_errors, image_input, test_model_note
+from .common import LIVE_WORK, MODEL_WORK, file_input, file_paths, friendly_errors, image_input, test_model_note
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 STYLE_SAMPLE = SAMPLES_DIR / "style_cel_ink.png"
@@ -193,7 +193,7 @@ def build(tab: gr.Tab | None = None) -> None:
             webcam = image_input("Webcam", type="numpy", sources=("webcam",), streaming=True)
             live = gr.Image(label=f"Stylized live (long side {LIVE_MAX_SIZE} px)", streaming=True)
         webcam.stream(friendly_errors(live_frame), inputs=[webcam, style, strength, preserve], outputs=live,
-                      stream_every=0.2, time_limit=120, api_name="stylize_frame", **MODEL_WORK)
+                      stream_every=0.2, time_limit=120, api_name="stylize_frame", **LIVE_WORK)
 
     with gr.Accordion("Add a style you have (.safetensors)", open=False):
         with gr.Row():

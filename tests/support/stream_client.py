@@ -99,3 +99,66 @@ class StreamSession:
         while time.monotonic() < end and not self.result.completed:
             self.send(data)
             time.sleep(every)
+
+
+# ---------------------------------------------------------------------------------------------- measurements
+@dataclass
+class LiveFigures:
+    frame_seconds: float  # median time between streamed outputs with frames sent as fast as they are answered
+    frames: int  # outputs the stream produced while the other client's Stylize ran
+    stylize_alone: float  # seconds for the other client's Stylize with no stream running (median)
+    stylize_during: float  # the same Stylize while the stream runs
+    stream_seconds: float  # how long the stream was kept open
+
+    @property
+    def extra_frames(self) -> float:
+        """What the stream cost the other client, in frames: (during − alone) / frame time."""
+        return (self.stylize_during - self.stylize_alone) / max(self.frame_seconds, 1e-6)
+
+
+def _stylize_seconds(client: Any, photos: list[Path], max_size: int) -> float:
+    from gradio_client import handle_file
+
+    start = time.monotonic()
+    client.predict([handle_file(str(path)) for path in photos], "tiny:style", 1.0, False, max_size,
+                   api_name="/stylize")
+    return time.monotonic() - start
+
+
+def measure_live(url: str, frame: Path, photos: list[Path], *, stream_seconds: float, max_size: int = 512,
+                 frame_every: float = 0.02, repeats: int = 3) -> LiveFigures:
+    """Frame time of the webcam stream alone, another client's Stylize alone, then that Stylize submitted one
+    second into a stream kept open for `stream_seconds` (the browser's webcam; its time limit is longer)."""
+    import statistics
+
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    _stylize_seconds(client, photos, max_size)  # warm: model loaded, code paths compiled
+    alone = statistics.median(_stylize_seconds(client, photos, max_size) for _ in range(repeats))
+
+    session = StreamSession(url, "stylize_frame")
+    data = [session.upload(frame), "tiny:style", 1.0, False]
+    session.start(data)
+    session.wait_first_output(60)
+    session.run_for(3.0, data, frame_every)
+    outputs = list(session.result.outputs)
+    intervals = [b - a for a, b in zip(outputs, outputs[1:], strict=False)]
+    frame_seconds = statistics.median(intervals) if intervals else float("nan")
+
+    opened = time.monotonic()
+    result: dict[str, float] = {}
+
+    def other_client() -> None:
+        result["seconds"] = _stylize_seconds(Client(url, verbose=False), photos, max_size)
+
+    worker = threading.Thread(target=other_client)
+    before = len(session.result.outputs)
+    worker.start()
+    while worker.is_alive() and time.monotonic() - opened < stream_seconds:
+        session.send(data)
+        time.sleep(frame_every)
+    frames = len(session.result.outputs) - before
+    session.close()
+    worker.join()
+    return LiveFigures(frame_seconds, frames, alone, result["seconds"], time.monotonic() - opened)
