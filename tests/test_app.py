@@ -80,3 +80,42 @@ def test_app_starts_and_serves_with_no_outside_connection(tmp_path):
                 assert response.status == 200
         time.sleep(3)  # give any background check (analytics, version) time to happen
     assert not log.exists() or log.read_text() == "", log.read_text()
+
+
+def _page_config(html: str) -> dict:
+    """The app config the page embeds (window.gradio_config = {...};)."""
+    start = html.index("window.gradio_config = ") + len("window.gradio_config = ")
+    config, _ = json.JSONDecoder().raw_decode(html[start:])
+    return config
+
+
+@pytest.mark.slow
+def test_basic_auth_refuses_the_page_and_the_api_without_the_password(tmp_path):
+    import httpx
+    from gradio_client import Client
+
+    with running_app(tmp_path / "out", tmp_path / "cache", env={"ASL_AUTH": "ann:secret1,bob:pw:with:colons"}) \
+            as url:
+        anonymous = httpx.Client(timeout=30)
+        page = _page_config(anonymous.get(url).text)
+        assert page["auth_required"] and page["components"] == []  # the login form only, no app
+        for path in ("config", "gradio_api/info"):
+            assert anonymous.get(url + path).status_code == 401, path
+        assert anonymous.post(url + "gradio_api/upload", files={"files": ("a.png", b"x")}).status_code == 401
+        joined = anonymous.post(url + "gradio_api/queue/join", json={"data": ["All tabs"], "fn_index": 0,
+                                                                      "session_hash": "anonymous"})
+        assert joined.status_code == 401
+        assert anonymous.post(url + "login", data={"username": "ann", "password": "wrong"}).status_code == 400
+        with pytest.raises(Exception, match="credentials"):
+            Client(url, verbose=False)
+        with pytest.raises(Exception):  # noqa: B017 - gradio_client's error type for a refused login varies
+            Client(url, auth=("ann", "not-the-password"), verbose=False)
+
+        member = httpx.Client(timeout=30)
+        assert member.post(url + "login", data={"username": "bob", "password": "pw:with:colons"}).status_code == 200
+        page = _page_config(member.get(url).text)
+        assert not page.get("auth_required") and "Neural style" in json.dumps(page["components"])
+        assert member.get(url + "config").status_code == 200
+        client = Client(url, auth=("ann", "secret1"), verbose=False)
+        gallery, table = client.predict("All tabs", api_name="/history_list")
+        assert table["headers"][0] == "When"
