@@ -1,6 +1,8 @@
 """A person's path through the app in Debian chromium: every tab, a stylization, the result on screen.
 
-Saves the README screenshot (assets/screenshot.png) on the way.
+Takes the README's screenshots on the way, into a temporary folder; they replace assets/screenshot.png and
+assets/screenshot_metrics.png only when asked (tests/support/screenshots.py:
+ASL_UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q -m browser), so a test run leaves the work tree clean.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ import shutil
 
 import pytest
 
-from tests.support.server import ROOT, running_app
+from tests.support.screenshots import screenshot_path
+from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = ROOT / "assets" / "screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +67,7 @@ def test_visit_every_tab(page):
     page.get_by_text("Show runs of").wait_for()
 
 
-def test_stylize_a_bundled_image_and_see_the_result(page):
+def test_stylize_a_bundled_image_and_see_the_result(page, screenshots):
     _open_tab(page, "Neural style")
     style = page.locator("#ns-style input")
     style.click()
@@ -74,8 +81,9 @@ def test_stylize_a_bundled_image_and_see_the_result(page):
     readout.get_by_text("images in").wait_for()
     assert "random weights" in readout.inner_text()
     assert page.locator("#ns-gallery img").count() >= 5
-    page.screenshot(path=str(SCREENSHOT), full_page=False)
-    assert SCREENSHOT.stat().st_size > 10_000
+    shot = screenshot_path("screenshot.png", screenshots)
+    page.screenshot(path=str(shot), full_page=False)
+    assert shot.stat().st_size > 10_000
 
 
 def test_the_session_made_no_outside_connection(page, outside_log):
@@ -84,7 +92,7 @@ def test_the_session_made_no_outside_connection(page, outside_log):
     assert not outside_log.exists() or outside_log.read_text() == "", outside_log.read_text()
 
 
-def test_compare_two_small_sets_and_see_table_and_plots(page, tmp_path):
+def test_compare_two_small_sets_and_see_table_and_plots(page, tmp_path, screenshots):
     from tests.test_api import _sample_set
 
     _open_tab(page, "Metrics / A-B")
@@ -104,4 +112,4 @@ def test_compare_two_small_sets_and_see_table_and_plots(page, tmp_path):
     page.locator("#mt-scatter img").wait_for(state="visible")
     summary = page.locator("#mt-summary").inner_text()
     assert "not real scores" in summary  # the tiny Inception's numbers are labelled, never shown as real
-    page.screenshot(path=str(ROOT / "assets" / "screenshot_metrics.png"), full_page=True)
+    page.screenshot(path=str(screenshot_path("screenshot_metrics.png", screenshots)), full_page=True)
