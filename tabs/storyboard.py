@@ -187,8 +187,9 @@ def build(tab: gr.Tab | None = None) -> None:
         example = gr.Dropdown(list(EXAMPLES), value=next(iter(EXAMPLES)), label="Example from the thesis", scale=3)
         load = gr.Button("Load example", scale=1)
     with gr.Row():
-        count = gr.Slider(MIN_PANELS, MAX_PANELS, value=DEFAULT_PANELS, step=1, label="Panels")
-        prefix = gr.Textbox(label="Character and style (put before every panel's prompt)", scale=3)
+        count = gr.Slider(MIN_PANELS, MAX_PANELS, value=DEFAULT_PANELS, step=1, label="Panels", elem_id="sb-count")
+        prefix = gr.Textbox(label="Character and style (put before every panel's prompt)", scale=3,
+                            elem_id="sb-prefix")
     prompts, editors, rows = [], [], []
     for index in range(MAX_PANELS):
         with gr.Row(visible=index < DEFAULT_PANELS) as row:
@@ -202,7 +203,8 @@ def build(tab: gr.Tab | None = None) -> None:
         with gr.Row():
             sketch_model = gr.Dropdown(models, value=models[0][1], allow_custom_value=True, label="Sketch model")
             sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
-            sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps")
+            sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps",
+                                     elem_id="sb-sketch-steps")
         with gr.Row():
             method = gr.Radio(list(LINE_METHODS), value=LINE_METHODS[0], label="Clean lines with")
             block = gr.Slider(3, 51, value=15, step=2, label="Adaptive block size")
@@ -215,7 +217,7 @@ def build(tab: gr.Tab | None = None) -> None:
         redraw = gr.Button("Redraw this panel")
         order = gr.Textbox(label="New order (e.g. 2,1,3,4)")
         reorder = gr.Button("Reorder panels")
-    sketch_status = gr.Markdown()
+    sketch_status = gr.Markdown(elem_id="sb-sketch-status")
 
     with gr.Accordion("Frame settings", open=True):
         with gr.Row():
@@ -226,10 +228,10 @@ def build(tab: gr.Tab | None = None) -> None:
             control = gr.Dropdown(controls, value=default_control, allow_custom_value=True, label="ControlNet")
             scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Sketch strength (conditioning scale)")
         with gr.Row():
-            steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
+            steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="sb-steps")
             cfg = gr.Slider(1, 20, value=7, step=0.5, label="CFG scale")
-            seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
-            size = gr.Slider(256, 1024, value=512, step=64, label="Size (px)")
+            seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)", elem_id="sb-seed")
+            size = gr.Slider(256, 1024, value=512, step=64, label="Size (px)", elem_id="sb-size")
         negative = gr.Textbox(FRAME_NEGATIVE, label="Negative prompt")
         with gr.Row():
             memory_on = gr.Checkbox(True, label="Memory attention (MAGA, our reading)")
