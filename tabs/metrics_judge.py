@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from .common import friendly_errors
+from .common import file_input, file_paths, friendly_errors
 from .metrics import history_run_choices
 
 RANDOM = "Random pairs (every image used about equally)"
@@ -65,8 +65,7 @@ def _store():
 
 
 def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
-    paths = [getattr(item, "name", None) or str(item) for item in (files or [])]
-    paths += list(runs or [])
+    paths = file_paths(files) + list(runs or [])
     if folder and folder.strip():
         paths.append(folder.strip())
     return paths
@@ -297,7 +296,7 @@ def _set_column(label: str, run_choices: list[tuple[str, str]]):
 
     with gr.Column(variant="panel"):
         gr.Markdown(f"**Set {label}**")
-        files = gr.File(label="Images or a zip", file_count="multiple", elem_id=f"jd-files-{label.lower()}")
+        files = file_input("Images or a zip", ("image", "zip"), multiple=True, elem_id=f"jd-files-{label.lower()}")
         runs = gr.Dropdown(run_choices, multiselect=True, label="…or runs from History")
         folder = gr.Textbox(label="…or a folder on the server (admin-enabled)", visible=folders_allowed())
         name = gr.Textbox(label="Name (optional; hidden while judging, shown in the results)",
@@ -322,8 +321,8 @@ def build(tab: gr.Tab | None = None) -> None:
                     question = gr.Dropdown(list(QUESTIONS), value=QUESTIONS[0], allow_custom_value=True,
                                            label="Question shown with every pair (or write your own)",
                                            elem_id="jd-question-choice")
-                    files_ref = gr.File(label="Reference images shown beside each pair (optional: the one with "
-                                              "A's file name, else up to 3)", file_count="multiple")
+                    files_ref = file_input("Reference images shown beside each pair (optional: the one with "
+                                           "A's file name, else up to 3)", ("image",), multiple=True)
                     prompts = gr.Textbox(lines=2, label="Prompt shown beside each pair (one for all, or one per "
                                                         "image of A)")
                     pairing = gr.Radio(list(PAIRING), value=RANDOM, label="Pairs", elem_id="jd-pairing")

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.server import ROOT, running_app
+from tests.support.screenshots import screenshot_path
+from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = ROOT / "assets" / "screenshot_judging.png"
+SCREENSHOT = "screenshot_judging.png"  # under assets/ only when refreshing the README's screenshots
 PAIRS = 10
 SET_NAMES = ("Zanzibar-tuned", "Quokka-base")  # what the user calls A and B: never on the page while judging
 
@@ -123,7 +124,7 @@ def test_judge_ten_pairs_blind_with_the_keyboard_across_a_restart(tmp_path, shar
             page.locator("#jd-start").click()
             sides = _judge(page, 1, 5, secrets, undo_at=3)
             _wait_for_pair(page, 6)
-            page.locator("#jd-panel").screenshot(path=str(SCREENSHOT))
+            page.locator("#jd-panel").screenshot(path=str(screenshot_path(SCREENSHOT, tmp_path)))
             session = page.locator("#jd-session textarea").input_value()
             assert re.fullmatch(r"[0-9a-f]{10}", session), session
             _open_judging(page, url, "2 · Judge")  # the page is loaded again: this browser remembers the session
