@@ -7,7 +7,7 @@ Printed: seconds per storyboard and per frame, the least-squares line seconds = 
 reports time growing "exponentially"; lockstep should be linear while the per-frame memory cost stays small), the
 on/off per-frame ratio at the largest N (target ≤ 1.3), and peak memory (CUDA: allocated; CPU: resident).
 --memory worst starts the memory at block 0 and step 0 (the most expensive setting, an upper bound); --memory
-default uses the issue's defaults scaled to this UNet: L = 8/16 of its transformer blocks, S = 24 of 50 steps.
+default uses the issue's defaults, L = 8 of 16 blocks and S = 24 of 50 steps, scaled to this UNet and step count.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     from pipelines.storyboard.request import MemorySettings, StoryboardRequest
 
     blocks = len(transformer_block_order(load_pipeline(args.model).unet.attn_processors))
-    start_layer, start_step = (0, 0) if args.memory == "worst" else (blocks * 8 // 16, 24)
+    start_layer, start_step = (0, 0) if args.memory == "worst" else (8, 24)  # L of 16, scaled to the UNet's blocks
 
     sketch = Image.new("RGB", (args.size, args.size), "white")
     ImageDraw.Draw(sketch).ellipse((args.size // 4, args.size // 8, 3 * args.size // 4, 7 * args.size // 8),
@@ -82,7 +82,7 @@ def main() -> None:
         for memory_on in (False, True):
             results[memory_on].append((count, statistics.median(timings[memory_on]), peaks[memory_on]))
     print(f"{args.model}, {args.size}px, {args.steps} steps, median of {args.reps}; memory from block "
-          f"{start_layer} of {blocks}, step {start_step} of 50 ({args.memory})")
+          f"{start_layer} of 16 (this UNet has {blocks}), step {start_step} of 50 ({args.memory})")
     print("frames | off s (per frame) | on s (per frame) | on/off per frame | peak MB off / on")
     for (count, off_s, off_mb), (_, on_s, on_mb) in zip(results[False], results[True], strict=True):
         print(f"{count:6d} | {off_s:7.2f} ({off_s / count:.3f}) | {on_s:7.2f} ({on_s / count:.3f}) | "

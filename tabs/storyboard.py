@@ -236,7 +236,7 @@ def build(tab: gr.Tab | None = None) -> None:
         with gr.Row():
             memory_on = gr.Checkbox(True, label="Memory attention (MAGA, our reading)")
             start_layer = gr.Slider(0, SD15_TRANSFORMER_BLOCKS - 1, value=DEFAULT_START_LAYER, step=1,
-                                    label="From transformer block L")
+                                    label="From transformer block L (of 16; scaled for other UNets)")
             start_step = gr.Slider(0, 50, value=DEFAULT_START_STEP_OF_50, step=1, label="From step S (of 50)")
             scope = gr.Radio(list(SCOPES), value="all", label="Memory: earlier frames")
             ratio = gr.Slider(0.05, 1, value=1, step=0.05, label="Memory tokens kept")

@@ -1,5 +1,6 @@
 """A person's storyboard in Debian chromium: sketches for three panels, a stroke drawn on one, the storyboard drawn
-over them; meanwhile a second browser session draws its own storyboard, and neither page shows the other's frames."""
+over them; meanwhile a second browser session draws its own storyboard, and neither page shows the other's frames.
+Saves the README's storyboard screenshot (tests/support/screenshots.py says when it goes to assets/)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 
 import pytest
 
+from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -52,7 +54,7 @@ def _read(page) -> tuple[str, int]:
     return RUN_ID.search(readout.inner_text()).group(1), frames
 
 
-def test_sketch_edit_and_draw_a_storyboard_while_another_session_draws_its_own(app_url):
+def test_sketch_edit_and_draw_a_storyboard_while_another_session_draws_its_own(app_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
     results: dict[str, tuple[str, int]] = {}
@@ -79,6 +81,8 @@ def test_sketch_edit_and_draw_a_storyboard_while_another_session_draws_its_own(a
         second.locator("#sb-draw").click()
         first.locator("#sb-draw").click()
         results["second"], results["first"] = _read(second), _read(first)
+        first.locator("#sb-frames").scroll_into_view_if_needed()
+        first.screenshot(path=str(screenshot_path("screenshot_storyboard.png", tmp_path)))
         browser.close()
     (first_run, first_frames), (second_run, second_frames) = results["first"], results["second"]
     assert first_frames == second_frames == 3

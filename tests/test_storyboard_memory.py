@@ -14,6 +14,7 @@ from pipelines.storyboard.memory import (
     frame_attention,
     memory_frames,
     memory_layers,
+    scaled_start_layer,
     scaled_start_step,
     transformer_block_order,
 )
@@ -63,6 +64,7 @@ def test_block_order_and_layers_follow_the_unet_forward_order() -> None:
     layers = memory_layers(pipe.unet, 2)
     assert layers == {f"{block}.transformer_blocks.0.attn1" for block in order[2:]}
     assert scaled_start_step(50) == 24 and scaled_start_step(25) == 12
+    assert scaled_start_layer(pipe.unet, 8) == 3 and scaled_start_layer(pipe.unet, 16) == 6  # 6 blocks here
     assert [memory_frames(2, scope) for scope in ("all", "previous", "first")] == [[0, 1], [1], [0]]
 
 

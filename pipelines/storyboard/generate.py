@@ -109,7 +109,7 @@ def generate_storyboard(request: StoryboardRequest, *, callback: ProgressCallbac
     from pipelines.diffusion.generate import call_lock, generate
     from pipelines.diffusion.models import controlnet_for, load_pipeline
 
-    from .memory import FrameMemory, frame_attention, memory_layers, scaled_start_step
+    from .memory import FrameMemory, frame_attention, memory_layers, scaled_start_layer, scaled_start_step
 
     problems = check(request)
     if problems:
@@ -121,7 +121,7 @@ def generate_storyboard(request: StoryboardRequest, *, callback: ProgressCallbac
     missing = [index for index, sketch in enumerate(request.sketches) if sketch is None]
     settings = request.memory
     memory = FrameMemory(frames=len(request.prompts), guided=float(request.cfg_scale) > 1,
-                         layers=memory_layers(pipe.unet, settings.start_layer),
+                         layers=memory_layers(pipe.unet, scaled_start_layer(pipe.unet, settings.start_layer)),
                          start_step=scaled_start_step(int(request.steps), settings.start_step_of_50),
                          scope=settings.scope, sample_ratio=settings.sample_ratio,
                          rng=_rng(request.seed)) if settings.enabled else None

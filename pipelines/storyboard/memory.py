@@ -70,6 +70,13 @@ def memory_layers(unet: Any, start_layer: int) -> frozenset[str]:
                      if name.startswith(chosen) and ".attn1." in name)
 
 
+def scaled_start_layer(unet: Any, start_of_16: int) -> int:
+    """L is given over SD 1.5's 16 transformer blocks; another UNet (SDXL, the tiny test one) gets the block at the
+    same fraction of its depth, so the setting means the same on every model."""
+    blocks = len(transformer_block_order(unet.attn_processors))
+    return round(start_of_16 * blocks / SD15_TRANSFORMER_BLOCKS)
+
+
 def scaled_start_step(steps: int, start_of_50: int = DEFAULT_START_STEP_OF_50) -> int:
     """The issue's default S = 24 of 50 steps, scaled to another step count."""
     return round(start_of_50 * steps / 50)
