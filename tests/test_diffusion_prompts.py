@@ -65,7 +65,7 @@ def chunk_ids(pipe, text: str) -> list[int]:
     return pipe.tokenizer(text, add_special_tokens=False).input_ids
 
 
-def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+def assert_near(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -114,11 +114,11 @@ def test_weighted_word_is_a1111_weighted_and_renormalised(pipe):
 
     weighted = encode_prompts(pipe, weighted_text).cond
     plain = encode_prompts(pipe, plain_text).cond
-    close(plain, z_plain)
-    close(weighted, expected)
+    assert_near(plain, z_plain)
+    assert_near(weighted, expected)
     # Apart from the chunk-wide renormalising factor, only the house token moved.
     factor = z_plain.mean() / (z_plain * w).mean()
-    close(weighted[:, ~house], plain[:, ~house] * factor)
+    assert_near(weighted[:, ~house], plain[:, ~house] * factor)
     assert not torch.allclose(weighted[:, house], plain[:, house] * factor)
 
 
@@ -126,8 +126,8 @@ def test_matches_diffusers_encode_prompt_for_plain_prompts(tiny_sd15):
     # (diffusers' own clip_skip reaches for `text_encoder.text_model`, gone from transformers 5's CLIPTextModel)
     ours = encode_prompts(tiny_sd15, "a cat on a hill", "ugly")
     theirs, negative = tiny_sd15.encode_prompt("a cat on a hill", "cpu", 1, True, "ugly")
-    close(ours.cond, theirs)
-    close(ours.uncond, negative)
+    assert_near(ours.cond, theirs)
+    assert_near(ours.uncond, negative)
 
 
 # ---------------------------------------------------------------------------------------------- chunks
@@ -139,7 +139,7 @@ def test_200_token_prompt_is_three_chunks_and_last_word_counts(pipe):
     ids = chunk_ids(pipe, prompt)
     for index in range(3):
         expected = encoder_output(pipe, [49406, *ids[75 * index:75 * index + 75], 49407])
-        close(embeds.cond[:, 77 * index:77 * index + 77], expected)
+        assert_near(embeds.cond[:, 77 * index:77 * index + 77], expected)
 
     changed = encode_prompts(pipe, prompt.rsplit(" ", 1)[0] + " house").cond
     torch.testing.assert_close(changed[:, :154], embeds.cond[:, :154], rtol=0, atol=0)
@@ -149,7 +149,7 @@ def test_200_token_prompt_is_three_chunks_and_last_word_counts(pipe):
 def test_break_starts_a_new_chunk(pipe):
     embeds = encode_prompts(pipe, "a cat BREAK a dog")
     assert embeds.chunks == 2
-    close(embeds.cond, torch.cat([encoder_output(pipe, "a cat"), encoder_output(pipe, "a dog")], dim=1))
+    assert_near(embeds.cond, torch.cat([encoder_output(pipe, "a cat"), encoder_output(pipe, "a dog")], dim=1))
 
 
 def test_comma_backtrack_moves_words_after_a_near_comma(pipe):
@@ -157,7 +157,7 @@ def test_comma_backtrack_moves_words_after_a_near_comma(pipe):
     head, tail = words(70) + ",", words(10, start=3)
     embeds = encode_prompts(pipe, f"{head} {tail}")
     assert embeds.chunks == 2
-    close(embeds.cond, torch.cat([encoder_output(pipe, head), encoder_output(pipe, tail)], dim=1))
+    assert_near(embeds.cond, torch.cat([encoder_output(pipe, head), encoder_output(pipe, tail)], dim=1))
 
 
 def test_far_comma_does_not_backtrack(pipe):
@@ -165,7 +165,7 @@ def test_far_comma_does_not_backtrack(pipe):
     ids = chunk_ids(pipe, prompt)
     embeds = encode_prompts(pipe, prompt)
     expected = [encoder_output(pipe, [49406, *ids[:75], 49407]), encoder_output(pipe, [49406, *ids[75:], 49407])]
-    close(embeds.cond, torch.cat(expected, dim=1))
+    assert_near(embeds.cond, torch.cat(expected, dim=1))
 
 
 def test_uncond_padded_with_empty_chunks_and_empty_prompt_allowed(pipe):
@@ -173,17 +173,17 @@ def test_uncond_padded_with_empty_chunks_and_empty_prompt_allowed(pipe):
     assert pipe.tokenizer("", padding="max_length", max_length=77).input_ids == [49406] + [49407] * 76
     embeds = encode_prompts(pipe, words(100), "ugly")
     assert embeds.cond.shape == embeds.uncond.shape == (1, 154, 32)
-    close(embeds.uncond, torch.cat([encoder_output(pipe, "ugly"), empty_chunk], dim=1))
+    assert_near(embeds.uncond, torch.cat([encoder_output(pipe, "ugly"), empty_chunk], dim=1))
 
     empty = encode_prompts(pipe, "", "")
     assert empty.cond.shape == (1, 77, 32) and empty.tokens == 0
-    close(empty.cond, empty_chunk)
-    close(empty.uncond, empty_chunk)
+    assert_near(empty.cond, empty_chunk)
+    assert_near(empty.uncond, empty_chunk)
 
 
 def test_clip_skip_two_is_penultimate_layer_through_final_norm(pipe):
     z = encode_prompts(pipe, "a cat on a hill", clip_skip=2).cond
-    close(z, encoder_output(pipe, "a cat on a hill", clip_skip=2))
+    assert_near(z, encoder_output(pipe, "a cat on a hill", clip_skip=2))
     assert not torch.allclose(z, encoder_output(pipe, "a cat on a hill"))
     with pytest.raises(UserError, match="Clip skip"):
         encode_prompts(pipe, "a cat", clip_skip=3)  # the tiny encoder has 2 layers
@@ -202,9 +202,10 @@ def test_embedding_vectors_go_where_its_name_is(pipe):
     vocab_size = len(pipe.tokenizer)
     one = {"zqxemb": token_vectors(pipe, "house")}
     two = {"zqxemb": Embedding("zqxemb", token_vectors(pipe, "red house"))}  # an Embedding is accepted too
-    close(encode_prompts(pipe, "a zqxemb on a hill", embeddings=one).cond, encoder_output(pipe, "a house on a hill"))
-    close(encode_prompts(pipe, "a (zqxemb:1.3), hill", embeddings=two).cond,
-          encode_prompts(pipe, "a (red house:1.3), hill").cond)
+    assert_near(encode_prompts(pipe, "a zqxemb on a hill", embeddings=one).cond,
+                encoder_output(pipe, "a house on a hill"))
+    assert_near(encode_prompts(pipe, "a (zqxemb:1.3), hill", embeddings=two).cond,
+                encode_prompts(pipe, "a (red house:1.3), hill").cond)
     # The shared pipe is as it was: no hook left, tokenizer unchanged, the name alone is just letters again.
     assert dict(pipe.text_encoder.get_input_embeddings()._forward_hooks) == hooks
     assert len(pipe.tokenizer) == vocab_size
@@ -281,7 +282,7 @@ def test_sdxl_matches_diffusers_encode_prompt(sdxl):
                                         negative_prompt=negative or None)
         for actual, expected in zip([ours.cond, ours.uncond, ours.cond_pooled, ours.uncond_pooled], theirs,
                                     strict=True):
-            close(actual, expected)
+            assert_near(actual, expected)
 
 
 def sdxl_hidden(sdxl, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -301,9 +302,9 @@ def test_sdxl_weights_each_encoder_and_pools_the_first_chunk(sdxl):
     w = torch.where(house, 1.5, 1.0).reshape(1, 77, 1)
     z_l, z_g, pooled = sdxl_hidden(sdxl, "a house on a hill")
     expected = [z * w * (z.mean() / (z * w).mean()) for z in (z_l, z_g)]
-    close(embeds.cond[:, :77], torch.cat(expected, dim=-1))
-    close(embeds.cond[:, 77:], torch.cat(sdxl_hidden(sdxl, "a cat")[:2], dim=-1))
-    close(embeds.cond_pooled, pooled)
+    assert_near(embeds.cond[:, :77], torch.cat(expected, dim=-1))
+    assert_near(embeds.cond[:, 77:], torch.cat(sdxl_hidden(sdxl, "a cat")[:2], dim=-1))
+    assert_near(embeds.cond_pooled, pooled)
 
 
 def test_sdxl_embedding_has_vectors_per_encoder(sdxl):
@@ -314,6 +315,6 @@ def test_sdxl_embedding_has_vectors_per_encoder(sdxl):
     embedding = {"clip_l": vectors(sdxl.text_encoder, sdxl.tokenizer),
                  "clip_g": vectors(sdxl.text_encoder_2, sdxl.tokenizer_2)}
     ours = encode_prompts(sdxl, "a zqxemb on a hill", embeddings={"zqxemb": embedding})
-    close(ours.cond, torch.cat(sdxl_hidden(sdxl, "a house on a hill")[:2], dim=-1))
+    assert_near(ours.cond, torch.cat(sdxl_hidden(sdxl, "a house on a hill")[:2], dim=-1))
     with pytest.raises(UserError, match="another kind of model"):
         encode_prompts(sdxl, "a zqxemb", embeddings={"zqxemb": embedding["clip_l"]})  # an SD-1.5-style embedding

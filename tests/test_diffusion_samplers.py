@@ -155,10 +155,10 @@ def test_the_closed_forms_tell_the_schedules_apart():
 
 def test_ddim_and_plms_run_at_a1111s_compvis_uniform_timesteps(base_config):
     for steps in (10, 20, 25, 50):
-        _check_ddim_and_plms(base_config, steps)
+        assert_ddim_and_plms_match_a1111(base_config, steps)
 
 
-def _check_ddim_and_plms(base_config, steps):
+def assert_ddim_and_plms_match_a1111(base_config, steps):
     ddim = samplers.make_scheduler("DDIM", "Automatic", base_config)
     assert type(ddim).__name__ == "DDIMScheduler"
     assert (ddim.config.clip_sample, ddim.config.set_alpha_to_one) == (False, False)

@@ -81,11 +81,25 @@ def test_a_panel_without_a_sketch_is_drawn_from_its_text_alone() -> None:
     assert not np.array_equal(np.asarray(with_sketch.frames[1]), np.asarray(output.frames[1]))
 
 
-def test_memory_on_and_off_share_the_first_frame() -> None:
+def test_memory_on_and_off_share_the_first_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the memory on, the storyboard's call really reaches the memory attention: the third panel's
+    self-attention reads panels 1 and 2 from the scaled start block and step on, and panel 1 is unchanged."""
+    from pipelines.storyboard import memory as memory_module
     from pipelines.storyboard.generate import generate_storyboard
 
+    made: list = []
+
+    class TracedMemory(memory_module.FrameMemory):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.trace = []
+            made.append(self)
+
+    monkeypatch.setattr(memory_module, "FrameMemory", TracedMemory)
     on, off = generate_storyboard(board()), generate_storyboard(board(memory=MemorySettings(enabled=False)))
-    assert on.memory_on and not off.memory_on
+    assert on.memory_on and not off.memory_on and len(made) == 1
+    third = {(entry[1], entry[3]) for entry in made[0].trace if entry[2] == 2}
+    assert third and all(step >= made[0].start_step and frames == (0, 1) for step, frames in third)
     assert np.abs(np.asarray(on.frames[0], np.int16) - np.asarray(off.frames[0], np.int16)).max() <= 1
     assert on.seconds_per_frame > 0 and on.peak_memory_mb > 0
 
