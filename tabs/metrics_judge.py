@@ -279,7 +279,7 @@ def _disagreement_gallery(study_id: str, result) -> list[tuple[str, str]]:
     if not result.disagreements:
         return []
     store = _store()
-    pairs = {pair.index: pair for pair in store.pairs_at(study_id, [d.pair for d in result.disagreements])}
+    pairs = {pair.index: pair for pair in store.pairs(study_id)}
     folder = store.study(study_id).folder
     items = []
     for item in result.disagreements:

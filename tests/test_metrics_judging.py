@@ -466,5 +466,12 @@ def test_the_verdict_sits_beside_a_recorded_comparison_of_the_same_images(tmp_pa
     assert rows[2][1] == "∞ (identical)"  # A is its own reference: the report's "inf" is shown as such
     assert "It compared the same images." in text and "No clear difference yet" in text
     assert "other images" in show_results(other.id, comparison.id)[0]
+    for judge, answer in (("ann", "left"), ("bo", "right")):  # the same layout (seed), so they split on every pair
+        session = store.start_session(other.id, judge=judge, seed=7)
+        view = store.vote(session, store.view(session).position, answer)
+        while not view.done:
+            view = store.vote(session, view.position, answer)
+    split = show_results(other.id, None)[3]
+    assert split.visible and split.value and "pair 1" in str(split.value)  # the pairs they split on, to look at
     again = rerun(comparison.id)  # History still re-runs comparisons (only a judging refuses)
     assert again.id != comparison.id and again.status == "done" and again.params["metrics"] == ["ssim", "psnr"]
