@@ -52,7 +52,8 @@ def history_run_choices() -> list[tuple[str, str]]:
     return choices
 
 
-def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
+def set_sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
+    """What one set input names: uploaded files, History runs ("run:ID") and a server folder."""
     paths = file_paths(files)
     paths += list(runs or [])
     if folder and folder.strip():
@@ -60,24 +61,29 @@ def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str
     return paths
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
+def _fmt(value: float | str | None) -> str:
+    """A number for the table; a saved report's JSON writes an infinite PSNR (identical images) as "inf"."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return "—"
-    if isinstance(value, float) and math.isinf(value):
+    if math.isinf(number):
         return "∞ (identical)"
-    return f"{value:.4g}"
+    return "—" if math.isnan(number) else f"{number:.4g}"
+
+
+def table_row(row) -> list[str]:
+    """One MetricRow as a row under TABLE_HEADERS (this tab's table and the judging results' share it)."""
+    interval = "—" if row.low is None else f"{_fmt(row.low)} to {_fmt(row.high)}"
+    better = "— (test network)" if row.test_model else {"A": "A", "B": "B"}.get(row.better, "no clear difference")
+    direction = "higher" if row.higher_is_better else "lower"
+    network = network_label(row.model) if row.model else "none (pixels)"
+    return [row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), interval, better, direction, row.verdict,
+            network, row.definition]
 
 
 def _table(report) -> list[list[str]]:
-    rows = []
-    for row in report.rows:
-        interval = "—" if row.low is None else f"{_fmt(row.low)} to {_fmt(row.high)}"
-        better = "— (test network)" if row.test_model else {"A": "A", "B": "B"}.get(row.better, "no clear difference")
-        direction = "higher" if row.higher_is_better else "lower"
-        network = network_label(row.model) if row.model else "none (pixels)"
-        rows.append([row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), interval, better, direction,
-                     row.verdict, network, row.definition])
-    return rows
+    return [table_row(row) for row in report.rows]
 
 
 def _summary(report) -> str:
@@ -101,8 +107,8 @@ def run_comparison(files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_r
                    n_bootstrap: int, seed: int, progress=gr.Progress()):
     from pipelines.metrics import run_compare
 
-    set_a, set_b = _sources(files_a, runs_a, folder_a), _sources(files_b, runs_b, folder_b)
-    reference = _sources(files_ref, None, folder_ref) or None
+    set_a, set_b = set_sources(files_a, runs_a, folder_a), set_sources(files_b, runs_b, folder_b)
+    reference = set_sources(files_ref, None, folder_ref) or None
     if not set_a or not set_b:
         raise ValueError("Give images for both set A and set B (files, a zip, or runs from History).")
     if not metrics:
@@ -180,4 +186,6 @@ def build(tab: gr.Tab | None = None) -> None:
     if tab is not None:  # runs made since start-up appear when the tab is opened
         tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2, outputs=[runs_a, runs_b],
                    api_visibility="private")
-    __import__(f"{__package__}.metrics_judge", fromlist=["build"]).build(tab)  # Judge by eye (blind)
+    from . import metrics_judge  # the blind "Judge by eye" mode, in its own module
+
+    metrics_judge.build(tab)

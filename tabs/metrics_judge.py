@@ -14,13 +14,11 @@ from typing import Any
 
 import gradio as gr
 
-from .common import file_input, file_paths, friendly_errors
-from .metrics import history_run_choices
+from .common import file_input, friendly_errors
+from .metrics import TABLE_HEADERS, history_run_choices, set_sources, table_row
 
 RANDOM = "Random pairs (every image used about equally)"
 PAIRING = {RANDOM: None, "Pair by file name": "name", "Pair by order": "order"}
-TABLE_HEADERS = ["Metric", "A", "B", "B − A", "95% interval of B − A", "Better", "Which way is better", "Verdict",
-                 "Network", "Definition"]
 JUDGE_HEADERS = ["Judge", "Votes", "B won", "A won", "Ties", "Skipped", "B's win rate", "95% interval"]
 INTRO = ("Compare two sets **by eye**, blind: the app shows one pair at a time, A and B on random sides with their "
          "names hidden, and turns the votes into a verdict with a 95% interval. **1 · Set up** makes the "
@@ -64,13 +62,6 @@ def _store():
     return default_judging_store()
 
 
-def _sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
-    paths = file_paths(files) + list(runs or [])
-    if folder and folder.strip():
-        paths.append(folder.strip())
-    return paths
-
-
 def comparison_run_choices() -> list[tuple[str, str]]:
     """Recorded metric comparisons (not judgings) whose rows the verdict can sit beside."""
     import datetime
@@ -92,12 +83,12 @@ def create_comparison(files_a, runs_a, folder_a, name_a: str, files_b, runs_b, f
     """Make the blind comparison; empty the set-up inputs so no name stays on the page while judging."""
     from pipelines.metrics.judging import run_create_study
 
-    set_a, set_b = _sources(files_a, runs_a, folder_a), _sources(files_b, runs_b, folder_b)
+    set_a, set_b = set_sources(files_a, runs_a, folder_a), set_sources(files_b, runs_b, folder_b)
     if not set_a or not set_b:
         raise ValueError("Give images for both set A and set B (files, a zip, or runs from History).")
     if pairing not in PAIRING:
         raise ValueError(f"Choose how to pair the sets: {', '.join(PAIRING)}.")
-    reference = _sources(files_ref, None, None) or None
+    reference = set_sources(files_ref, None, None) or None
     prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()] or None
     progress(0.1, desc="Copying the images under neutral names")
     record, study = run_create_study(set_a, set_b, reference=reference, prompts=prompts, pairing=PAIRING[pairing],
@@ -189,25 +180,6 @@ def undo_vote(session_id: str):
 
 
 # ------------------------------------------------------------------------------------------ results
-def _fmt(value: float | str | None) -> str:
-    """A number for the table; the report's JSON writes an infinite PSNR (identical images) as "inf"."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "—"
-    if math.isinf(number):
-        return "∞ (identical)"
-    return "—" if math.isnan(number) else f"{number:.4g}"
-
-
-def _table_row(row) -> list[str]:
-    interval = "—" if row.low is None else f"{_fmt(row.low)} to {_fmt(row.high)}"
-    better = "— (test network)" if row.test_model else {"A": "A", "B": "B"}.get(row.better, "no clear difference")
-    network = row.model or "none (pixels)"
-    return [row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), interval, better,
-            "higher" if row.higher_is_better else "lower", row.verdict, network, row.definition]
-
-
 def _comparison_rows(run_id: str) -> tuple[list[list[str]], str]:
     """The metric rows of a recorded comparison, and a line saying whether it used the same images."""
     import json
@@ -221,7 +193,7 @@ def _comparison_rows(run_id: str) -> tuple[list[list[str]], str]:
     if record is None or path is None or not path.is_file():
         raise ValueError(f"The comparison {run_id!r} has no saved report to show beside the votes.")
     known = MetricRow.__dataclass_fields__
-    rows = [_table_row(MetricRow(**{key: value for key, value in item.items() if key in known}))
+    rows = [table_row(MetricRow(**{key: value for key, value in item.items() if key in known}))
             for item in json.loads(path.read_text()).get("rows", [])]
     return rows, f"Beside the metric rows of comparison `{record.id}`."
 
@@ -250,7 +222,7 @@ def show_results(comparison_id: str, beside: str | None):
         lines.append(f"- Agreement between {agreement.judges} judges on the {agreement.pairs} pairs two or more of "
                      f"them answered: Krippendorff's alpha {alpha} (1 = full agreement, 0 = no better than chance); "
                      f"{100 * agreement.percent:.0f}% of judge pairs gave the same answer.")
-    rows = [_table_row(result.metric_row())]
+    rows = [table_row(result.metric_row())]
     if beside:
         metric_rows, line = _comparison_rows(beside)
         rows += metric_rows
