@@ -24,7 +24,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from tabs.common import CHECKED_INPUT, file_input, image_input
-from tests.support.bad_files import CORPUS, good_image, write_corpus
+from tests.support.bad_files import CORPUS, NOT_AN_IMAGE, good_image, write_corpus
 from tests.support.server import running_app
 from tests.support.stream_client import StreamSession
 
@@ -186,7 +186,9 @@ def test_every_file_input_of_every_tab_answers_bad_files_in_words(server, corpus
                 if entry.valid_image:
                     assert error is None or not IMAGE_PROBLEM.search(error), where  # never refused as unreadable
                 else:
-                    problem = f"{entry.problem}|this input takes"  # a refused type is a plain answer too
+                    # An image input reads anything as an image; a file input refuses another kind by its name.
+                    other_kind = NOT_AN_IMAGE if param["component"] != "File" else "this input takes"
+                    problem = f"{entry.problem}|{other_kind}"
                     assert error is not None and entry.name in error and re.search(problem, error), where
                     assert "Something went wrong" not in error and "Traceback" not in error, where
                 assert _serving(server), where
