@@ -134,6 +134,15 @@ def status_banner_markdown() -> str:
     return "\n".join(lines)
 
 
+def progress_callback(progress: Any) -> Callable[[int, int, str], None]:
+    """A pipeline callback(step, total, message) that drives the page's gr.Progress bar (no total: a spinner)."""
+
+    def report(step: int, total: int, message: str) -> None:
+        progress((step, total) if total else None, desc=message)
+
+    return report
+
+
 def test_model_note(is_test: bool, reason: str | None = None) -> str:
     """The warning every result made with a test model carries on the page ("" for real models)."""
     from pipelines.core.loader import TEST_MODEL_LABEL

@@ -11,7 +11,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, file_input, friendly_errors
+from .common import MODEL_WORK, file_input, friendly_errors, progress_callback
 
 ALL = "All tabs"
 TABLE_HEADERS = ["When", "Tab", "Status", "Seconds", "Run id"]
@@ -93,7 +93,7 @@ def generate_from_png(prompt: str, negative_prompt: str, table: Any, model: str,
     if not settings:
         raise gr.Error("Read a PNG first: its settings fill the table above.")
     request, notes = request_from_infotext(prompt, negative_prompt, settings, (model or "").strip())
-    record, output = run_generate(request, callback=lambda step, total, text: progress(step / total, desc=text))
+    record, output = run_generate(request, callback=progress_callback(progress))
     notes = [*notes, *output.notes] + ([f"⚠️ Made with a {TEST_MODEL_LABEL}."] if output.test_model else [])
     text = format_a1111(output.prompt, output.negative_prompt, output.infotexts[0])
     return record.outputs, text, "\n".join(f"- {note}" for note in notes)

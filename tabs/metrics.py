@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, file_input, file_paths, friendly_errors
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors, progress_callback
 
 PAIRING = {"No pairing": None, "Pair by file name": "name", "Pair by order": "order"}
 TABLE_HEADERS = ["Metric", "A", "B", "B − A", "95% interval of B − A", "Better", "Which way is better", "Verdict",
@@ -118,7 +118,7 @@ def run_comparison(files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_r
         set_a, set_b, reference, prompts=prompts, pairs=PAIRING.get(pairing), metrics=list(metrics),
         n_bootstrap=int(n_bootstrap), seed=int(seed), models={"inception": inception, "clip": clip, "lpips": lpips,
                                                                   **({"nima": nima} if nima else {})},
-        callback=lambda step, total, message: progress((step, total), desc=message))
+        callback=progress_callback(progress))
     downloads = [str(path) for path in (files.rows_csv, files.per_image_csv, files.json)]
     per_image = [[item.get(column) for column in _per_image_columns(report)] for item in report.per_image]
     return (_summary(report) + f"\n\nRun `{record.id}`.", _table(report),

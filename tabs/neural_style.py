@@ -9,7 +9,16 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import LIVE_WORK, MODEL_WORK, file_input, file_paths, friendly_errors, image_input, test_model_note
+from .common import (
+    LIVE_WORK,
+    MODEL_WORK,
+    file_input,
+    file_paths,
+    friendly_errors,
+    image_input,
+    progress_callback,
+    test_model_note,
+)
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 STYLE_SAMPLE = SAMPLES_DIR / "style_cel_ink.png"
@@ -56,15 +65,6 @@ LOSS_NETWORKS = [("VGG16 with ImageNet weights (a real style)", "imagenet"),
                  ("VGG16 with random weights (test only: the style is not real; runs offline)", "random")]
 
 
-def _reporter(progress: Any):
-    """A pipeline callback(step, total, message) that drives the page's progress bar."""
-
-    def report(step: int, total: int, message: str) -> None:
-        progress((step, total) if total else None, desc=message)
-
-    return report
-
-
 def _job_id(kind: str, request: gr.Request | None) -> str:
     """Jobs are keyed by kind and session: a page's (or an API client's) Cancel reaches its own job only."""
     return f"{kind}:{getattr(request, 'session_hash', None) or 'no-session'}"
@@ -85,7 +85,7 @@ def stylize_files(files: Any, style: str, strength: float, preserve_color: bool,
     job_id, token = JOBS.start(_job_id("stylize", request))
     try:
         record = run_stylize(paths, checked_style(style), float(strength), bool(preserve_color), int(max_size),
-                             callback=_reporter(progress), cancel=token)
+                             callback=progress_callback(progress), cancel=token)
     finally:
         JOBS.finish(job_id, token)
     count, seconds = len(record.outputs), record.timings.get("stylize", 0.0)
@@ -163,7 +163,7 @@ def train_new_style(style_image: str | None, content_zip: Any, name: str, steps:
         record, result = run_train_style(style_image, _training_content(content_zip), name=name,
                                          steps=int(steps), image_size=int(image_size),
                                          content_weight=float(content_weight), style_weight=float(style_weight),
-                                         vgg_weights=vgg_weights, callback=_reporter(progress), cancel=token)
+                                         vgg_weights=vgg_weights, callback=progress_callback(progress), cancel=token)
     finally:
         JOBS.finish(job_id, token)
     return gr.Dropdown(choices=style_choices(), value=result.name), f"{result.summary}\n\nRun `{record.id}`."

@@ -22,7 +22,7 @@ from pipelines.storyboard.request import (
     MIN_PANELS,
 )
 
-from .common import MODEL_WORK, friendly_errors, image_editor_input, test_model_note
+from .common import MODEL_WORK, friendly_errors, image_editor_input, progress_callback, test_model_note
 
 MAGA_LABEL = ("**Memory attention (our reading of the thesis's MAGA):** from transformer block L and denoising step "
               "S on, each frame also attends to the earlier frames' keys and values, so the character stays the "
@@ -82,7 +82,7 @@ def draw_sketches(count: int, prefix: str, model: str, seed: int, steps: int, me
 
     request = _sketch_request(count, prefix, prompts, model, seed, steps, method, block, c, low, high)
     panels = None if not panel else [int(panel) - 1]
-    output = generate_sketches(request, panels, callback=lambda step, total, text: progress(step / total, desc=text))
+    output = generate_sketches(request, panels, callback=progress_callback(progress))
     updates: list[Any] = [gr.update() for _ in range(MAX_PANELS)]
     for index, sketch in zip(output.panels, output.sketches, strict=True):
         updates[index] = sketch
@@ -121,17 +121,13 @@ def _board_request(count: int, prefix: str, negative: str, model: str, control: 
                                                    float(ratio)))
 
 
-def _progress(progress: gr.Progress):
-    return lambda step, total, text: progress(step / max(total, 1), desc=text)
-
-
 @gpu_task
 def draw_storyboard(*args: Any, progress=gr.Progress()) -> tuple[list[str], Any, list[str], str]:
     """Frames (PNG paths), the strip, the page PNG/PDF and GIF files, and a readout."""
     from pipelines.storyboard.runs import run_storyboard
 
     request = _board_request(*args[:15], values=args[15:])
-    record, output = run_storyboard(request, callback=_progress(progress))
+    record, output = run_storyboard(request, callback=progress_callback(progress))
     frames = record.outputs[:len(output.frames)]
     files = [path for path in record.outputs if path.endswith(("_page.png", "_page.pdf", ".gif"))]
     strip = next(path for path in record.outputs if path.endswith("_strip.png"))
@@ -147,7 +143,7 @@ def compare_on_off(*args: Any, progress=gr.Progress()) -> tuple[list[Any], list[
     from pipelines.storyboard.compare import ab_compare
 
     request = _board_request(*args[:15], values=args[15:])
-    result = ab_compare(request, callback=_progress(progress))
+    result = ab_compare(request, callback=progress_callback(progress))
     rows = [] if result.report is None else [
         [row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), f"[{_fmt(row.low)}, {_fmt(row.high)}]",
          row.verdict] for row in result.report.rows]
@@ -175,7 +171,7 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
 
     request = _board_request(*args[:15], values=args[15:])
     result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "start blocks"),
-                   numbers(steps, 0, 50, "start steps"), callback=_progress(progress))
+                   numbers(steps, 0, 50, "start steps"), callback=progress_callback(progress))
     return result.image
 
 
