@@ -17,8 +17,11 @@ class TabSpec:
 
 
 TABS: tuple[TabSpec, ...] = (
-    TabSpec("Neural style", "tabs.neural_style", "pipelines.neural_style"),
+    TabSpec("Style fine-tuning", "tabs.style_finetune", "pipelines.style_finetune"),
     TabSpec("Storyboard", "tabs.storyboard", "pipelines.storyboard"),
+    TabSpec("Landmark faces", "tabs.landmark_faces", "pipelines.landmark_faces"),
+    TabSpec("Single-image variation", "tabs.single_image", "pipelines.single_image"),
+    TabSpec("Neural style", "tabs.neural_style", "pipelines.neural_style"),
     TabSpec("Metrics / A-B", "tabs.metrics", "pipelines.metrics"),
     TabSpec("History", "tabs.history"),
     TabSpec("About", "tabs.about"),

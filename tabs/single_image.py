@@ -1,0 +1,9 @@
+"""Single-image variation tab (issue 11): a placeholder until the method lands."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+
+def build(tab: gr.Tab | None = None) -> None:
+    gr.Markdown("**Single-image variation** is being built; see the README's tab table for its status.")
