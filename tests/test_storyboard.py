@@ -125,6 +125,38 @@ def test_a_recorded_storyboard_saves_every_output_and_reruns_to_the_same_frames(
         assert np.array_equal(np.asarray(first), np.asarray(second))
 
 
+def test_out_of_memory_falls_back_to_smaller_chunks_with_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device that fits one frame at a time: the storyboard is drawn in chunks (3 → 2 → 1 frames per call),
+    the memory carried over through the bank, one run recorded, and the frames match the lockstep ones. A panel
+    without a sketch stays text-only in its chunk."""
+    from pipelines.diffusion import generate as core
+    from pipelines.storyboard.runs import run_storyboard
+
+    request = dataclasses.replace(board(), sketches=(board().sketches[0], None, board().sketches[2]))
+    _, lockstep = run_storyboard(request)
+    real_generate, batches = core.generate, []
+
+    def one_frame_fits(core_request, **kwargs):
+        batches.append(core_request.batch_size)
+        if core_request.batch_size > 1:
+            raise core.DeviceOutOfMemory("out of memory")
+        return real_generate(core_request, **kwargs)
+
+    monkeypatch.setattr(core, "generate", one_frame_fits)
+    record, chunked = run_storyboard(request)
+    assert batches == [3, 2, 1, 1, 1]
+    assert any("drawn 1 at a time" in note for note in chunked.notes)
+    pngs = [path for path in record.outputs if path.endswith(".png")]
+    assert record.status == "done" and len(pngs) == 6  # 3 frames, strip, grid, page
+    for frame, (ours, theirs) in enumerate(zip(chunked.frames, lockstep.frames, strict=True)):
+        difference = np.abs(np.asarray(ours, np.int16) - np.asarray(theirs, np.int16)).max()
+        assert difference <= 1, f"frame {frame + 1} differs by {difference}"
+    monkeypatch.setattr(core, "generate", lambda *args, **kwargs: (_ for _ in ()).throw(
+        core.DeviceOutOfMemory("The device ran out of memory; set Memory to 'low'")))
+    with pytest.raises(UserError, match="Memory to 'low'"):
+        run_storyboard(request)
+
+
 @pytest.mark.parametrize(("change", "words"), [
     ({"prompts": ("a",) * 9, "sketches": ()}, "1 to 8 panels"),
     ({"prompts": ("a", " "), "sketches": ()}, "Panel 2 has no prompt"),

@@ -89,21 +89,38 @@ def test_latents_before_the_start_step_are_bit_identical() -> None:
     assert not torch.equal(on[START_STEP], off[START_STEP])
 
 
-def test_lockstep_equals_sequential_generation_with_a_stored_memory() -> None:
-    """What a user gets who adds panels one at a time (each reading the bank the earlier ones wrote)."""
-    lockstep = run(True)[-1]
+def chunked(chunk: int, scope: str = "all") -> list[torch.Tensor]:
+    """The final latents of each frame drawn in chunks of `chunk` frames, each chunk reading the keys and values
+    the earlier chunks kept in the bank (chunks of one: a user adding panels one at a time)."""
     pipe = load_pipeline("tiny:sd15")
-    layers, bank = memory_layers(pipe.unet, START_LAYER), {}
-    for frame, prompt in enumerate(PROMPTS):
-        memory = FrameMemory(frames=1, guided=True, layers=layers, start_step=START_STEP, sequential=True,
-                             frame_index=frame, bank=bank)
-        final: list[torch.Tensor] = []
+    layers, bank, finals = memory_layers(pipe.unet, START_LAYER), {}, []
+    for first in range(0, len(PROMPTS), chunk):
+        prompts = PROMPTS[first:first + chunk]
+        memory = FrameMemory(frames=len(prompts), guided=True, layers=layers, start_step=START_STEP, scope=scope,
+                             first_frame=first, keep=first + chunk < len(PROMPTS), bank=bank)
+        latents: list[torch.Tensor] = []
         with call_lock(pipe), frame_attention(pipe.unet):
-            generate(GenerateRequest(prompt=prompt, width=64, height=64, steps=STEPS, sampler="Euler",
-                                     schedule="Automatic", seed=7 + frame, cfg_scale=6.0),
+            generate(GenerateRequest(prompts=prompts, batch_size=len(prompts), width=64, height=64, steps=STEPS,
+                                     sampler="Euler", schedule="Automatic", seed=7 + first, cfg_scale=6.0),
                      state=memory, cross_attention_kwargs={"memory": memory},
-                     on_latents=lambda step, tensor, out=final: out.append(tensor.float()))
-        assert relative(final[-1][0], lockstep[frame]) < 1e-4, f"frame {frame + 1}"
+                     on_latents=lambda step, tensor, out=latents: out.append(tensor.float()))
+        finals.extend(latents[-1])
+    return finals
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_lockstep_equals_generation_in_chunks_with_a_stored_memory(chunk: int) -> None:
+    """Chunks of one are what a user gets who adds panels one at a time; chunks of two, the out-of-memory
+    fallback. Both must give the lockstep frames."""
+    lockstep = run(True)[-1]
+    for frame, final in enumerate(chunked(chunk)):
+        assert relative(final, lockstep[frame]) < 1e-4, f"frame {frame + 1} in chunks of {chunk}"
+
+
+def test_the_first_scope_in_chunks_reads_only_the_first_frame_from_the_bank() -> None:
+    lockstep = run(True, scope="first")[-1]
+    for frame, final in enumerate(chunked(2, scope="first")):
+        assert relative(final, lockstep[frame]) < 1e-4, f"frame {frame + 1}"
 
 
 def mean_pairwise_cosine(latents: torch.Tensor) -> float:

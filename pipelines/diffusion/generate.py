@@ -282,10 +282,15 @@ def _plain_out_of_memory(request: GenerateRequest) -> Iterator[None]:
     except Exception as err:
         if not _is_out_of_memory(err):
             raise
-        raise UserError(
+        raise DeviceOutOfMemory(
             f"The device ran out of memory generating {request.batch_size} image(s) at {request.width}×"
             f"{request.height}. Set Memory to 'low' (attention slicing, VAE tiling) or 'lowest' (also moves "
             "idle models to the CPU), or use a smaller size or batch.") from err
+
+
+class DeviceOutOfMemory(UserError):
+    """The device ran out of memory during a call; the message names the setting to change. A method that can
+    do the work in smaller pieces (storyboard's chunks) catches this one."""
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

@@ -6,6 +6,7 @@ Tabs built on the diffusion core call `run_generate(request, tab=THEIR_TAB)`; th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import TAB
@@ -59,9 +60,12 @@ def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | 
                  callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
                  on_preview: PreviewCallback | None = None, preview_every: int = 0, state: Any = None,
                  cross_attention_kwargs: dict[str, Any] | None = None,
-                 extra_params: dict[str, Any] | None = None) -> tuple[RunRecord, GenerateOutput]:
+                 extra_params: dict[str, Any] | None = None,
+                 produce: Callable[..., GenerateOutput] | None = None) -> tuple[RunRecord, GenerateOutput]:
     """`generate` as a recorded run. `state`/`cross_attention_kwargs` go to `generate` (a method's per-call
-    attention state); `extra_params` are the calling tab's own settings, recorded beside the request's."""
+    attention state); `extra_params` are the calling tab's own settings, recorded beside the request's.
+    `produce`, if given, stands in for `generate` with the same arguments (a method that draws the request in
+    several calls, as storyboard's chunks do, still makes one record)."""
     from pipelines.core import devices
     from pipelines.core.records import RunRecord, default_store
     from pipelines.core.runs import save_outputs
@@ -78,8 +82,9 @@ def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | 
     record = RunRecord(tab=tab, params=params, seed=int(request.seed), attention=devices.attention_backend())
     with store.run(record):
         with record.stage("generate"):
-            output = generate(request, callback=callback, cancel=cancel, on_preview=on_preview,
-                              preview_every=preview_every, state=state, cross_attention_kwargs=cross_attention_kwargs)
+            output = (produce or generate)(request, callback=callback, cancel=cancel, on_preview=on_preview,
+                                           preview_every=preview_every, state=state,
+                                           cross_attention_kwargs=cross_attention_kwargs)
         record.models = output.models
         record.device = output.device
         with record.stage("save"):

@@ -104,12 +104,11 @@ def _panel_mask(panels: Sequence[int], frames: int, batch: int, like: Any) -> An
 
 def generate_storyboard(request: StoryboardRequest, *, callback: ProgressCallback | None = None,
                         cancel: CancelToken | None = None, run: Any = None) -> StoryboardOutput:
-    """The frames. `run`, if given, replaces the core's `generate` (diffusion.runs.run_generate for a recorded
-    run) and must take the same arguments plus return (anything, GenerateOutput) — see runs.py."""
-    from pipelines.diffusion.generate import call_lock, generate
+    """The frames: all panels in one lockstep batch, or, when that runs out of device memory, in smaller chunks
+    (halved until they fit) that pass the memory on through a key/value bank — the same frames either way.
+    `run`, if given, records the call (diffusion.runs.run_generate): it gets the core request, `produce` (what
+    draws it) and the progress/cancel hooks, and returns (anything, GenerateOutput) — see runs.py."""
     from pipelines.diffusion.models import controlnet_for, load_pipeline
-
-    from .memory import FrameMemory, frame_attention, memory_layers, scaled_start_layer, scaled_start_step
 
     problems = check(request)
     if problems:
@@ -118,24 +117,134 @@ def generate_storyboard(request: StoryboardRequest, *, callback: ProgressCallbac
     core_request = frames_request(request, notes)
     pipe = load_pipeline(request.model, memory=request.memory_preset)
     controlnet = controlnet_for(pipe, core_request.controlnets[0].model) if core_request.controlnets else None
-    missing = [index for index, sketch in enumerate(request.sketches) if sketch is None]
-    settings = request.memory
-    memory = FrameMemory(frames=len(request.prompts), guided=float(request.cfg_scale) > 1,
-                         layers=memory_layers(pipe.unet, scaled_start_layer(pipe.unet, settings.start_layer)),
-                         start_step=scaled_start_step(int(request.steps), settings.start_step_of_50),
-                         scope=settings.scope, sample_ratio=settings.sample_ratio,
-                         rng=_rng(request.seed)) if settings.enabled else None
+    drawer = _FrameDrawer(request, pipe, controlnet, notes)
     started = time.perf_counter()
     _reset_peak_memory()
-    with call_lock(pipe), frame_attention(pipe.unet), _text_only_panels(controlnet, missing, len(request.prompts)):
-        kwargs = {"callback": callback, "cancel": cancel, "state": memory,
-                  "cross_attention_kwargs": {"memory": memory} if memory else None}
-        output = run(core_request, **kwargs)[1] if run is not None else generate(core_request, **kwargs)
+    if run is not None:
+        output = run(core_request, produce=drawer.draw, callback=callback, cancel=cancel)[1]
+    else:
+        output = drawer.draw(core_request, callback=callback, cancel=cancel)
     seconds = time.perf_counter() - started
     return StoryboardOutput(frames=output.images, prompts=output.prompts, seeds=output.seeds, seconds=seconds,
                             seconds_per_frame=seconds / len(request.prompts), peak_memory_mb=_peak_memory_mb(pipe),
-                            memory_on=memory is not None, notes=notes + output.notes, test_model=output.test_model,
-                            generated=output)
+                            memory_on=request.memory.enabled, notes=notes + output.notes,
+                            test_model=output.test_model, generated=output)
+
+
+@dataclass
+class _FrameDrawer:
+    """Draws a storyboard's core request, in chunks when the device's memory is short (one per call)."""
+
+    request: StoryboardRequest
+    pipe: Any
+    controlnet: Any
+    notes: list[str]
+    chunk: int = 0  # frames per call; 0: all at once
+
+    def draw(self, core_request: GenerateRequest, *, callback: ProgressCallback | None = None,
+             cancel: CancelToken | None = None, **_unused: Any) -> GenerateOutput:
+        from pipelines.diffusion.generate import DeviceOutOfMemory
+
+        frames = len(core_request.prompts)
+        self.chunk = self.chunk or frames
+        while True:
+            try:
+                output = self._draw_in_chunks(core_request, callback, cancel)
+            except DeviceOutOfMemory:
+                if self.chunk == 1:
+                    raise
+                self.chunk = (self.chunk + 1) // 2
+                _free_device_memory()
+                continue
+            if self.chunk < frames:
+                self.notes.append(f"The device ran out of memory drawing {frames} frames at once, so they were "
+                                  f"drawn {self.chunk} at a time (the memory attention carries over between "
+                                  "chunks, so the frames are the same; it takes longer).")
+            return output
+
+    def _draw_in_chunks(self, core_request: GenerateRequest, callback: ProgressCallback | None,
+                        cancel: CancelToken | None) -> GenerateOutput:
+        from pipelines.diffusion.generate import call_lock, generate
+
+        from .memory import frame_attention
+
+        frames, bank, outputs = len(core_request.prompts), {}, []
+        with call_lock(self.pipe), frame_attention(self.pipe.unet):
+            for first in range(0, frames, self.chunk):
+                last = min(first + self.chunk, frames)
+                memory = self._memory(first, last, frames, bank)
+                with _text_only_panels(self.controlnet, self._missing(first, last), last - first):
+                    outputs.append(generate(_chunk_request(core_request, first, last),
+                                            callback=_chunk_progress(callback, first, last, frames), cancel=cancel,
+                                            state=memory,
+                                            cross_attention_kwargs={"memory": memory} if memory else None))
+        return outputs[0] if len(outputs) == 1 else _joined(outputs)
+
+    def _memory(self, first: int, last: int, frames: int, bank: dict) -> Any:
+        from .memory import FrameMemory, memory_layers, scaled_start_layer, scaled_start_step
+
+        settings = self.request.memory
+        if not settings.enabled:
+            return None
+        unet = self.pipe.unet
+        return FrameMemory(frames=last - first, guided=float(self.request.cfg_scale) > 1,
+                           layers=memory_layers(unet, scaled_start_layer(unet, settings.start_layer)),
+                           start_step=scaled_start_step(int(self.request.steps), settings.start_step_of_50),
+                           scope=settings.scope, sample_ratio=settings.sample_ratio, rng=_rng(self.request.seed),
+                           first_frame=first, keep=last < frames, bank=bank,
+                           bank_device="cpu" if getattr(self.pipe.device, "type", "cpu") != "cpu" else None)
+
+    def _missing(self, first: int, last: int) -> list[int]:
+        return [index - first for index, sketch in enumerate(self.request.sketches)
+                if sketch is None and first <= index < last]
+
+
+def _chunk_request(core_request: GenerateRequest, first: int, last: int) -> GenerateRequest:
+    """Frames first…last-1 of the request: their prompts and sketches, and the seeds they have in the whole batch
+    (the core gives image i the seed + i)."""
+    import dataclasses
+
+    if (first, last) == (0, len(core_request.prompts)):
+        return core_request
+    units = tuple(dataclasses.replace(unit, image=tuple(unit.image)[first:last]) for unit in core_request.controlnets)
+    return dataclasses.replace(core_request, prompts=core_request.prompts[first:last], batch_size=last - first,
+                               seed=int(core_request.seed) + first, controlnets=units)
+
+
+def _chunk_progress(callback: ProgressCallback | None, first: int, last: int,
+                    frames: int) -> ProgressCallback | None:
+    """A chunk's step progress as progress over the whole storyboard."""
+    if callback is None or (first, last) == (0, frames):
+        return callback
+
+    def report(done: int, total: int, message: str) -> None:
+        callback(first * total + done * (last - first), frames * total,
+                 f"frames {first + 1}–{last} of {frames}: {message}")
+
+    return report
+
+
+def _joined(outputs: list[GenerateOutput]) -> GenerateOutput:
+    import dataclasses
+
+    head = outputs[0]
+    notes = list(dict.fromkeys(note for output in outputs for note in output.notes))
+    return dataclasses.replace(
+        head, images=[image for output in outputs for image in output.images],
+        seeds=[seed for output in outputs for seed in output.seeds],
+        infotexts=[info for output in outputs for info in output.infotexts],
+        prompts=[prompt for output in outputs for prompt in output.prompts],
+        seconds=sum(output.seconds for output in outputs), notes=notes)
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _rng(seed: int) -> Any:

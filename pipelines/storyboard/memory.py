@@ -9,9 +9,11 @@ classifier-free-guidance batch. Optionally only a random fraction of the memory 
 does) to bound the cost.
 
 All frames denoise together in one batch ("lockstep"); frame n only ever sees frames < n, so the result is what
-generating the frames one after another with a stored key/value memory gives, without storing it. That
-sequential form is here too (`FrameMemory.sequential`): a panel added later reads the bank its predecessors
-wrote.
+generating the frames one after another with a stored key/value memory gives, without storing it. The stored
+form is here too, for chunks: a call may draw frames `first_frame`… of the storyboard, reading the earlier
+frames' keys and values from `FrameMemory.bank` and adding its own when `keep` is set. Chunks of one frame are
+sequential generation (a panel added later); smaller chunks are the fallback when a lockstep batch does not fit
+in memory.
 
 Nothing here is global. The processor holds only its layer's name; everything about one call lives in a
 `FrameMemory` that the caller creates, passes as `cross_attention_kwargs={"memory": memory}` and moves on with
@@ -86,7 +88,7 @@ def scaled_start_step(steps: int, start_of_50: int = DEFAULT_START_STEP_OF_50) -
 class FrameMemory:
     """One storyboard call's memory state (created per call, dropped when it returns)."""
 
-    frames: int  # frames in the batch (lockstep), or 1 in sequential mode
+    frames: int  # frames in this call's batch
     guided: bool  # the batch is [uncond frames | cond frames] under classifier-free guidance
     layers: frozenset[str]  # attention layers where memory is used (see memory_layers)
     start_step: int  # from this step index on (0-based, in the pipeline's own steps)
@@ -94,11 +96,13 @@ class FrameMemory:
     sample_ratio: float = 1.0  # fraction of memory tokens kept (1 = all)
     step: int = 0  # moved on by the step hook, never counted in here
     rng: torch.Generator | None = None  # token sampling draws from this
-    # Sequential mode: this call generates frame `frame_index` alone; earlier frames' keys/values are read from
-    # `bank` and this frame's are added to it. Lockstep mode (the default) leaves the bank empty.
-    sequential: bool = False
-    frame_index: int = 0
-    bank: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    # Chunks: this call's batch is the storyboard's frames first_frame, first_frame + 1, …; frames before it are
+    # read from `bank` ((layer, step) -> one [(keys, values) per CFG branch] per frame, in frame order), and with
+    # `keep` this call's frames are added to it for the chunks after it. One lockstep batch needs neither.
+    first_frame: int = 0
+    keep: bool = False
+    bank: dict[tuple[str, int], list[list[tuple[torch.Tensor, torch.Tensor]]]] = field(default_factory=dict)
+    bank_device: str | None = None  # where kept keys/values wait (e.g. "cpu" to spare a GPU); None: where made
     trace: list[tuple[str, int, int, tuple[int, ...]]] | None = None  # (layer, step, frame, memory frames) if kept
 
     def __post_init__(self) -> None:
@@ -147,11 +151,10 @@ def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory
     value = _heads(attn, attn.to_v(hidden_states))
     branches = 2 if memory.guided else 1
     frames = query.shape[0] // branches
-    if memory.sequential:
-        outputs = _sequential_frame(query, key, value, memory, layer, branches)
-    else:
-        outputs = [_lockstep_frame(query, key, value, memory, layer, branch, frame, frames)
-                   for branch in range(branches) for frame in range(frames)]
+    outputs = [_attend_frame(query, key, value, memory, layer, branch, frame, frames)
+               for branch in range(branches) for frame in range(frames)]
+    if memory.keep:
+        _keep(key, value, memory, layer, branches, frames)
     out = torch.cat(outputs).transpose(1, 2).reshape(query.shape[0], -1, attn.heads * query.shape[-1])
     out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
     if spatial:
@@ -161,25 +164,42 @@ def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory
     return out / attn.rescale_output_factor
 
 
-def _lockstep_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str,
-                    branch: int, frame: int, frames: int) -> torch.Tensor:
-    """One frame of a lockstep batch. Its keys are its own plus its memory frames'; for "all" and "previous" those
-    are adjacent in the batch, so they are one slice of the branch's frames (a view, no copy: the order of keys
-    does not matter to attention)."""
+def _attend_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str,
+                  branch: int, frame: int, frames: int) -> torch.Tensor:
+    """One frame of the batch. Its keys are its own plus its memory frames' (from the batch, or from the bank for
+    frames of earlier chunks). When those are the frames just before it in the batch ("all" and "previous" in
+    one lockstep batch) they are one slice of the branch's frames: a view, no copy (key order does not matter)."""
     import torch.nn.functional as F
 
-    chosen = memory_frames(frame, memory.scope)
+    first = memory.first_frame
+    chosen = memory_frames(first + frame, memory.scope)
     index = branch * frames + frame
     if memory.trace is not None and branch == (2 if memory.guided else 1) - 1:
-        memory.trace.append((layer, memory.step, frame, tuple(chosen)))
-    if memory.sample_ratio == 1 and chosen == list(range(frame - len(chosen), frame)):
-        first, tokens = branch * frames + frame - len(chosen), key.shape[2]
-        keys = _as_token_rows(key)[:, :, first * tokens:(index + 1) * tokens]
-        values = _as_token_rows(value)[:, :, first * tokens:(index + 1) * tokens]
+        memory.trace.append((layer, memory.step, first + frame, tuple(chosen)))
+    if memory.sample_ratio == 1 and chosen == list(range(first + frame - len(chosen), first + frame)) and \
+            (not chosen or chosen[0] >= first):
+        start, tokens = index - len(chosen), key.shape[2]
+        keys = _as_token_rows(key)[:, :, start * tokens:(index + 1) * tokens]
+        values = _as_token_rows(value)[:, :, start * tokens:(index + 1) * tokens]
     else:
-        remembered = [(key[branch * frames + earlier], value[branch * frames + earlier]) for earlier in chosen]
-        keys, values = _with_memory((key[index], value[index]), remembered, memory)
+        keys, values = _with_memory((key[index], value[index]),
+                                    _remembered(key, value, memory, layer, branch, chosen, frames), memory)
     return F.scaled_dot_product_attention(query[index:index + 1], keys, values)
+
+
+def _remembered(key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str, branch: int,
+                chosen: list[int], frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (keys, values) of the storyboard frames `chosen`: earlier chunks' from the bank, this batch's own."""
+    first, stored = memory.first_frame, memory.bank.get((layer, memory.step), [])
+    remembered = []
+    for earlier in chosen:
+        if earlier < first:
+            kept_key, kept_value = stored[earlier][branch]
+            remembered.append((kept_key.to(key.device, key.dtype), kept_value.to(value.device, value.dtype)))
+        else:
+            row = branch * frames + earlier - first
+            remembered.append((key[row], value[row]))
+    return remembered
 
 
 def _as_token_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -189,23 +209,20 @@ def _as_token_rows(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.transpose(1, 2).reshape(1, batch * tokens, heads, dim).transpose(1, 2)
 
 
-def _sequential_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory: FrameMemory,
-                      layer: str, branches: int) -> list[torch.Tensor]:
-    """The single frame `memory.frame_index` (one per branch), reading earlier frames from the bank and adding
-    its own keys and values to it for the frames after it."""
-    import torch.nn.functional as F
-
+def _keep(key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str, branches: int,
+          frames: int) -> None:
+    """Add this batch's frames' keys and values to the bank, for the chunks after it."""
     stored = memory.bank.setdefault((layer, memory.step), [])
-    chosen = memory_frames(memory.frame_index, memory.scope)
-    if memory.trace is not None:
-        memory.trace.append((layer, memory.step, memory.frame_index, tuple(chosen)))
-    outputs = []
-    for branch in range(branches):
-        remembered = [stored[earlier][branch] for earlier in chosen]
-        keys, values = _with_memory((key[branch], value[branch]), remembered, memory)
-        outputs.append(F.scaled_dot_product_attention(query[branch:branch + 1], keys, values))
-    stored.append([(key[branch], value[branch]) for branch in range(branches)])
-    return outputs
+    if len(stored) != memory.first_frame:
+        raise RuntimeError(f"Chunk from frame {memory.first_frame + 1} found {len(stored)} frames in the memory "
+                           f"bank at {layer}, step {memory.step}: chunks must run in frame order")
+
+    def kept(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to(memory.bank_device) if memory.bank_device else tensor.detach()
+
+    for frame in range(frames):
+        stored.append([(kept(key[branch * frames + frame]), kept(value[branch * frames + frame]))
+                       for branch in range(branches)])
 
 
 def _with_memory(own: tuple[torch.Tensor, torch.Tensor], remembered: list[tuple[torch.Tensor, torch.Tensor]],
