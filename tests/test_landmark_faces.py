@@ -149,3 +149,27 @@ def test_every_render_keeps_each_part_distinguishable() -> None:
         assert pose[36:42, 0].mean() < pose[42:48, 0].mean()  # OpenPose's eye 36–41 is the image's left one
         drawn = (np.asarray(L.openpose_face(points, 512, 512)).max(axis=2) > 0).astype(np.uint8)
         assert cv2.connectedComponents(drawn)[0] - 1 >= 50  # most of the 70 dots stay separate at 512 px
+
+
+def test_synthetic_faces_carry_exact_landmarks_and_tags() -> None:
+    from pipelines.landmark_faces import synthetic as S
+
+    faces = S.make_faces(24, 64, seed=3)
+    own = [S.landmark_error(f.image, f.points, f.hair, f.eyes) for f in faces]
+    others = [S.landmark_error(faces[(i + 5) % 24].image, f.points, f.hair, f.eyes) for i, f in enumerate(faces)]
+    noise = [S.landmark_error(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8), f.points,
+                              f.hair, f.eyes) for i, f in enumerate(faces)]
+    # read back by colour alone, each face's parts sit where its own landmarks say, not where another face's do
+    assert np.mean(own) < 0.09 and np.mean(own) < 0.6 * np.mean(others) and np.mean(noise) > 0.3
+    for face in faces:
+        assert face.hair in face.tags and face.eyes in face.tags
+        assert ("open_mouth" in face.tags) == (face.params.mouth_open >= 0.25)
+        turn = "looking_right" if face.params.yaw > 12 else "looking_left" if face.params.yaw < -12 else "facing_viewer"
+        assert turn in face.tags
+    # the pupils are drawn on the pupil points: at 256 px the pixel under each is the dark pupil, ringed by iris
+    face = S.make_face(np.random.default_rng(0), 256, params=L.FaceParams(left_eye_open=1, right_eye_open=1))
+    for name in ("left_pupil", "right_pupil"):
+        x, y = np.rint(face.points[L.INDEX[name]] * 255).astype(int)
+        assert np.abs(face.image[y, x].astype(int) - S.OUTLINE).max() < 25
+        ring = face.image[y, x + 6].astype(int)
+        assert np.abs(ring - S.EYE_COLOURS[face.eyes]).max() < 40

@@ -186,7 +186,7 @@ def check_params(params: FaceParams) -> FaceParams:
 def _template(params: FaceParams) -> np.ndarray:
     """The face's 3D points (x right, y down, z toward the viewer; units of face half-width), sides excluded."""
     p = params
-    eye_h = 0.15
+    eye_h = 0.17
     points = np.zeros((COUNT, 3))
     for side, sign, openness in (("left", -1.0, p.left_eye_open), ("right", 1.0, p.right_eye_open)):
         brow = (0, 1, 2) if side == "left" else (5, 4, 3)  # outer, middle, inner
