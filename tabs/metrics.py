@@ -103,7 +103,7 @@ def _summary(report) -> str:
 
 @gpu_task
 def run_comparison(files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_ref, folder_ref, prompts_text: str,
-                   pairing: str, metrics: list[str], inception: str, clip: str, lpips: str, nima: str,
+                   pairing: str, metrics: list[str], inception: str, clip: str, lpips: str, nima: str, dino: str,
                    n_bootstrap: int, seed: int, progress=gr.Progress()):
     from pipelines.metrics import run_compare
 
@@ -117,7 +117,7 @@ def run_comparison(files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_r
     record, report, files = run_compare(
         set_a, set_b, reference, prompts=prompts, pairs=PAIRING.get(pairing), metrics=list(metrics),
         n_bootstrap=int(n_bootstrap), seed=int(seed), models={"inception": inception, "clip": clip, "lpips": lpips,
-                                                                  **({"nima": nima} if nima else {})},
+                                                                  "dino": dino, **({"nima": nima} if nima else {})},
         callback=progress_callback(progress))
     downloads = [str(path) for path in (files.rows_csv, files.per_image_csv, files.json)]
     per_image = [[item.get(column) for column in _per_image_columns(report)] for item in report.per_image]
@@ -165,6 +165,8 @@ def build(tab: gr.Tab | None = None) -> None:
                                 label="LPIPS network", elem_id="mt-lpips")
             nima = gr.Dropdown(network_choices("nima"), value=network_choices("nima")[0][1],
                                label="NIMA model (aesthetic rating)", elem_id="mt-nima")
+            dino = gr.Dropdown(network_choices("dino"), value=network_choices("dino")[0][1],
+                               label="DINO model (DINO-I)", elem_id="mt-dino")
         with gr.Row():
             n_bootstrap = gr.Slider(100, 5000, value=1000, step=100, label="Bootstrap resamples")
             seed = gr.Number(0, precision=0, label="Seed (resampling)")
@@ -181,7 +183,7 @@ def build(tab: gr.Tab | None = None) -> None:
     compare_button.click(
         friendly_errors(run_comparison),
         inputs=[files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_ref, folder_ref, prompts, pairing,
-                metrics, inception, clip, lpips, nima, n_bootstrap, seed],
+                metrics, inception, clip, lpips, nima, dino, n_bootstrap, seed],
         outputs=[summary, table, bars, scatter, per_image, downloads], api_name="compare", **MODEL_WORK)
     if tab is not None:  # runs made since start-up appear when the tab is opened
         tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2, outputs=[runs_a, runs_b],

@@ -190,7 +190,7 @@ def test_compare_endpoint_gives_verdicts_skips_missing_models_and_is_recorded(cl
     files = lambda paths: [handle_file(str(path)) for path in paths]  # noqa: E731
     summary, table, bars, scatter, per_image, downloads = client.predict(
         files(a), [], "", files(b), [], "", files(ref), "", "", "Pair by order", ["ssim", "psnr", "fid", "nima"],
-        "fid-inception", "tiny:clip", "tiny:lpips", "", 200, 0, api_name="/compare")
+        "fid-inception", "tiny:clip", "tiny:lpips", "", "tiny:dino", 200, 0, api_name="/compare")
     rows = {row[0]: row for row in (table["data"] if isinstance(table, dict) else table)}
     assert rows["SSIM"][5] == "A" and rows["PSNR (dB)"][5] == "A"  # less noise is truly closer
     assert "needs model FID Inception v3" in summary and "FID" not in rows  # offline: skipped, not faked
@@ -209,12 +209,12 @@ def test_compare_with_unusable_sets_says_why_and_the_app_keeps_serving(client, t
                           (named_png, r"Set A has no usable images \(notes.png is not an image we can read")):
         with pytest.raises(Exception, match=message):
             client.predict([handle_file(str(path))], [], "", [handle_file(str(p)) for p in good], [], "", [], "",
-                           "", "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", "", 100, 0,
-                           api_name="/compare")
+                           "", "No pairing", ["is"], "tiny:inception", "tiny:clip", "tiny:lpips", "", "tiny:dino",
+                           100, 0, api_name="/compare")
     with pytest.raises(Exception, match="equal size"):
         client.predict([handle_file(str(p)) for p in good[:3]], [], "", [handle_file(str(p)) for p in good], [], "",
                        [handle_file(str(p)) for p in good], "", "", "Pair by order", ["ssim"], "tiny:inception",
-                       "tiny:clip", "tiny:lpips", "", 100, 0, api_name="/compare")
+                       "tiny:clip", "tiny:lpips", "", "tiny:dino", 100, 0, api_name="/compare")
     assert client.predict("Neural style", api_name="/history_list") is not None  # still serving
 
 

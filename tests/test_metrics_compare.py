@@ -269,6 +269,40 @@ def test_identical_pairs_are_left_out_of_the_psnr_mean_and_named():
 
 
 # ------------------------------------------------------------------------------------------ CLIP and LPIPS
+def test_dino_i_is_the_cosine_of_dinov2_cls_embeddings_paired_or_to_the_reference_direction():
+    """DINO-I against transformers' own Dinov2Model and image processor loaded from the tiny folder; the real
+    DINOv2 is not on this machine, so it is skipped with why, not faked."""
+    import torch
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    from pipelines.core import tiny_models
+
+    reference = _photos(6)
+    a, b = _noisy(reference, 4, 1), [255 - image for image in reference]
+    folder = tiny_models.build("dino")
+    model, processor = Dinov2Model.from_pretrained(folder).eval(), AutoImageProcessor.from_pretrained(folder)
+
+    def embed(images):
+        with torch.inference_mode():
+            pixels = processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")
+            cls = model(**pixels).last_hidden_state[:, 0].double().numpy()
+        return cls / np.linalg.norm(cls, axis=1, keepdims=True)
+
+    ea, eb, er = embed(a), embed(b), embed(reference)
+    paired = compare(a, b, ImageSet("ref", reference, []), pairs="order", metrics=["dino_i"], n_bootstrap=100,
+                     models={"dino": "tiny:dino"})
+    assert paired.row("dino_i").test_model
+    assert paired.row("dino_i").a == pytest.approx(np.mean(np.sum(ea * er, axis=1)), rel=1e-4)
+    assert paired.row("dino_i").b == pytest.approx(np.mean(np.sum(eb * er, axis=1)), rel=1e-4)
+    centroid = er.mean(axis=0) / np.linalg.norm(er.mean(axis=0))
+    unpaired = compare(a, b, ImageSet("ref", reference, []), metrics=["dino_i"], n_bootstrap=100,
+                       models={"dino": "tiny:dino"})
+    assert unpaired.row("dino_i").b == pytest.approx(np.mean(eb @ centroid), rel=1e-4)
+    offline = compare(a, b, ImageSet("ref", reference, []), metrics=["dino_i", "ssim"], pairs="order",
+                      n_bootstrap=100)
+    assert offline.skipped["dino_i"].startswith("needs model DINOv2 ViT-S/14") and offline.row("ssim")
+
+
 def _reference_clip():
     """The tiny CLIP loaded by transformers itself (not through the app's loader)."""
     from transformers import CLIPModel, CLIPProcessor

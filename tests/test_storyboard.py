@@ -169,12 +169,14 @@ def test_bad_storyboards_get_plain_messages(change: dict, words: str) -> None:
 
 
 def test_ab_compare_reports_consistency_through_the_metrics_pipeline_and_the_sweep_grid() -> None:
-    from pipelines.storyboard.compare import ab_compare, sweep
+    from pipelines.storyboard.compare import ab_compare, consistency_report, sweep
 
-    result = ab_compare(board(), models={"clip": "tiny:clip"})
+    result = ab_compare(board())  # test-model frames: scored by the test CLIP and DINO, labelled so
     rows = {row.key: row for row in result.report.rows}
-    assert set(rows) == {"clip_i", "clip_score"} and all(row.test_model for row in rows.values())
-    assert rows["clip_i"].paired  # each later panel against the first
+    assert set(rows) == {"clip_i", "dino_i", "clip_score"} and all(row.test_model for row in rows.values())
+    assert rows["clip_i"].paired and rows["dino_i"].paired  # each later panel against the first
+    real = consistency_report(result.memory_on, result.memory_off, models={"clip": "tiny:clip"}, n_bootstrap=100)
+    assert "needs model DINOv2" in real.skipped["dino_i"]  # the real DINO is not on this machine: said, not faked
     assert result.memory_on.memory_on and not result.memory_off.memory_on
     swept = sweep(board(), layers=[0, 3], steps_of_50=[10])
     width, height = 64 * 3 + 2 * 4, 64  # a strip of three panels per cell

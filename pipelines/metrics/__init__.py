@@ -52,7 +52,7 @@ METHOD_CARD = MethodCard(
     ),
     inputs="two sets of images (A and B), optionally real reference images, prompts and a pairing",
     model="feature networks: FID Inception v3 (FID, KID, IS, per-image FID/KL), CLIP (CMMD, CLIP score, CLIP-I), "
-          "LPIPS (AlexNet); none for SSIM/PSNR",
+          "DINOv2 (DINO-I), LPIPS (AlexNet); none for SSIM/PSNR",
     output="a table with A, B, the difference and its 95% interval, a verdict in plain words, charts, the "
            "per-image table, seed 000's FID–KL scatter, CSV and JSON",
     good_at=(
@@ -89,5 +89,7 @@ register_architecture(FID_INCEPTION_ARCHITECTURE, lazy(f"{__name__}.fid_inceptio
 register_architecture(LPIPS_ARCHITECTURE, lazy(f"{__name__}.features", "make_lpips"))
 register_architecture(NIMA_ARCHITECTURE, lazy(f"{__name__}.nima", "make_nima"))
 register_tiny(TinySpec("lpips", "torch_module", "LPIPS (AlexNet)", 1, lazy(f"{__name__}.features", "build_tiny_lpips")))
+register_tiny(TinySpec("dino", "transformers", "DINOv2", 1, lazy(f"{__name__}.features", "build_tiny_dino"),
+                       {"class_name": "Dinov2Model"}))
 register_tiny(TinySpec("nima", "torch_module", "NIMA aesthetic model", 1, lazy(f"{__name__}.nima", "build_tiny_nima")))
 register_rerunner(TAB, lazy(f"{__name__}.judging", "rerun_metrics_run"))  # comparisons; a judging says why not

@@ -20,8 +20,10 @@ from . import features, formulas, stats
 from .imagesets import ImageSet, as_image_set, pair_indices
 from .report import TEST_NETWORK_NOTE, ComparisonReport, MetricRow
 
-DEFAULT_MODELS = {"inception": "fid-inception", "clip": "openai/clip-vit-base-patch32", "lpips": "lpips-alex"}
-REFERENCE_METRICS = {"fid", "kid", "cmmd", "clip_fid", "clip_i", "fid_per_image", "kl_per_image",
+DEFAULT_MODELS = {"inception": "fid-inception", "clip": "openai/clip-vit-base-patch32", "lpips": "lpips-alex",
+                  "dino": "facebook/dinov2-small"}
+EMBEDDING_SIMILARITY_METRICS = ("clip_i", "dino_i")  # each image against its paired reference, or the set's
+REFERENCE_METRICS = {"fid", "kid", "cmmd", "clip_fid", "clip_i", "dino_i", "fid_per_image", "kl_per_image",
                      "ssim", "psnr", "lpips"}
 PAIRED_PIXEL_METRICS = ("ssim", "psnr", "lpips")
 # Distribution metrics need a covariance or a kernel mean over each set: at least two images in every set.
@@ -64,6 +66,11 @@ class _Context:
     def clip_images(self, label: str) -> np.ndarray:
         image_set = self.sets[label]
         return features.clip_image_embeddings(image_set.images, self.models["clip"],
+                                              content_hash=image_set.content_hash())
+
+    def dino_images(self, label: str) -> np.ndarray:
+        image_set = self.sets[label]
+        return features.dino_image_embeddings(image_set.images, self.models["dino"],
                                               content_hash=image_set.content_hash())
 
     def nima(self, label: str) -> np.ndarray:
@@ -134,11 +141,12 @@ def _per_image_inception(ctx: _Context) -> dict[str, dict[str, np.ndarray]]:
     return values
 
 
-def _clip_i_values(ctx: _Context) -> dict[str, np.ndarray]:
-    reference = ctx.clip_images("reference")
+def _similarity_values(embed: Callable[[str], np.ndarray], ctx: _Context) -> dict[str, np.ndarray]:
+    """CLIP-I / DINO-I: cosine of unit embeddings, each image against its paired reference or the set's."""
+    reference = embed("reference")
     values = {}
     for label in ("A", "B"):
-        embeddings = ctx.clip_images(label)
+        embeddings = embed(label)
         if ctx.pairs.get(label):  # each image against its own reference image
             values[label] = np.array([embeddings[i] @ reference[j] for i, j in ctx.pairs[label]])
         else:  # against the reference set's centroid direction (the style it shares)
@@ -179,7 +187,7 @@ def _pixel_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
 
 
 def _per_image_row(ctx: _Context, key: str, values: dict[str, np.ndarray], model: str = "") -> MetricRow:
-    paired = key in PAIRED_PIXEL_METRICS or (key == "clip_i" and bool(ctx.pairs.get("A")))
+    paired = key in PAIRED_PIXEL_METRICS or (key in EMBEDDING_SIMILARITY_METRICS and bool(ctx.pairs.get("A")))
     a, b = values["A"], values["B"]
     if paired:  # align both on the reference images they share
         shared = sorted({j for _, j in ctx.pairs["A"]} & {j for _, j in ctx.pairs["B"]})
@@ -269,8 +277,8 @@ def _compute(key: str, ctx: _Context, per_image: dict[str, dict[str, np.ndarray]
             for label, values in _per_image_inception(ctx).items():
                 per_image.setdefault(label, {}).update(values)
         return _per_image_row(ctx, key, {s: per_image[s][key] for s in ("A", "B")}, models["inception"])
-    if key == "clip_i":
-        values = _clip_i_values(ctx)
+    if key in EMBEDDING_SIMILARITY_METRICS:
+        values = _similarity_values(ctx.clip_images if key == "clip_i" else ctx.dino_images, ctx)
     elif key in ("clip_score", "clip_score_hessel"):
         values = _clip_score_values(ctx, key)
     elif key == "nima":
@@ -278,7 +286,7 @@ def _compute(key: str, ctx: _Context, per_image: dict[str, dict[str, np.ndarray]
     else:
         values = _pixel_values(ctx, key)
     model = models.get(formulas.METRIC_INFO[key].needs or "", "")
-    paired = key in PAIRED_PIXEL_METRICS or (key == "clip_i" and bool(ctx.pairs.get("A")))
+    paired = key in PAIRED_PIXEL_METRICS or (key in EMBEDDING_SIMILARITY_METRICS and bool(ctx.pairs.get("A")))
     for label in ("A", "B"):
         per_image.setdefault(label, {})[key] = _aligned(values[label], ctx.pairs[label] if paired else None,
                                                         len(ctx.sets[label]))

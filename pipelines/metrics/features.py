@@ -54,7 +54,7 @@ class FeatureNetwork:
 
 
 KIND_NAMES = {"inception": "Inception network", "clip": "CLIP model", "lpips": "LPIPS network",
-              "nima": "NIMA model"}
+              "nima": "NIMA model", "dino": "DINO model"}
 NO_NIMA_REASON = ("no NIMA model is configured on this server (the host sets ASL_NIMA_MODEL to a converted "
                   "NIMA folder; see pipelines/metrics/nima.py)")
 
@@ -76,6 +76,14 @@ NETWORKS: dict[str, dict[str, FeatureNetwork]] = {
                                      "LPIPS (AlexNet backbone, linear weights from torchmetrics)", False),
         "tiny:lpips": FeatureNetwork("lpips", "tiny:lpips", "LPIPS (tiny test network)",
                                      f"LPIPS — {TINY_LABEL}: random AlexNet backbone", True),
+    },
+    # DINO-I (DreamBooth's subject-fidelity metric): self-supervised ViT features tell apart identity and look
+    # that CLIP, trained on captions, tends to merge; DINOv2 ViT-S/14 through transformers.
+    "dino": {
+        "facebook/dinov2-small": FeatureNetwork("dino", "facebook/dinov2-small",
+                                                "DINOv2 ViT-S/14 (facebook/dinov2-small)",
+                                                "DINOv2 ViT-S/14 (facebook/dinov2-small)", False),
+        "tiny:dino": FeatureNetwork("dino", "tiny:dino", "DINO (tiny test model)", f"DINO — {TINY_LABEL}", True),
     },
     # the host's own NIMA model (ASL_NIMA_MODEL) is added by network_choices; none can be downloaded
     "nima": {
@@ -114,7 +122,7 @@ def is_downloaded(kind: str, source: str) -> bool | None:
         return _ready(fid_inception_folder())
     if kind == "lpips" and source == "lpips-alex":
         return _lpips_alex_ready()
-    if kind == "clip" and not loader.is_test_model(source) and not Path(source).exists():
+    if kind in ("clip", "dino") and not loader.is_test_model(source) and not Path(source).exists():
         try:
             from huggingface_hub import try_to_load_from_cache
 
@@ -172,7 +180,8 @@ def load_feature_network(kind: str, source: str) -> Any:
     """The network of `kind` from `source`, through the core loader (and its cache).
 
     inception -> module returning {"pool", "logits"}; clip -> (CLIPModel, CLIPProcessor); lpips -> module
-    taking two [-1, 1] batches; nima -> module giving the probabilities of the ratings 1…10 for [0, 1] batches.
+    taking two [-1, 1] batches; nima -> module giving the probabilities of the ratings 1…10 for [0, 1] batches;
+    dino -> (Dinov2Model, its image processor).
     Raises ModelLoadError("needs model X: reason") when it cannot be had.
     """
     _check_kind(kind)
@@ -186,6 +195,9 @@ def load_feature_network(kind: str, source: str) -> Any:
             model = loader.load_model("transformers", source, class_name="CLIPModel", dtype=_float32())
             processor = loader.load_model("transformers", source, class_name="CLIPProcessor")
             return model, processor
+        if kind == "dino":
+            model = loader.load_model("transformers", source, class_name="Dinov2Model", dtype=_float32())
+            return model, loader.load_model("transformers", source, class_name="AutoImageProcessor")
         if kind == "nima":
             from . import nima  # noqa: F401  (registers the architecture)
 
@@ -373,6 +385,44 @@ def clip_image_embeddings(images: Sequence[np.ndarray], source: str, batch_size:
         return _unit_rows(np.concatenate(chunks))
 
     return FEATURE_CACHE.get_or_compute("clip", source, content_hash or set_hash(rgb), compute)
+
+
+# ---------------------------------------------------------------------------------------------- DINO
+def dino_image_embeddings(images: Sequence[np.ndarray], source: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                          content_hash: str | None = None) -> np.ndarray:
+    """DINO image embeddings (the ViT's CLS token, as DreamBooth's DINO metric uses), N x D float64,
+    L2-normalised; cached per (source, set content)."""
+    _check_nonempty(images)
+    rgb = [uint8_rgb(image, index) for index, image in enumerate(images)]
+
+    def compute() -> np.ndarray:
+        import torch
+
+        model, processor = load_feature_network("dino", source)
+        device = _model_device(model)
+        chunks = []
+        with torch.inference_mode():
+            for batch in _batches(len(rgb), batch_size):
+                inputs = processor([rgb[index] for index in batch], return_tensors="pt",
+                                   input_data_format="channels_last")
+                pixels = inputs["pixel_values"].to(device=device, dtype=torch.float32)
+                cls = model(pixel_values=pixels).last_hidden_state[:, 0]
+                chunks.append(cls.double().cpu().numpy())
+        return _unit_rows(np.concatenate(chunks))
+
+    return FEATURE_CACHE.get_or_compute("dino", source, content_hash or set_hash(rgb), compute)
+
+
+def build_tiny_dino(folder: Path) -> None:
+    """A random-weight DINOv2 with the real model's layout and preprocessing (resize 256, crop 224 → here 32)."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                          image_size=32, patch_size=8)
+    Dinov2Model(config).save_pretrained(folder, safe_serialization=True)
+    BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                      do_convert_rgb=True).save_pretrained(folder)
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:

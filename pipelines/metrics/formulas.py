@@ -41,7 +41,7 @@ class MetricInfo:
     key: str
     kind: Literal["set", "per_image", "paired", "text"]
     higher_is_better: bool
-    needs: str | None  # "inception", "clip", "lpips", "nima"; None for pixel metrics
+    needs: str | None  # "inception", "clip", "lpips", "nima", "dino"; None for pixel metrics
     definition: str  # one or two plain sentences, data range and model included
     default: bool  # preselected in the UI
     to_reference: bool = False  # measures closeness to the reference images ("closer to the reference")
@@ -99,6 +99,11 @@ METRIC_INFO: dict[str, MetricInfo] = {info.key: info for info in (
           "Cosine similarity of CLIP image embeddings between each image and its paired reference image (without "
           "pairs: the reference set's mean direction), a measure of shared style or identity. At most 1; higher "
           "is closer to the reference."),
+    _info("dino_i", "DINO-I", "per_image", True, "dino", False, True,
+          "Cosine similarity of DINO image embeddings (the self-supervised ViT's CLS token) between each image "
+          "and its paired reference image (without pairs: the reference set's mean direction), as DreamBooth "
+          "measures subject fidelity. Unlike CLIP-I it was not taught by captions, so it tells apart look-alike "
+          "subjects better. At most 1; higher is closer to the reference."),
     _info("nima", "NIMA", "per_image", True, "nima", False, False,
           "Predicted mean aesthetic rating from 1 to 10 by a NIMA model (Talebi & Milanfar 2018) trained on "
           "people's ratings of photos (AVA). Higher is rated more pleasing; photos, not anime, taught it."),

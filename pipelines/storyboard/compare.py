@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .generate import StoryboardOutput
 
-CONSISTENCY_METRICS = ("clip_i", "clip_score")
+CONSISTENCY_METRICS = ("clip_i", "dino_i", "clip_score")  # DINO-I is skipped, with why, when no DINO is here
 
 
 @dataclass
@@ -39,7 +39,8 @@ class SweepResult:
 def consistency_report(on: StoryboardOutput, off: StoryboardOutput, *, models: dict[str, str] | None = None,
                        n_bootstrap: int = 1000) -> ComparisonReport | None:
     """Panels 2..N of each run against panel 1 (the same image with the memory on or off: it has no memory):
-    CLIP-I says how much each panel still looks like the first, CLIP score how well it follows its prompt.
+    CLIP-I and DINO-I say how much each panel still looks like the first, CLIP score how well it follows its
+    prompt.
     B − A is what the memory changes, with its interval."""
     import numpy as np
 
@@ -65,7 +66,7 @@ def ab_compare(request: StoryboardRequest, *, callback: ProgressCallback | None 
     off = generate_storyboard(dataclasses.replace(request, memory=dataclasses.replace(settings, enabled=False)),
                               callback=callback, cancel=cancel)
     if models is None and on.test_model:  # test-model frames are scored by the test CLIP: all of it labelled a test
-        models = {"clip": "tiny:clip"}
+        models = {"clip": "tiny:clip", "dino": "tiny:dino"}
     return ABResult(on, off, consistency_report(on, off, models=models))
 
 
