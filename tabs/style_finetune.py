@@ -1,9 +1,310 @@
-"""Style fine-tuning tab (issue 8): a placeholder until the method lands."""
+"""Style fine-tuning tab: 1 Dataset → 2 Train (live loss, validation images, cancel, resume) → 3 Generate & compare
+→ 4 Evaluate. Components and handlers only; every computation is in pipelines.style_finetune."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import gradio as gr
 
+from pipelines.core.gpu import gpu_task
 
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors, progress_callback, test_model_note
+
+CAPTION_MODELS = [("No captions (trigger word only)", ""),
+                  ("BLIP base (Salesforce)", "Salesforce/blip-image-captioning-base"),
+                  ("BLIP — tiny (test, random weights), output is noise", "tiny:blip")]
+FULL_HINT = ("⚠️ **Full UNet fine-tuning needs a GPU with ≥ 24 GB** for SD 1.5 (the whole UNet, its gradients and "
+             "Adam's two moments). On smaller GPUs choose LoRA or embedding + LoRA.")
+TRAIN_SLOT_S = 600  # what a ZeroGPU slot is asked for; the job checkpoints and pauses before it ends
+INTRO = (
+    "Teach a model an art style through a **trigger word** (seed 000). **1** upload 3–200 images of the style, "
+    "**2** train (default: the trigger word's embedding first, then a LoRA; defaults from the diffusers examples: "
+    "LoRA learning rate 1e-4, full UNet 2e-6, embedding 5e-4, about 100 steps per image), **3** compare base and "
+    "tuned images on the same seeds, **4** evaluate with FID/KID/per-image FID–KL, CLIP-I and CLIP score. Pressing "
+    "Train again with the same settings resumes a cancelled or paused training. Results are installed as "
+    "`<lora:NAME:1>` and as an embedding named by the trigger word, usable in every generating tab.")
+
+
+def _job_id(request: gr.Request | None) -> str:
+    return f"style_finetune:{getattr(request, 'session_hash', None) or 'api'}"
+
+
+def model_choices() -> list[tuple[str, str]]:
+    from pipelines.diffusion.models import model_choices as choices
+
+    return choices()
+
+
+def tuned_choices() -> list[str]:
+    from pipelines.style_finetune.apply import list_tuned
+
+    return [tuned.name for tuned in list_tuned()]
+
+
+# ---------------------------------------------------------------------------------------------- 1 dataset
+@gpu_task
+def prepare_dataset(files: Any, name: str, trigger: str, resolution: int, face_aware: bool, caption_model: str,
+                    progress=gr.Progress()):
+    from pipelines.style_finetune.data import build_dataset, save_dataset
+    from pipelines.style_finetune.runs import dataset_folder
+    from pipelines.style_finetune.train import TrainConfig, check
+
+    paths = file_paths(files)
+    if not paths:
+        raise gr.Error("Upload 3–200 images of the style (or a zip of them).")
+    problems = [p for p in check(TrainConfig(name=(name or "").strip())) if p.startswith("The name")]
+    if problems:
+        raise gr.Error(problems[0])
+    dataset = build_dataset(paths, trigger, resolution=int(resolution), face_aware=bool(face_aware),
+                            caption_model=caption_model or None, progress=progress_callback(progress))
+    save_dataset(dataset, dataset_folder(name.strip()))
+    rows = [[image_name, caption] for image_name, caption in zip(dataset.names, dataset.captions, strict=True)]
+    notes = "\n".join(f"- {note}" for note in dataset.notes)
+    status = f"**{len(dataset)} images** ready for training **{name.strip()}** (trigger `{dataset.trigger}`)."
+    return list(dataset.images), rows, status + ("\n\n" + notes if notes else "")
+
+
+# ---------------------------------------------------------------------------------------------- 2 train
+def _config(name, model, method, steps, learning_rate, embedding_learning_rate, rank, alpha, vectors, initializer,
+            train_text_encoder, prior_preservation, class_prompt, mixed_precision, gradient_checkpointing, adam_8bit,
+            seed, checkpoint_every, validation_every, validation_prompt):
+    from pipelines.style_finetune.train import TrainConfig
+
+    return TrainConfig(name=(name or "").strip(), model=model, method=method, steps=int(steps),
+                       learning_rate=float(learning_rate), embedding_learning_rate=float(embedding_learning_rate),
+                       rank=int(rank), alpha=float(alpha), vectors=int(vectors), initializer=initializer,
+                       train_text_encoder=bool(train_text_encoder), prior_preservation=bool(prior_preservation),
+                       class_prompt=class_prompt, mixed_precision=mixed_precision,
+                       gradient_checkpointing=bool(gradient_checkpointing), adam_8bit=bool(adam_8bit), seed=int(seed),
+                       checkpoint_every=int(checkpoint_every), validation_every=int(validation_every),
+                       validation_prompt=validation_prompt or "")
+
+
+def _captions_from_table(table: Any) -> list[str] | None:
+    rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+    captions = [str(row[1]) for row in rows if len(row) > 1 and str(row[0]).strip()]
+    return captions or None
+
+
+def _loss_frame(losses: list[float]):
+    import pandas as pd
+
+    return pd.DataFrame({"step": list(range(1, len(losses) + 1)), "loss": losses})
+
+
+@gpu_task(duration=TRAIN_SLOT_S)
+def train_style(table: Any, *settings: Any, request: gr.Request = None):
+    """Runs the training in a worker thread and streams its loss curve and validation images to the page."""
+    import importlib.util
+
+    from pipelines.core.jobs import JOBS
+    from pipelines.style_finetune.data import load_dataset, save_dataset
+    from pipelines.style_finetune.runs import dataset_folder, run_train
+
+    config = _config(*settings)
+    folder = dataset_folder(config.name)
+    dataset = load_dataset(folder)  # a plain message when step 1 was not done for this name
+    captions = _captions_from_table(table)
+    if captions and list(captions) != list(dataset.captions):
+        dataset = dataset.with_captions(captions)
+        save_dataset(dataset, folder)
+    losses: list[float] = []
+    validation: list[Any] = []
+    outcome: dict[str, Any] = {}
+    message = ["Starting"]
+    on_spaces = importlib.util.find_spec("spaces") is not None
+    job_id, token = JOBS.start(_job_id(request))
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_train(
+                config, None, cancel=token, time_budget_s=TRAIN_SLOT_S - 60 if on_spaces else None,
+                callback=lambda step, total, text: message.__setitem__(0, text),
+                on_step=lambda step, loss: losses.append(loss),
+                on_validation=lambda step, images: validation.__setitem__(slice(None), images))[1]
+        except BaseException as err:  # noqa: BLE001 - handed to the page below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=work, name=f"train-{config.name}", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            yield f"⏳ {message[0]}", _loss_frame(losses), list(validation), gr.update()
+    finally:
+        JOBS.finish(job_id, token)
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    note = test_model_note(result.test_model)
+    files = "\n".join(f"- {kind}: `{path}`" for kind, path in result.files.items())
+    text = result.summary + ("\n\n" + note if note else "") + ("\n\n**Files**\n" + files if files else "")
+    images = [str(path) for _, paths in result.validation[-1:] for path in paths]
+    yield text, _loss_frame(result.losses), images, gr.update(choices=tuned_choices(), value=config.name)
+
+
+def cancel_training(request: gr.Request = None) -> str:
+    from pipelines.core.jobs import JOBS
+
+    if JOBS.cancel(_job_id(request)):
+        return "Cancelling after the current step; a checkpoint is written, press Train to resume."
+    return "Nothing is training."
+
+
+def method_hint(method: str) -> str:
+    return FULL_HINT if method == "full" else ""
+
+
+# ---------------------------------------------------------------------------------------------- 3 compare
+@gpu_task
+def compare_models(tuned: str, prompt: str, negative: str, lora_scale: float, seed: int, count: int, steps: int,
+                   size: int, progress=gr.Progress()):
+    from pipelines.core.jobs import JOBS
+    from pipelines.style_finetune.apply import CompareRequest, compare_base_tuned
+
+    if not tuned:
+        raise gr.Error("Choose a trained style (train one in step 2).")
+    job_id, token = JOBS.start()
+    try:
+        output = compare_base_tuned(CompareRequest(tuned=tuned, prompt=prompt or "", negative_prompt=negative or "",
+                                                   lora_scale=float(lora_scale), seed=int(seed), count=int(count),
+                                                   steps=int(steps), size=int(size)),
+                                    callback=progress_callback(progress), cancel=token)
+    finally:
+        JOBS.finish(job_id, token)
+    note = test_model_note(output.test_model)
+    text = (f"Top row: base ({output.prompts[0]!r}); bottom row: tuned ({output.prompts[1]!r}); seeds "
+            f"{output.seeds}.\n\n" + "\n".join(f"- {item}" for item in output.notes) + ("\n\n" + note if note else ""))
+    return output.grid, text
+
+
+# ---------------------------------------------------------------------------------------------- 4 evaluate
+@gpu_task(duration=TRAIN_SLOT_S)
+def evaluate_models(tuned: str, prompt: str, count: int, steps: int, lora_scale: float, size: int, networks: str,
+                    progress=gr.Progress()):
+    from pipelines.metrics import plots
+    from pipelines.style_finetune.data import load_dataset
+    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest, evaluate
+    from pipelines.style_finetune.runs import dataset_folder
+
+    from .metrics import _summary, table_row
+
+    if not tuned:
+        raise gr.Error("Choose a trained style (train one in step 2).")
+    reference = list(load_dataset(dataset_folder(tuned)).images)
+    result = evaluate(EvaluateRequest(tuned=tuned, count=int(count), prompt=prompt or "", steps=int(steps),
+                                      lora_scale=float(lora_scale), size=int(size),
+                                      networks=TEST_NETWORKS if networks == "test" else {}),
+                      reference, callback=progress_callback(progress))
+    notes = "\n".join(f"- {item}" for item in result.notes)
+    return (_summary(result.report) + "\n\n" + notes, [table_row(row) for row in result.report.rows],
+            plots.scatter_plot(result.report))
+
+
+# ---------------------------------------------------------------------------------------------- layout
 def build(tab: gr.Tab | None = None) -> None:
-    gr.Markdown("**Style fine-tuning** is being built; see the README's tab table for its status.")
+    from pipelines.style_finetune.train import METHODS, PRECISIONS, TrainConfig
+
+    from .metrics import TABLE_HEADERS
+
+    defaults = TrainConfig()
+    gr.Markdown(INTRO)
+    models = model_choices()
+    with gr.Accordion("1 · Dataset", open=True):
+        with gr.Row():
+            files = file_input("Images of the style, or zips of them (3–200)", kinds=("image", "zip"), multiple=True)
+            with gr.Column():
+                name = gr.Textbox(value="my_style", label="Name (names the LoRA file and the training folder)")
+                trigger = gr.Textbox(value="mystyle", label="Trigger word (a rare made-up word is best)")
+                resolution = gr.Slider(64, 1024, value=512, step=64, label="Training resolution (px)")
+                face_aware = gr.Checkbox(False, label="Face-aware crop (MediaPipe; else centre crop)")
+                caption_model = gr.Dropdown(CAPTION_MODELS, value="", label="Captions")
+        prepare = gr.Button("Prepare dataset", variant="primary")
+        dataset_status = gr.Markdown()
+        crops = gr.Gallery(label="Training crops", columns=8, height=200)
+        captions = gr.Dataframe(headers=["image", "caption"], label="Captions (edit them before training)",
+                                interactive=True, wrap=True, elem_id="sf-captions")
+    with gr.Accordion("2 · Train", open=True):
+        with gr.Row():
+            model = gr.Dropdown(models, value=models[0][1] if models else None, label="Base model",
+                                allow_custom_value=True)
+            method = gr.Radio([(label, key) for key, label in METHODS.items()], value=defaults.method,
+                              label="Method")
+        hint = gr.Markdown()
+        with gr.Row():
+            steps = gr.Number(0, label="Steps (0 = about 100 per image)", precision=0, minimum=0)
+            learning_rate = gr.Number(0, label="Learning rate (0 = 1e-4 LoRA, 2e-6 full)", minimum=0)
+            embedding_lr = gr.Number(defaults.embedding_learning_rate, label="Embedding learning rate", minimum=0)
+            seed = gr.Number(defaults.seed, label="Seed", precision=0, minimum=0)
+        with gr.Accordion("More settings", open=False):
+            with gr.Row():
+                rank = gr.Slider(1, 128, value=defaults.rank, step=1, label="LoRA rank")
+                alpha = gr.Slider(1, 128, value=defaults.alpha, step=1, label="LoRA alpha")
+                vectors = gr.Slider(1, 16, value=defaults.vectors, step=1, label="Embedding vectors")
+                initializer = gr.Textbox(defaults.initializer, label="Embedding starts from the word")
+            with gr.Row():
+                text_encoder = gr.Checkbox(False, label="LoRA on the text encoder too")
+                prior = gr.Checkbox(False, label="Prior preservation (class images from the base model)")
+                class_prompt = gr.Textbox(defaults.class_prompt, label="Class prompt")
+            with gr.Row():
+                precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Mixed precision")
+                checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)")
+                adam_8bit = gr.Checkbox(False, label="8-bit Adam (needs bitsandbytes)")
+            with gr.Row():
+                checkpoint_every = gr.Number(0, label="Checkpoint every N steps (0 = 10%)", precision=0, minimum=0)
+                validation_every = gr.Number(0, label="Validation images every N steps (0 = at the end)",
+                                             precision=0, minimum=0)
+                validation_prompt = gr.Textbox("", label="Validation prompt (empty: '<trigger>, 1girl, solo')")
+        with gr.Row():
+            train = gr.Button("Train (or resume)", variant="primary", elem_id="sf-train")
+            cancel = gr.Button("Cancel", elem_id="sf-cancel")
+        train_status = gr.Markdown(elem_id="sf-train-status")
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=240)
+            validation = gr.Gallery(label="Validation images (fixed seeds)", columns=4, height=240)
+    with gr.Accordion("3 · Generate & compare", open=True):
+        with gr.Row():
+            tuned = gr.Dropdown(tuned_choices(), label="Trained style", allow_custom_value=True, elem_id="sf-tuned")
+            prompt = gr.Textbox("", label="Prompt (the trigger word is added when missing)")
+            negative = gr.Textbox("", label="Negative prompt")
+        with gr.Row():
+            lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
+            ab_seed = gr.Number(0, label="First seed", precision=0, minimum=0)
+            count = gr.Slider(1, 8, value=4, step=1, label="Images per side")
+            ab_steps = gr.Slider(1, 50, value=20, step=1, label="Sampling steps")
+            size = gr.Slider(64, 1024, value=512, step=64, label="Size (px)")
+        compare = gr.Button("Generate base and tuned", variant="primary", elem_id="sf-compare")
+        grid = gr.Image(label="Top: base · bottom: tuned (same seeds)", type="pil", elem_id="sf-grid")
+        compare_notes = gr.Markdown()
+    with gr.Accordion("4 · Evaluate", open=False):
+        with gr.Row():
+            eval_count = gr.Slider(2, 200, value=16, step=1, label="Images per model")
+            networks = gr.Radio([("Real networks (Inception, CLIP)", "real"),
+                                 ("Test networks (random weights: numbers are not real)", "test")], value="real",
+                                label="Metric networks")
+        evaluate = gr.Button("Evaluate", variant="primary")
+        eval_summary = gr.Markdown()
+        eval_table = gr.Dataframe(headers=TABLE_HEADERS, label="Base (A) vs tuned (B)", wrap=True,
+                                  interactive=False)
+        eval_scatter = gr.Plot(label="Per-image FID vs KL (seed 000's scatter)")
+
+    settings = [name, model, method, steps, learning_rate, embedding_lr, rank, alpha, vectors, initializer,
+                text_encoder, prior, class_prompt, precision, checkpointing, adam_8bit, seed, checkpoint_every,
+                validation_every, validation_prompt]
+    prepare.click(friendly_errors(prepare_dataset),
+                  inputs=[files, name, trigger, resolution, face_aware, caption_model],
+                  outputs=[crops, captions, dataset_status], api_name="style_prepare", **MODEL_WORK)
+    method.change(method_hint, inputs=method, outputs=hint, api_name=False)
+    train.click(friendly_errors(train_style), inputs=[captions, *settings],
+                outputs=[train_status, loss_plot, validation, tuned], api_name="style_train", **MODEL_WORK)
+    cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="style_cancel")
+    compare.click(friendly_errors(compare_models),
+                  inputs=[tuned, prompt, negative, lora_scale, ab_seed, count, ab_steps, size],
+                  outputs=[grid, compare_notes], api_name="style_compare", **MODEL_WORK)
+    evaluate.click(friendly_errors(evaluate_models),
+                   inputs=[tuned, prompt, eval_count, ab_steps, lora_scale, size, networks],
+                   outputs=[eval_summary, eval_table, eval_scatter], api_name="style_evaluate", **MODEL_WORK)
+    if tab is not None:  # trainings finished elsewhere (CLI, another page) show up when the tab is opened
+        tab.select(lambda: gr.update(choices=tuned_choices()), outputs=tuned, api_name=False)

@@ -1,0 +1,287 @@
+"""What a training produces, and using it: exports in the layouts other tools read, and base-versus-tuned images.
+
+Exports (outputs/training/<name>/export/, plus an installed copy the diffusion core finds by name):
+- LoRA, diffusers layout (`save_lora_weights`, keys `unet.…lora.down/up.weight`, alpha in the file's
+  `lora_adapter_metadata`): export/<name>.safetensors and installed as outputs/loras/<name>.safetensors, so a prompt
+  may write `<lora:<name>:0.8>`.
+- LoRA, kohya/A1111 layout (`lora_unet_…lora_down.weight` / `lora_up.weight` / `alpha`, through the diffusion core's
+  `diffusers_to_kohya`): export/<name>_a1111.safetensors, with kohya's `ss_*` metadata.
+- Embedding, A1111 layout (`{"emb_params": [n, 768]}`): installed as outputs/embeddings/<trigger>.safetensors (A1111
+  names an embedding by its file stem, so the trigger word in a prompt calls it) and copied to export/.
+- Embedding, diffusers textual-inversion layout (`{"<trigger>": [n, 768]}`, what `load_textual_inversion` reads):
+  export/learned_embeds.safetensors.
+- Full UNet: a diffusers folder export/model (usable as a model source everywhere in the app).
+training.json beside them records the method, trigger, base model and files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.core import settings
+from pipelines.core.errors import UserError
+from pipelines.core.jobs import atomic_folder, atomic_path
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from pipelines.core.jobs import CancelToken, ProgressCallback
+
+    from .train import TrainConfig, TrainingModels
+
+INFO_FILE = "training.json"
+
+
+def _export_folder(folder: Path) -> Path:
+    return folder / "export"
+
+
+def export_training(models: TrainingModels, config: TrainConfig, trigger: str, folder: Path) -> dict[str, Path]:
+    """Write every export the method produced (see the module docstring); returns {kind: path}."""
+    from .train import trained_tensors
+
+    export = _export_folder(folder)
+    export.mkdir(parents=True, exist_ok=True)
+    tensors = trained_tensors(models, config)
+    files: dict[str, Path] = {}
+    if "embedding" in tensors:
+        files.update(export_embedding(tensors["embedding"], trigger, export))
+    if any(key.startswith(("unet.", "text_encoder.")) for key in tensors):
+        files.update(export_lora(models, config, export))
+    if config.method == "full":
+        files["model"] = _export_full(models, export / "model")
+    info = {"name": config.name, "method": config.method, "trigger": trigger, "base_model": config.model,
+            "rank": config.rank, "alpha": config.alpha, "steps": config.steps, "seed": config.seed,
+            "files": {kind: str(path) for kind, path in files.items()}}
+    with atomic_path(export / INFO_FILE) as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return files
+
+
+def export_embedding(rows: Any, trigger: str, export: Path) -> dict[str, Path]:
+    from pipelines.core.safeweights import save_safetensors
+
+    rows = rows.detach().float().cpu().contiguous()
+    metadata = {"name": trigger, "vectors": str(rows.shape[0])}
+    a1111 = export / f"{trigger}.safetensors"
+    save_safetensors({"emb_params": rows}, a1111, metadata)
+    diffusers_file = export / "learned_embeds.safetensors"
+    save_safetensors({trigger: rows.clone()}, diffusers_file, metadata)
+    installed = settings.outputs_dir() / "embeddings" / f"{trigger}.safetensors"
+    _copy_atomic(a1111, installed)
+    return {"embedding_a1111": a1111, "embedding_diffusers": diffusers_file, "embedding_installed": installed}
+
+
+def export_lora(models: TrainingModels, config: TrainConfig, export: Path) -> dict[str, Path]:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    from pipelines.core.safeweights import save_safetensors
+    from pipelines.diffusion.lora import diffusers_to_kohya
+
+    from .train import LORA_TARGETS, TEXT_LORA_TARGETS
+
+    def lora_layers(module: Any) -> dict[str, Any]:
+        return {k: v.detach().float().cpu().contiguous()
+                for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(module)).items()}
+
+    metadata = {"r": int(config.rank), "lora_alpha": float(config.alpha), "target_modules": list(LORA_TARGETS)}
+    text_layers = lora_layers(models.text_encoder) if config.train_text_encoder else None
+    text_metadata = ({"r": int(config.rank), "lora_alpha": float(config.alpha),
+                      "target_modules": list(TEXT_LORA_TARGETS)} if text_layers else None)
+    diffusers_file = export / f"{config.name}.safetensors"
+    with atomic_folder(export / f".{config.name}-lora") as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=lora_layers(models.unet),
+                                                  text_encoder_lora_layers=text_layers,
+                                                  unet_lora_adapter_metadata=metadata,
+                                                  text_encoder_lora_adapter_metadata=text_metadata,
+                                                  weight_name="lora.safetensors")
+        _copy_atomic(tmp / "lora.safetensors", diffusers_file)
+    shutil.rmtree(export / f".{config.name}-lora", ignore_errors=True)
+    from safetensors.torch import load_file
+
+    kohya = diffusers_to_kohya(load_file(diffusers_file), alpha=float(config.alpha))
+    kohya_file = export / f"{config.name}_a1111.safetensors"
+    save_safetensors(kohya, kohya_file, {"ss_base_model_version": "sd_v1", "ss_network_module": "networks.lora",
+                                         "ss_network_dim": str(config.rank), "ss_network_alpha": str(config.alpha),
+                                         "ss_output_name": config.name})
+    installed = settings.outputs_dir() / "loras" / f"{config.name}.safetensors"
+    _copy_atomic(diffusers_file, installed)
+    return {"lora_diffusers": diffusers_file, "lora_a1111": kohya_file, "lora_installed": installed}
+
+
+def _export_full(models: TrainingModels, target: Path) -> Path:
+    """The tuned UNet with the base model's other parts, as a diffusers folder (the base tokenizer: the
+    training copy has the embedding's placeholder tokens, which generation does not use)."""
+    from diffusers import StableDiffusionPipeline
+
+    base = models.pipe
+    pipe = StableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                                   unet=models.unet, scheduler=base.scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    if target.exists():
+        shutil.rmtree(target)
+    with atomic_folder(target) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+    return target
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+# ---------------------------------------------------------------------------------------------- trained models
+@dataclass(frozen=True)
+class Tuned:
+    """A finished training as generation uses it."""
+
+    name: str
+    method: str
+    trigger: str
+    base_model: str
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.files.get("model") or self.base_model
+
+    @property
+    def lora(self) -> str | None:
+        return self.files.get("lora_installed") or self.files.get("lora_diffusers")
+
+
+def list_tuned() -> list[Tuned]:
+    """Finished trainings under outputs/training, newest first."""
+    root = settings.outputs_dir() / "training"
+    found = []
+    for info_path in root.glob(f"*/export/{INFO_FILE}") if root.is_dir() else []:
+        try:
+            found.append((info_path.stat().st_mtime, _tuned_from(json.loads(info_path.read_text()))))
+        except (OSError, ValueError, KeyError):
+            continue
+    return [tuned for _, tuned in sorted(found, key=lambda item: item[0], reverse=True)]
+
+
+def _tuned_from(info: dict[str, Any]) -> Tuned:
+    return Tuned(info["name"], info["method"], info["trigger"], info["base_model"], dict(info.get("files", {})))
+
+
+def load_tuned(name: str) -> Tuned:
+    path = settings.outputs_dir() / "training" / str(name) / "export" / INFO_FILE
+    if not path.is_file():
+        raise UserError(f"No finished training named {name!r}; train one in step 2 first.")
+    return _tuned_from(json.loads(path.read_text()))
+
+
+def without_trigger(prompt: str, trigger: str) -> str:
+    """The prompt with the trigger word taken out (for the base model, which never learned it)."""
+    text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(trigger)}(?![A-Za-z0-9_])", "", prompt)
+    return re.sub(r"\s*,(\s*,)+", ",", text).strip(" ,")
+
+
+# ---------------------------------------------------------------------------------------------- A/B
+MAX_AB_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    tuned: str  # a training's name
+    prompt: str = ""  # "" → "<trigger>, 1girl, solo"; the trigger word is added when missing
+    negative_prompt: str = ""
+    lora_scale: float = 1.0
+    seed: int = 0
+    count: int = 2  # images per side; seeds seed … seed + count - 1
+    steps: int = 20
+    sampler: str = "DPM++ 2M"
+    schedule: str = "Karras"
+    cfg_scale: float = 7.0
+    size: int = 512
+    model: str = ""  # "": the training's base model
+
+
+@dataclass
+class CompareOutput:
+    base: list[Image.Image]
+    tuned: list[Image.Image]
+    seeds: list[int]
+    grid: Image.Image
+    prompts: tuple[str, str]  # (base, tuned)
+    notes: list[str]
+    test_model: bool
+    run_ids: tuple[str, str] = ("", "")
+
+
+def requests_for(request: CompareRequest) -> tuple[Any, Any, list[str]]:
+    """(base GenerateRequest, tuned GenerateRequest, notes): same seeds, sampler and size; the tuned side adds the
+    LoRA at `lora_scale`, uses the trained embedding through the trigger word, or the tuned model."""
+    from pipelines.diffusion.generate import GenerateRequest
+
+    from .data import ensure_trigger
+
+    tuned = load_tuned(request.tuned)
+    if not 1 <= int(request.count) <= MAX_AB_IMAGES:
+        raise UserError(f"Images per side must be 1–{MAX_AB_IMAGES}, got {request.count}.")
+    prompt = ensure_trigger(request.prompt.strip() or f"{tuned.trigger}, 1girl, solo", tuned.trigger)
+    base_prompt = without_trigger(prompt, tuned.trigger)
+    notes = [f"The base model gets the prompt without the trigger word ('{base_prompt}'): it never learned it."]
+    common = {"negative_prompt": request.negative_prompt, "sampler": request.sampler, "schedule": request.schedule,
+              "steps": int(request.steps), "cfg_scale": float(request.cfg_scale), "seed": int(request.seed),
+              "batch_size": int(request.count), "width": int(request.size), "height": int(request.size)}
+    base_model = request.model.strip() or tuned.base_model
+    if base_model != tuned.base_model:
+        notes.append(f"Trained on {tuned.base_model}, used here on {base_model}.")
+    loras = ((tuned.lora, float(request.lora_scale)),) if tuned.lora else ()
+    tuned_model = tuned.model if tuned.method == "full" else base_model
+    base_request = GenerateRequest(prompt=base_prompt, model=base_model, **common)
+    tuned_request = GenerateRequest(prompt=prompt, model=tuned_model, loras=loras, **common)
+    return base_request, tuned_request, notes
+
+
+def compare_base_tuned(request: CompareRequest, *, callback: ProgressCallback | None = None,
+                       cancel: CancelToken | None = None, record: bool = True) -> CompareOutput:
+    """Base and tuned images on the same seeds, through the diffusion core (recorded runs when `record`)."""
+    from pipelines.diffusion.generate import generate
+    from pipelines.diffusion.runs import run_generate
+
+    from . import TAB
+
+    base_request, tuned_request, notes = requests_for(request)
+    outputs, run_ids = [], []
+    for label, core_request in (("base", base_request), ("tuned", tuned_request)):
+        def step(done: int, total: int, message: str, label: str = label) -> None:
+            if callback is not None:
+                callback(done, total, f"{label}: {message}")
+
+        if record:
+            run, output = run_generate(core_request, tab=TAB, callback=step, cancel=cancel,
+                                       extra_params={"style_finetune": {"side": label, "tuned": request.tuned,
+                                                                        "lora_scale": request.lora_scale}})
+            run_ids.append(run.id)
+        else:
+            output = generate(core_request, callback=step, cancel=cancel)
+        outputs.append(output)
+        notes += [note for note in output.notes if note not in notes]
+    base, tuned = outputs
+    grid = ab_grid(base.images, tuned.images)
+    return CompareOutput(base.images, tuned.images, base.seeds, grid, (base.prompt, tuned.prompt), notes,
+                         base.test_model or tuned.test_model, tuple(run_ids) if run_ids else ("", ""))
+
+
+def ab_grid(base: Sequence[Image.Image], tuned: Sequence[Image.Image]) -> Image.Image:
+    """Two rows: base on top, tuned below, one column per seed."""
+    from PIL import Image
+
+    width, height = base[0].size
+    grid = Image.new("RGB", (width * len(base), height * 2), "white")
+    for column, (top, bottom) in enumerate(zip(base, tuned, strict=True)):
+        grid.paste(top, (column * width, 0))
+        grid.paste(bottom, (column * width, height))
+    return grid

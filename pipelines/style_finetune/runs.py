@@ -1,0 +1,72 @@
+"""Trainings as recorded runs: History lists them (status running / done / cancelled / failed) and its Re-run
+resumes an unfinished one from its last checkpoint, with the same settings and the dataset saved beside it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from . import TAB
+
+if TYPE_CHECKING:
+    from pipelines.core.jobs import CancelToken, ProgressCallback
+    from pipelines.core.records import RunRecord, RunStore
+
+    from .data import Dataset
+    from .train import TrainConfig, TrainResult
+
+
+def dataset_folder(name: str) -> Any:
+    from .train import training_folder
+
+    return training_folder(name) / "dataset"
+
+
+def run_train(config: TrainConfig, dataset: Dataset | None = None, *, store: RunStore | None = None,
+              callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
+              time_budget_s: float | None = None, **hooks: Any) -> tuple[RunRecord, TrainResult]:
+    """`train` as a run record. The dataset is saved under outputs/training/<name>/dataset (so History can resume
+    it); None trains on the dataset already saved there."""
+    from pipelines.core import devices
+    from pipelines.core.loader import is_test_model
+    from pipelines.core.records import RunRecord, default_store
+
+    from .data import load_dataset, save_dataset
+    from .train import check, train
+
+    problems = check(config)
+    if problems:
+        from pipelines.core.errors import UserError
+
+        raise UserError(" ".join(problems))
+    folder = dataset_folder(config.name)
+    if dataset is not None:
+        save_dataset(dataset, folder)
+    dataset = load_dataset(folder)
+    params = {"train": dataclasses.asdict(config), "dataset": str(folder), "images": len(dataset),
+              "trigger": dataset.trigger}
+    record = RunRecord(tab=TAB, params=params, seed=int(config.seed), attention=devices.attention_backend(),
+                       models=[{"id": config.model, "test_model": is_test_model(config.model)}],
+                       device=str(devices.resolve_device()))
+    store = store or default_store()
+    with store.run(record):
+        with record.stage("train"):
+            result = train(config, dataset, callback=callback, cancel=cancel, time_budget_s=time_budget_s, **hooks)
+        params["steps_done"] = result.steps
+        params["finished"] = result.finished
+        params["final_loss"] = result.losses[-1] if result.losses else None
+        record.outputs.extend(str(path) for path in result.files.values())
+        record.outputs.extend(str(path) for _, paths in result.validation[-1:] for path in paths)
+        if not result.finished:
+            record.status = "paused"
+    if not result.finished:  # store.run wrote "done"; a paused training must show as unfinished with Resume
+        record.status = "paused"
+        store.save(record)
+    return record, result
+
+
+def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
+    """History's Re-run: train again with the recorded settings, which resumes from the last checkpoint."""
+    from .train import config_from_dict
+
+    return run_train(config_from_dict(params["train"]), None, store=store)[0]
