@@ -1,0 +1,455 @@
+"""Training the multi-scale model on one image: a resumable job (DESIGN.md "A training job with resume").
+
+    outputs/single_image/models/<image hash>-<config digest>/
+        checkpoints/step-0000400/{model.safetensors, ema.safetensors, optimizer.pt, ema.pt}   # .pt: our own files,
+        checkpoints/state.json     # step, folder, digests, losses; written last, atomically     read weights_only
+        milestones/lm-01.safetensors … lm-10.safetensors   # EMA weights at every 10% (the seed's LM slider)
+        model.safetensors          # = lm-10: the finished model; its presence makes a re-train a cache hit
+
+Step s draws its scale, timesteps and noise from a generator seeded with (seed, s), so a resume repeats the run
+exactly without pickled RNG states. On a CPU with AVX-512 BF16 the step runs under bf16 autocast with channels_last
+(measured several times faster for conv nets; bench/bench_single_image.py checks speed and loss against fp32);
+weights, optimizer and EMA stay fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipelines.core import settings
+from pipelines.core.errors import UserError
+from pipelines.core.images import load_image
+from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path
+from pipelines.core.safeweights import load_safetensors
+
+from . import text as text_mod
+from .model import (
+    COARSEST_SIDE,
+    CPU_MAX_AREA,
+    ModelConfig,
+    MultiScaleDenoiser,
+    alphas_cumprod,
+    blurred,
+    load_model_file,
+    noised,
+    predicted_clean,
+    pyramid,
+    save_model,
+    scale_sizes,
+    start_steps,
+    training_size,
+)
+
+MILESTONES = 10
+STATE_FILE = "state.json"
+TEXT_MODES = ("none", "arbitrary", "blip")
+MAX_INPUT_SIDE = 4096  # decoded larger images are refused by the core; this only bounds the first resize
+NO_TEXT_WIDTH = 32  # token width of the U-Net's "no text" token in the +U-Net ablation (no encoder involved)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of one training run: the record's params, the resume check (its digest) and the CLI flags."""
+
+    backbone: str = "fcn"  # "fcn" (SinDDM baseline) or "unet" (the seed's, with cross-attention to text)
+    steps: int = 2000
+    width: int = 64
+    batch_size: int = 4  # noise draws per step, all at one scale
+    lr: float = 1e-3
+    seed: int = 0
+    max_area: int = CPU_MAX_AREA
+    text: str = "none"  # "none", "arbitrary" (the prompt below) or "blip" (P* of BLIP's captions)
+    prompt: str = ""
+    contrastive: bool = False
+    contrastive_weight: float = text_mod.CONTRASTIVE_WEIGHT
+    contrastive_every: int = text_mod.CONTRASTIVE_EVERY
+    captions: int = text_mod.DEFAULT_CAPTIONS
+    blip_model: str = text_mod.DEFAULT_BLIP
+    clip_model: str = text_mod.DEFAULT_CLIP
+    ema_decay: float = 0.995
+    precision: str = "auto"  # "auto" (bf16 where the CPU/GPU supports it), "bf16" or "fp32"
+
+    def check(self) -> None:
+        problems = []
+        if self.backbone not in ("fcn", "unet"):
+            problems.append("backbone must be 'fcn' or 'unet'")
+        if not 10 <= self.steps <= 200_000:
+            problems.append("steps must be 10–200000")
+        if not 8 <= self.width <= 256:
+            problems.append("width must be 8–256")
+        if not 1 <= self.batch_size <= 64:
+            problems.append("batch size must be 1–64")
+        if self.text not in TEXT_MODES:
+            problems.append(f"text must be one of {TEXT_MODES}")
+        if self.text != "none" and self.backbone != "unet":
+            problems.append("text conditioning needs the U-Net backbone")
+        if self.text == "arbitrary" and not self.prompt.strip():
+            problems.append("the arbitrary-prompt setting needs a prompt")
+        if self.contrastive and self.text != "blip":
+            problems.append("the contrastive loss needs BLIP prompts (text='blip')")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            problems.append("precision must be auto, bf16 or fp32")
+        if self.max_area < COARSEST_SIDE ** 2:
+            problems.append(f"max area must be at least {COARSEST_SIDE}²")
+        if problems:
+            raise UserError("Cannot train: " + "; ".join(problems) + ".")
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    folder: Path
+    steps: int
+    losses: list[float]
+    milestones: list[Path]
+    resumed_from: int
+    seconds: float
+    cached: bool = False
+    finished: bool = True
+    precision: str = "fp32"
+    prompts: text_mod.PromptSet | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        if self.cached:
+            return (f"This image was already trained with these settings ({self.steps} steps): the cached model "
+                    "is used. Change a setting to train again.")
+        first, last = (np.mean(self.losses[:20]), np.mean(self.losses[-20:])) if self.losses else (np.nan, np.nan)
+        done = "Trained" if self.finished else "Paused (time budget) after"
+        return (f"{done} {self.steps} steps in {self.seconds:.0f} s ({self.precision})"
+                + (f", resumed from step {self.resumed_from}" if self.resumed_from else "")
+                + f"; L1 noise loss {first:.3f} → {last:.3f}. " + " ".join(self.notes)).strip()
+
+
+# ---------------------------------------------------------------------------------------------- the image
+def image_tensor(image: Any) -> torch.Tensor:
+    """1×3×H×W float in [-1, 1] from a PIL RGB image."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_image(tensor: torch.Tensor) -> Any:
+    from PIL import Image
+
+    array = ((tensor.detach().float().clamp(-1, 1)[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round()
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def prepare_image(source: Any, max_area: int = CPU_MAX_AREA) -> tuple[Any, list[str]]:
+    """The training image (PIL RGB, area ≤ max_area) and notes for the user (downscaled, grayscale, transparent)."""
+    from PIL import Image
+
+    notes = []
+    if isinstance(source, (str, os.PathLike)):
+        with Image.open(source) as raw:
+            mode = raw.mode
+    else:
+        mode = getattr(source, "mode", "RGB")
+    image = load_image(source, max_side=MAX_INPUT_SIDE, name="The image")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in getattr(source, "info", {})):
+        notes.append("The image has transparency: it was placed on white.")
+    if mode in ("L", "LA", "1", "I", "I;16", "F"):
+        notes.append("The image is grayscale: it is trained as RGB, so variations are gray too.")
+    if min(image.size) < COARSEST_SIDE:
+        raise UserError(f"The image is {image.width}×{image.height}; its short side must be at least "
+                        f"{COARSEST_SIDE} px (the coarsest scale).")
+    height, width = training_size(image.height, image.width, max_area)
+    if (width, height) != image.size:
+        notes.append(f"The image ({image.width}×{image.height}) was downscaled to {width}×{height} for training "
+                     f"(area cap {int(max_area ** 0.5)}² on this device).")
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image, notes
+
+
+def image_digest(image: Any) -> str:
+    return hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()[:16]
+
+
+def model_folder(image: Any, config: TrainConfig) -> Path:
+    return settings.outputs_dir() / "single_image" / "models" / f"{image_digest(image)}-{config.digest()}"
+
+
+# ---------------------------------------------------------------------------------------------- precision
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX); elsewhere it is emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose_precision(config: TrainConfig, device: torch.device) -> str:
+    if config.precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return config.precision
+
+
+# ---------------------------------------------------------------------------------------------- text
+def text_conditioning(config: TrainConfig, image: Any, report: ProgressCallback
+                      ) -> tuple[torch.Tensor | None, text_mod.PromptSet | None, dict[str, str], Any]:
+    """(P* tokens for the U-Net or None, the captions table, record fields, the CLIP model for the loss)."""
+    if config.backbone != "unet":
+        return None, None, {}, None
+    if config.text == "none":
+        return torch.zeros(1, 1, NO_TEXT_WIDTH), None, {"prompt": ""}, None
+    clip = text_mod.ClipModel(config.clip_model)
+    prompts = None
+    if config.text == "blip":
+        report(0, config.steps, "Writing captions with BLIP and scoring them with CLIP…")
+        prompts = text_mod.caption_prompts(image, config.blip_model, clip, config.captions, config.seed)
+        prompt = prompts.best
+    else:
+        prompt = " ".join(config.prompt.split())
+    fields = {"prompt": prompt, "text_encoder": config.clip_model,
+              "text_encoder_test_model": str(clip.is_test_model).lower()}
+    return clip.text_tokens(prompt), prompts, fields, clip
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _checkpoint_files(folder: Path, step: int) -> Path:
+    return folder / "checkpoints" / f"step-{step:07d}"
+
+
+def write_checkpoint(folder: Path, step: int, net: MultiScaleDenoiser, ema: Any, optimizer: torch.optim.Optimizer,
+                     losses: list[float], digest: str) -> None:
+    """A step folder built beside its final name and renamed into place, then state.json; keep the newest two."""
+    from pipelines.core.jobs import atomic_folder
+
+    target = _checkpoint_files(folder, step)
+    if not target.exists():
+        with atomic_folder(target) as tmp:
+            save_model(net, tmp / "model.safetensors")
+            save_model(ema_copy(net, ema), tmp / "ema.safetensors")
+            torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp / "optimizer.pt")
+            torch.save({"step": step, "ema": ema.state_dict()}, tmp / "ema.pt")
+    state = {"step": step, "folder": target.name, "digest": digest, "losses": losses}
+    with atomic_path(folder / "checkpoints" / STATE_FILE) as tmp:
+        tmp.write_text(json.dumps(state))
+    older = sorted(path for path in (folder / "checkpoints").glob("step-*") if path.is_dir())
+    for old in older[:-2]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    path = folder / "checkpoints" / STATE_FILE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    return state if (folder / "checkpoints" / state["folder"] / "ema.pt").exists() else None
+
+
+def restore(folder: Path, state: dict[str, Any], net: MultiScaleDenoiser, ema: Any,
+            optimizer: torch.optim.Optimizer) -> None:
+    files = folder / "checkpoints" / state["folder"]
+    tensors, _ = load_safetensors(files / "model.safetensors")
+    net.load_state_dict(tensors)
+    saved = torch.load(files / "optimizer.pt", map_location="cpu", weights_only=True)  # our own file
+    optimizer.load_state_dict(saved["optimizer"])
+    ema.load_state_dict(torch.load(files / "ema.pt", map_location="cpu", weights_only=True)["ema"])
+
+
+def ema_copy(net: MultiScaleDenoiser, ema: Any) -> MultiScaleDenoiser:
+    """A copy of the network holding the EMA weights (the training network is left as it is)."""
+    copy = MultiScaleDenoiser(net.config)
+    copy.load_state_dict(net.state_dict())
+    ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+def milestone_path(folder: Path, index: int) -> Path:
+    return folder / "milestones" / f"lm-{index:02d}.safetensors"
+
+
+def milestone_steps(steps: int) -> list[int]:
+    """The steps after which milestone 1 … 10 is written (every 10% of training)."""
+    return [max(1, round(steps * index / MILESTONES)) for index in range(1, MILESTONES + 1)]
+
+
+# ---------------------------------------------------------------------------------------------- estimate
+def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_megapixel_step: float = 0.9) -> float:
+    """Rough wall time before training starts: work ∝ steps × batch × mean pixels per scale × width² (measured
+    on this 2-core CPU in bf16 at width 64: about 0.9 s per million pixel-draws)."""
+    height, width = training_size(height, width, config.max_area)
+    sizes = scale_sizes(height, width)
+    mean_pixels = sum(h * w for h, w in sizes) / len(sizes)
+    factor = (config.width / 64) ** 2 * (1.3 if config.backbone == "unet" else 1.0)
+    return config.steps * config.batch_size * mean_pixels / 1e6 * seconds_per_megapixel_step * factor
+
+
+# ---------------------------------------------------------------------------------------------- training
+def build_model(config: TrainConfig, levels: list[torch.Tensor], alphas: torch.Tensor, context: torch.Tensor | None,
+                extra: dict[str, str]) -> MultiScaleDenoiser:
+    sizes = tuple(tuple(level.shape[-2:]) for level in levels)
+    model_config = ModelConfig(
+        backbone=config.backbone, width=config.width, sizes=sizes, start_steps=tuple(start_steps(levels, alphas)),
+        text_dim=0 if context is None else int(context.shape[-1]),
+        text_tokens=0 if context is None else int(context.shape[1]), extra=extra)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        net = MultiScaleDenoiser(model_config)
+    if context is not None:
+        net.net.context.copy_(context)
+    net.set_source(levels[-1])
+    return net
+
+
+def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(scale, timesteps, noise) of step `step`: from a generator seeded with (seed, step), so resume is exact."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    scale = int(torch.randint(model_config.scales, (1,), generator=generator))
+    start = model_config.start_steps[scale]
+    t = torch.randint(start, (config.batch_size,), generator=generator)
+    h, w = model_config.sizes[scale]
+    noise = torch.randn(config.batch_size, 3, h, w, generator=generator)
+    return scale, t, noise
+
+
+def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None = None,
+          cancel: CancelToken | None = None, resume: bool = True, time_budget_s: float | None = None,
+          preview: Callable[[int, Any], None] | None = None, device: str | None = None,
+          folder: str | os.PathLike | None = None) -> TrainResult:
+    """Train on one image; a finished model for the same image and settings is reused (cached by hash).
+
+    preview(milestone_index, PIL image) is called at every milestone with a reconstruction from the coarsest
+    scale, for the tab's live preview. Cancelling writes a checkpoint and raises JobCancelled; when
+    `time_budget_s` runs out the job writes a checkpoint and returns with finished=False. Train again to resume.
+    """
+    from diffusers.training_utils import EMAModel
+
+    from pipelines.core import devices
+
+    config.check()
+    started = time.perf_counter()
+    report = callback or (lambda step, total, message: None)
+    image, notes = prepare_image(image, config.max_area)
+    folder = Path(folder) if folder else model_folder(image, config)
+    final = folder / "model.safetensors"
+    if resume and final.exists():
+        state = read_state(folder) or {}
+        return TrainResult(final, folder, config.steps, list(state.get("losses", [])),
+                           [milestone_path(folder, i) for i in range(1, MILESTONES + 1)], config.steps, 0.0,
+                           cached=True, notes=notes)
+    target = devices.resolve_device(device)
+    precision = choose_precision(config, target)
+    alphas = alphas_cumprod()
+    height, width = image.height, image.width
+    levels = pyramid(image_tensor(image), scale_sizes(height, width))
+    context, prompts, text_fields, clip = text_conditioning(config, image, report)
+    extra = {"trained_on": f"{width}×{height} image {image_digest(image)}", "steps": str(config.steps),
+             "seed": str(config.seed), **text_fields}
+    net = build_model(config, levels, alphas, context, extra).to(target)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=0.0, foreach=True)
+    ema = EMAModel(net.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
+    digest = config.digest() + image_digest(image)
+    losses: list[float] = []
+    start_step = 0
+    state = read_state(folder) if resume else None
+    if state is not None and state.get("digest") != digest:
+        report(0, config.steps, "The checkpoint found was trained with other settings; starting afresh.")
+        state = None
+    if state is not None:
+        restore(folder, state, net, ema, optimizer)
+        start_step = min(int(state["step"]), config.steps)
+        losses = list(state.get("losses", []))[:start_step]
+        report(start_step, config.steps, f"Resuming from step {start_step}")
+    if clip is not None and config.contrastive and prompts is not None:
+        v_plus, v_minus = clip.text_features(prompts.positive), (
+            clip.text_features(prompts.negative) if prompts.negative else None)
+    levels = [level.to(target) for level in levels]
+    blurs = [blurred(levels, scale) for scale in range(len(levels))]
+    alphas = alphas.to(target)
+    model_config = net.config
+    milestones = milestone_steps(config.steps)
+    every = max(1, milestones[0])
+    if target.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    net.train()
+
+    step = start_step
+    try:
+        while step < config.steps:
+            if cancel is not None and cancel.cancelled:
+                raise JobCancelled(f"Training cancelled at step {step} of {config.steps}; its checkpoint is saved: "
+                                   "press Train again with the same image and settings to resume.")
+            scale, t, noise = _step_draws(config, step, model_config)
+            t, noise = t.to(target), noise.to(target)
+            clean = levels[scale].expand(config.batch_size, -1, -1, -1)
+            blur = blurs[scale].expand(config.batch_size, -1, -1, -1)
+            x_t = noised(clean, blur, noise, t, scale, model_config.start_steps[scale], alphas)
+            if target.type == "cpu":
+                x_t = x_t.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                eps = net(x_t, t, scale)
+            loss = F.l1_loss(eps.float(), noise)
+            if config.contrastive and clip is not None and step % config.contrastive_every == 0:
+                estimate = predicted_clean(x_t, eps.float(), blur, t, scale, model_config.start_steps[scale], alphas)
+                embedding = clip.image_features(estimate.clamp(-1, 1))
+                loss = loss + config.contrastive_weight * text_mod.contrastive_loss(embedding, v_plus, v_minus)
+            if not torch.isfinite(loss.detach()):
+                raise FloatingPointError(f"The loss became {loss.item()} at step {step + 1}; lower the learning rate.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ema.step(net.parameters())
+            step += 1
+            losses.append(round(float(loss.item()), 5))
+            if step % 10 == 0 or step == config.steps:
+                report(step, config.steps, f"step {step}/{config.steps}: L1 loss {np.mean(losses[-10:]):.4f}")
+            if step in milestones:
+                index = milestones.index(step) + 1
+                ema_net = ema_copy(net, ema)
+                save_model(ema_net, milestone_path(folder, index), milestone=index, step=step)
+                if preview is not None:
+                    from .sample import reconstruct
+
+                    preview(index, reconstruct(ema_net, image, steps_per_scale=8).image)
+            if step % every == 0 and step < config.steps:
+                write_checkpoint(folder, step, net, ema, optimizer, losses, digest)
+            if time_budget_s is not None and time.perf_counter() - started > time_budget_s and step < config.steps:
+                write_checkpoint(folder, step, net, ema, optimizer, losses, digest)
+                notes.append("Stopped at the time budget; train again to continue.")
+                return TrainResult(final, folder, step, losses, [], start_step, time.perf_counter() - started,
+                                   finished=False, precision=precision, prompts=prompts, notes=notes)
+    except JobCancelled:
+        write_checkpoint(folder, step, net, ema, optimizer, losses, digest)
+        report(step, config.steps, f"Cancelled at step {step}; the checkpoint is saved, train again to resume.")
+        raise
+    write_checkpoint(folder, step, net, ema, optimizer, losses, digest)
+    shutil.copyfile(milestone_path(folder, MILESTONES), folder / ".model.tmp")
+    os.replace(folder / ".model.tmp", final)
+    if prompts is not None:
+        with atomic_path(folder / "prompts.json") as tmp:
+            tmp.write_text(json.dumps(dataclasses.asdict(prompts)))
+    return TrainResult(final, folder, step, losses, [milestone_path(folder, i) for i in range(1, MILESTONES + 1)],
+                       start_step, time.perf_counter() - started, precision=precision, prompts=prompts, notes=notes)
+
+
+def load_milestone(model_path: str | os.PathLike, milestone: int = MILESTONES) -> MultiScaleDenoiser:
+    """The model at load milestone 1–10 (10 = the finished model); the model file itself when no milestones."""
+    path = Path(model_path)
+    if milestone < MILESTONES:
+        candidate = milestone_path(path.parent, milestone)
+        if candidate.exists():
+            path = candidate
+    return load_model_file(path)[0]
