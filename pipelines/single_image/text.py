@@ -33,7 +33,12 @@ DEFAULT_CAPTIONS = 8
 CONTRASTIVE_WEIGHT = 0.1
 CONTRASTIVE_EVERY = 10
 
-STOP_WORDS = frozenset(["a", "an", "the", "of", "in", "on", "at", "with", "and", "or", "to", "from", "by", "for", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "as", "into", "onto", "over", "under", "near", "next", "up", "down", "out", "off", "very", "some", "any", "his", "her", "their", "them", "they", "he", "she", "we", "you", "i", "has", "have", "had", "do", "does", "did", "not", "no", "which", "who", "whom", "what", "while", "than", "then", "so", "such"])
+_STOP_WORDS_TEXT = """
+a an the of in on at with and or to from by for is are was were be been being it its this that these those there
+here as into onto over under near next up down out off very some any his her their them they he she we you i has
+have had do does did not no which who whom what while than then so such
+"""
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 
 # A small offline synonym table (WordNet is not installed); words a user is likely to write in an edit prompt.
 SYNONYMS: dict[str, tuple[str, ...]] = {
