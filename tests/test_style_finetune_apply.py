@@ -1,0 +1,88 @@
+"""A training as a History run (paused by its time budget, resumed by Re-run), base-vs-tuned images through the
+diffusion core on the same seeds, and the evaluation labelled as test scores on tiny networks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipelines.style_finetune.train import TrainConfig
+from tests.test_style_finetune_train import TRIGGER, palette_dataset
+
+CONFIG = TrainConfig(name="ab", method="embedding+lora", steps=4, embedding_share=0.5, learning_rate=1e-2,
+                     embedding_learning_rate=1e-2, mixed_precision="no", validation_steps=1, validation_seeds=(1,))
+
+
+@pytest.fixture(scope="module")
+def trained_outputs(tmp_path_factory, shared_cache_dir):
+    """One finished tiny training for the module (training is the slow part); its outputs folder."""
+    from pipelines.style_finetune.runs import run_train
+
+    outputs = tmp_path_factory.mktemp("ab-outputs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASL_OUTPUTS", str(outputs))
+        patch.setenv("ASL_CACHE", str(shared_cache_dir))
+        record, result = run_train(CONFIG, palette_dataset())
+    assert record.status == "done" and result.finished
+    return outputs
+
+
+@pytest.fixture
+def trained(trained_outputs, monkeypatch):
+    monkeypatch.setenv("ASL_OUTPUTS", str(trained_outputs))
+    return trained_outputs
+
+
+@pytest.mark.slow
+def test_a_paused_training_shows_unfinished_in_history_and_rerun_resumes_it():
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+    from pipelines.style_finetune.runs import run_train
+
+    record, result = run_train(dataclasses.replace(CONFIG, name="paused"), palette_dataset(), time_budget_s=0)
+    assert not result.finished and result.steps == 0
+    assert default_store().get(record.id).status == "paused"
+    again = rerun(record.id)  # History's Re-run: the same settings and the saved dataset
+    assert again.status == "done" and again.params["steps_done"] == 4 and again.params["finished"]
+    assert any(path.endswith("paused.safetensors") for path in again.outputs)
+
+
+@pytest.mark.slow
+def test_base_and_tuned_share_seeds_and_the_lora_scale_acts(trained):
+    from pipelines.diffusion.generate import generate
+    from pipelines.style_finetune.apply import CompareRequest, compare_base_tuned, requests_for
+
+    request = CompareRequest(tuned="ab", prompt=f"{TRIGGER}, shapes", count=2, steps=2, size=64, seed=5)
+    output = compare_base_tuned(request)
+    assert output.seeds == [5, 6] and output.test_model
+    assert output.grid.size == (128, 128)
+    assert output.prompts[0] == "shapes"  # the base never learned the trigger word
+    assert output.prompts[1] == f"{TRIGGER}, shapes, <lora:ab:1>"  # as written into the PNGs, for A1111
+    base_request, tuned_request, _ = requests_for(request)
+    assert dataclasses.replace(tuned_request, prompt="", loras=(), model="") == \
+        dataclasses.replace(base_request, prompt="", model="")  # only prompt and LoRA differ
+    plain_base = generate(base_request).images
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain_base, output.base, strict=True))
+    no_lora = compare_base_tuned(dataclasses.replace(request, lora_scale=0.0), record=False).tuned
+    embedding_only = generate(dataclasses.replace(tuned_request, loras=())).images  # the embedding still applies
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(no_lora, embedding_only, strict=True))
+    assert not np.array_equal(np.asarray(no_lora[0]), np.asarray(output.tuned[0]))
+
+
+@pytest.mark.slow
+def test_evaluation_on_test_networks_is_labelled_and_has_intervals(trained):
+    from pipelines.style_finetune.evaluate import EVALUATION_METRICS, TEST_NETWORKS, EvaluateRequest, evaluate
+
+    reference = list(palette_dataset().images)
+    result = evaluate(EvaluateRequest(tuned="ab", count=4, steps=2, size=64, networks=TEST_NETWORKS,
+                                      n_bootstrap=50), reference)
+    report = result.report
+    assert report.test_model and len(result.base) == len(result.tuned) == 4
+    assert {row.key for row in report.rows} | set(report.skipped) == set(EVALUATION_METRICS)
+    assert {"fid", "kl_per_image", "fid_per_image", "clip_i", "clip_score"} <= {row.key for row in report.rows}
+    for row in report.rows:
+        assert row.test_model and row.a is not None and row.b is not None
+        assert row.low is not None and row.low <= row.difference <= row.high, row.key
+    assert set(report.scatter) == {"A", "B"} and len(report.scatter["B"]["kl"]) == 4
