@@ -132,17 +132,22 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
     try:
         while thread.is_alive():
             thread.join(timeout=1.0)
-            yield f"⏳ {message[0]}", _loss_frame(losses), list(validation), gr.update()
+            yield f"⏳ {message[0]}", _loss_frame(losses), list(validation), gr.update(), gr.update()
     finally:
         JOBS.finish(job_id, token)
     if "error" in outcome:
         raise outcome["error"]
     result = outcome["result"]
     note = test_model_note(result.test_model)
-    files = "\n".join(f"- {kind}: `{path}`" for kind, path in result.files.items())
-    text = result.summary + ("\n\n" + note if note else "") + ("\n\n**Files**\n" + files if files else "")
+    text = result.summary + ("\n\n" + note if note else "")
+    if result.files:
+        text += ("\n\nInstalled: the LoRA as `<lora:" + config.name + ":1>` and the embedding as the word `"
+                 + dataset.trigger + "` in prompts (where the method trained them). Downloads below: `*_a1111` and "
+                 "the trigger-named embedding are for A1111/ComfyUI, the others for diffusers.")
     images = [str(path) for _, paths in result.validation[-1:] for path in paths]
-    yield text, _loss_frame(result.losses), images, gr.update(choices=tuned_choices(), value=config.name)
+    downloads = [str(path) for kind, path in result.files.items() if kind != "model" and not kind.endswith("installed")]
+    yield (text, _loss_frame(result.losses), images, gr.update(choices=tuned_choices(), value=config.name),
+           downloads or None)
 
 
 def cancel_training(request: gr.Request = None) -> str:
@@ -175,7 +180,7 @@ def compare_models(tuned: str, prompt: str, negative: str, lora_scale: float, se
     finally:
         JOBS.finish(job_id, token)
     note = test_model_note(output.test_model)
-    text = (f"Top row: base ({output.prompts[0]!r}); bottom row: tuned ({output.prompts[1]!r}); seeds "
+    text = (f"Top row: base (`{output.prompts[0]}`); bottom row: tuned (`{output.prompts[1]}`); seeds "
             f"{output.seeds}.\n\n" + "\n".join(f"- {item}" for item in output.notes) + ("\n\n" + note if note else ""))
     return output.grid, text
 
@@ -214,15 +219,19 @@ def build(tab: gr.Tab | None = None) -> None:
     models = model_choices()
     with gr.Accordion("1 · Dataset", open=True):
         with gr.Row():
-            files = file_input("Images of the style, or zips of them (3–200)", kinds=("image", "zip"), multiple=True)
+            files = file_input("Images of the style, or zips of them (3–200)", kinds=("image", "zip"), multiple=True,
+                               elem_id="sf-files")
             with gr.Column():
-                name = gr.Textbox(value="my_style", label="Name (names the LoRA file and the training folder)")
-                trigger = gr.Textbox(value="mystyle", label="Trigger word (a rare made-up word is best)")
-                resolution = gr.Slider(64, 1024, value=512, step=64, label="Training resolution (px)")
+                name = gr.Textbox(value="my_style", label="Name (names the LoRA file and the training folder)",
+                                  elem_id="sf-name")
+                trigger = gr.Textbox(value="mystyle", label="Trigger word (a rare made-up word is best)",
+                                     elem_id="sf-trigger")
+                resolution = gr.Slider(64, 1024, value=512, step=64, label="Training resolution (px)",
+                                       elem_id="sf-resolution")
                 face_aware = gr.Checkbox(False, label="Face-aware crop (MediaPipe; else centre crop)")
                 caption_model = gr.Dropdown(CAPTION_MODELS, value="", label="Captions")
-        prepare = gr.Button("Prepare dataset", variant="primary")
-        dataset_status = gr.Markdown()
+        prepare = gr.Button("Prepare dataset", variant="primary", elem_id="sf-prepare")
+        dataset_status = gr.Markdown(elem_id="sf-dataset-status")
         crops = gr.Gallery(label="Training crops", columns=8, height=200)
         captions = gr.Dataframe(headers=["image", "caption"], label="Captions (edit them before training)",
                                 interactive=True, wrap=True, elem_id="sf-captions")
@@ -234,7 +243,7 @@ def build(tab: gr.Tab | None = None) -> None:
                               label="Method")
         hint = gr.Markdown()
         with gr.Row():
-            steps = gr.Number(0, label="Steps (0 = about 100 per image)", precision=0, minimum=0)
+            steps = gr.Number(0, label="Steps (0 = about 100 per image)", precision=0, minimum=0, elem_id="sf-steps")
             learning_rate = gr.Number(0, label="Learning rate (0 = 1e-4 LoRA, 2e-6 full)", minimum=0)
             embedding_lr = gr.Number(defaults.embedding_learning_rate, label="Embedding learning rate", minimum=0)
             seed = gr.Number(defaults.seed, label="Seed", precision=0, minimum=0)
@@ -263,7 +272,9 @@ def build(tab: gr.Tab | None = None) -> None:
         train_status = gr.Markdown(elem_id="sf-train-status")
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=240)
-            validation = gr.Gallery(label="Validation images (fixed seeds)", columns=4, height=240)
+            validation = gr.Gallery(label="Validation images (fixed seeds)", columns=4, height=240,
+                                    elem_id="sf-validation")
+        exported = gr.File(label="Exported files", file_count="multiple", interactive=False)
     with gr.Accordion("3 · Generate & compare", open=True):
         with gr.Row():
             tuned = gr.Dropdown(tuned_choices(), label="Trained style", allow_custom_value=True, elem_id="sf-tuned")
@@ -272,12 +283,12 @@ def build(tab: gr.Tab | None = None) -> None:
         with gr.Row():
             lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
             ab_seed = gr.Number(0, label="First seed", precision=0, minimum=0)
-            count = gr.Slider(1, 8, value=4, step=1, label="Images per side")
-            ab_steps = gr.Slider(1, 50, value=20, step=1, label="Sampling steps")
-            size = gr.Slider(64, 1024, value=512, step=64, label="Size (px)")
+            count = gr.Slider(1, 8, value=4, step=1, label="Images per side", elem_id="sf-count")
+            ab_steps = gr.Slider(1, 50, value=20, step=1, label="Sampling steps", elem_id="sf-ab-steps")
+            size = gr.Slider(64, 1024, value=512, step=64, label="Size (px)", elem_id="sf-size")
         compare = gr.Button("Generate base and tuned", variant="primary", elem_id="sf-compare")
         grid = gr.Image(label="Top: base · bottom: tuned (same seeds)", type="pil", elem_id="sf-grid")
-        compare_notes = gr.Markdown()
+        compare_notes = gr.Markdown(elem_id="sf-compare-notes")
     with gr.Accordion("4 · Evaluate", open=False):
         with gr.Row():
             eval_count = gr.Slider(2, 200, value=16, step=1, label="Images per model")
@@ -298,7 +309,7 @@ def build(tab: gr.Tab | None = None) -> None:
                   outputs=[crops, captions, dataset_status], api_name="style_prepare", **MODEL_WORK)
     method.change(method_hint, inputs=method, outputs=hint, api_name=False)
     train.click(friendly_errors(train_style), inputs=[captions, *settings],
-                outputs=[train_status, loss_plot, validation, tuned], api_name="style_train", **MODEL_WORK)
+                outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train", **MODEL_WORK)
     cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="style_cancel")
     compare.click(friendly_errors(compare_models),
                   inputs=[tuned, prompt, negative, lora_scale, ab_seed, count, ab_steps, size],
