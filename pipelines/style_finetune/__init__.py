@@ -57,4 +57,19 @@ METHOD_CARD = MethodCard(
     seed_document="000",
 )
 
+
+
+def unavailable_models() -> list[tuple[str, str]]:
+    """For the app's status banner (no network call): nothing real to fine-tune when no SD 1.5 checkpoint is on
+    this machine and the Hub is known to be unreachable."""
+    from pipelines.core.network import known_offline
+    from pipelines.diffusion.models import local_checkpoints
+
+    status = known_offline()
+    if local_checkpoints() or status is None or not status.offline:
+        return []
+    return [("Style fine-tuning base models", f"no SD 1.5 checkpoint in models/ and {status.reason}; only the "
+             "tiny test model can be trained (its output is noise)")]
+
+
 register_rerunner(TAB, lazy(f"{__name__}.runs", "rerun"))
