@@ -158,6 +158,16 @@ def cancel_training(request: gr.Request = None) -> str:
     return "Nothing is training."
 
 
+def memory_preset(name: str | None):
+    from pipelines.style_finetune.train import MEMORY_PRESETS
+
+    values = MEMORY_PRESETS.get(name or "", None)
+    if values is None:
+        return gr.update(), gr.update(), gr.update()
+    return (values.get("mixed_precision", "auto"), values.get("gradient_checkpointing", False),
+            values.get("adam_8bit", False))
+
+
 def method_hint(method: str) -> str:
     return FULL_HINT if method == "full" else ""
 
@@ -210,7 +220,7 @@ def evaluate_models(tuned: str, prompt: str, count: int, steps: int, lora_scale:
 
 # ---------------------------------------------------------------------------------------------- layout
 def build(tab: gr.Tab | None = None) -> None:
-    from pipelines.style_finetune.train import METHODS, PRECISIONS, TrainConfig
+    from pipelines.style_finetune.train import MEMORY_PRESETS, METHODS, PRECISIONS, TrainConfig
 
     from .metrics import TABLE_HEADERS
 
@@ -258,6 +268,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 prior = gr.Checkbox(False, label="Prior preservation (class images from the base model)")
                 class_prompt = gr.Textbox(defaults.class_prompt, label="Class prompt")
             with gr.Row():
+                preset = gr.Dropdown(list(MEMORY_PRESETS), value=None, label="GPU memory preset (sets the next three)")
                 precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Mixed precision")
                 checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)")
                 adam_8bit = gr.Checkbox(False, label="8-bit Adam (needs bitsandbytes)")
@@ -308,6 +319,7 @@ def build(tab: gr.Tab | None = None) -> None:
                   inputs=[files, name, trigger, resolution, face_aware, caption_model],
                   outputs=[crops, captions, dataset_status], api_name="style_prepare", **MODEL_WORK)
     method.change(method_hint, inputs=method, outputs=hint, api_name=False)
+    preset.change(memory_preset, inputs=preset, outputs=[precision, checkpointing, adam_8bit], api_name=False)
     train.click(friendly_errors(train_style), inputs=[captions, *settings],
                 outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train", **MODEL_WORK)
     cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="style_cancel")

@@ -71,6 +71,17 @@ NOT_IN_DIGEST = ("name", "checkpoint_every", "validation_every", "validation_pro
                  "validation_steps")
 
 
+# GPU memory presets (SD 1.5 at 512 px, batch 1): settings that bring LoRA training under each size, the usual
+# recipe of the diffusers/kohya guides. The full UNet needs ≥ 24 GB whatever the preset.
+MEMORY_PRESETS: dict[str, dict[str, Any]] = {
+    "8 GB": {"mixed_precision": "fp16", "gradient_checkpointing": True, "adam_8bit": True, "batch_size": 1,
+             "train_text_encoder": False},
+    "12 GB": {"mixed_precision": "fp16", "gradient_checkpointing": True, "batch_size": 1},
+    "16 GB": {"mixed_precision": "fp16", "gradient_checkpointing": False},
+    "24 GB or more": {},
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "my_style"
@@ -622,9 +633,9 @@ def train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback |
     except Exception as err:
         if _is_out_of_memory(err):
             _write_checkpoint(folder, step, models, config, job, data_digest)
-            raise UserError(f"The device ran out of memory at step {step} (its checkpoint is kept). Try mixed "
-                            "precision, gradient checkpointing, a smaller batch, 8-bit Adam or LoRA instead of "
-                            "the full UNet; see the memory presets.") from err
+            raise UserError(f"The device ran out of memory at step {step} (its checkpoint is kept). Choose a "
+                            "smaller memory preset (8/12/16 GB: fp16, gradient checkpointing, 8-bit Adam), a "
+                            "smaller batch, or LoRA instead of the full UNet, then press Train to resume.") from err
         raise
     _write_checkpoint(folder, step, models, config, job, data_digest)
     finished = step >= config.steps
