@@ -154,7 +154,8 @@ def test_model_note(is_test: bool, reason: str | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------- file inputs
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"]
-FILE_KINDS: dict[str, list[str]] = {"image": IMAGE_TYPES, "zip": [".zip"], "safetensors": [".safetensors"]}
+FILE_KINDS: dict[str, list[str]] = {"image": IMAGE_TYPES, "zip": [".zip"], "safetensors": [".safetensors"],
+                                   "json": [".json"]}
 
 
 def _upload_name(payload: Any, fallback: str) -> str:

@@ -1,9 +1,243 @@
-"""Landmark faces tab (issue 10): a placeholder until the method lands."""
+"""Landmark faces tab (seed 003): set 24 landmarks (sliders, table, JSON, photo) and draw a face with the seed's
+U-Net (shipped, trained on synthetic cartoon faces) or with SD 1.5 + an OpenPose-face ControlNet; compare."""
 
 from __future__ import annotations
 
+import tempfile
+from typing import Any
+
 import gradio as gr
+
+from pipelines.core.gpu import gpu_task
+from pipelines.landmark_faces import landmarks as L
+from pipelines.landmark_faces.generate import MAX_FACES, MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE
+
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors, image_input, progress_callback, test_model_note
+
+SLIDER_LABELS = {
+    "yaw": "Yaw (turn left/right, °)", "pitch": "Pitch (down > 0, °)", "roll": "Roll (clockwise > 0, °)",
+    "left_eye_open": "Left eye open", "right_eye_open": "Right eye open", "gaze_x": "Gaze left/right",
+    "gaze_y": "Gaze up/down", "mouth_open": "Mouth open", "smile": "Smile", "face_width": "Face width",
+}
+DEFAULT_TAGS = "brown_hair, blue_eyes"
+OVERLAY_SIZE = 320
+UPSCALE = 256  # the U-Net draws 32–64 px faces; the gallery shows them enlarged (nearest neighbour)
+
+
+def _points_from_sliders(*values: float) -> list[list[float]]:
+    params = L.FaceParams(**dict(zip(L.PARAM_NAMES, (float(v) for v in values), strict=True)))
+    return L.parametric_face(params).tolist()
+
+
+def _views(points: Any) -> tuple[Any, Any, list[list[Any]]]:
+    return points, L.overlay(points, size=OVERLAY_SIZE, numbers=True), L.as_rows(points)
+
+
+@friendly_errors
+def on_sliders(*values: float) -> tuple[Any, Any, list[list[Any]]]:
+    return _views(_points_from_sliders(*values))
+
+
+@friendly_errors
+def on_table(rows: Any) -> tuple[Any, Any, list[list[Any]]]:
+    values = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
+    return _views(L.from_rows(values).tolist())
+
+
+@friendly_errors
+def on_json(file: Any) -> tuple[Any, Any, list[list[Any]]]:
+    paths = file_paths(file)
+    if not paths:
+        raise gr.Error("Choose a landmark JSON file first.")
+    return _views(L.load_json(paths[0]).tolist())
+
+
+@friendly_errors
+def on_export(points: Any) -> str:
+    handle = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="landmarks_", delete=False)  # noqa: SIM115
+    with handle:
+        handle.write(L.to_json(points))
+    return handle.name
+
+
+@friendly_errors
+def on_photo(photo: Any) -> tuple[Any, Any, list[list[Any]], Any, str]:
+    if photo is None:
+        raise gr.Error("Upload a photo with a face first.")
+    found = L.from_photo(photo)
+    points = found.points.tolist()
+    note = found.note or "1 face found."
+    return (*_views(points), L.face_mesh_drawing(found.mesh, 384, 384), note)
+
+
+def _enlarge(image: Any) -> Any:
+    from PIL import Image
+
+    return image.resize((UPSCALE, UPSCALE), Image.Resampling.NEAREST)
+
+
+def _tags(text: str) -> list[str]:
+    return [tag.strip().replace(" ", "_") for tag in str(text or "").split(",") if tag.strip()]
+
+
+@gpu_task
+@friendly_errors
+def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps: int, seed: int, count: int,
+                     progress: gr.Progress = gr.Progress()) -> tuple[list[Any], str]:
+    from pipelines.landmark_faces import is_test_model
+    from pipelines.landmark_faces.runs import run_generate
+
+    record, output = run_generate(points, _tags(tags), model=model, guidance=guidance, steps=int(steps),
+                                  seed=int(seed), count=int(count), callback=progress_callback(progress))
+    lines = [f"Run {record.id}: {len(output.images)} face(s) in {output.seconds:.1f} s, seeds "
+             f"{', '.join(map(str, output.seeds))}.", *output.notes]
+    note = test_model_note(is_test_model(model), "random weights, output is noise")
+    if note:
+        lines.append(note)
+    else:
+        lines.append("Model: the seed's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
+    return [_enlarge(image) for image in output.images], "\n\n".join(lines)
+
+
+@gpu_task
+@friendly_errors
+def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str, negative: str, steps: int,
+                           cfg: float, scale: float, seed: int, size: int,
+                           progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
+    from pipelines.landmark_faces.runs import run_controlnet
+
+    if not str(prompt or "").strip():
+        raise gr.Error("Write a prompt (tags such as: 1girl, anime, smile, blue eyes).")
+    record, output = run_controlnet(points, prompt, negative_prompt=negative, model=model, controlnet=controlnet,
+                                    steps=int(steps), cfg_scale=float(cfg), control_scale=float(scale),
+                                    seed=int(seed), size=int(size), callback=progress_callback(progress))
+    test = any(m.get("test_model") for m in output.models)
+    lines = [f"Run {record.id} in {output.seconds:.1f} s.", *output.notes]
+    note = test_model_note(test)
+    if note:
+        lines.append(note)
+    return output.images, L.openpose_face(points, int(size), int(size)), "\n\n".join(lines)
+
+
+@gpu_task
+@friendly_errors
+def on_compare(points: Any, model: str, tags: str, guidance: float, steps: int, seed: int, count: int,
+               progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
+    from pipelines.landmark_faces.compare import compare_on_face
+
+    result = compare_on_face(points, _tags(tags), model=model, guidance=guidance, steps=int(steps), seed=int(seed),
+                             count=int(count), callback=progress_callback(progress))
+    gallery = [(_enlarge(image), caption) for image, caption in result.gallery]
+    import pandas as pd
+
+    return gallery, pd.DataFrame(result.table, columns=result.headers), result.markdown
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    from pipelines.landmark_faces import model_choices
+
+    return model_choices()
+
+
+def _sd_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    from pipelines.core.tiny_models import dropdown_choice
+    from pipelines.diffusion.models import model_choices
+    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT
+
+    controls = [(f"OpenPose ({CONTROLNET_DEFAULT})", CONTROLNET_DEFAULT), dropdown_choice("controlnet")]
+    return model_choices(), controls
 
 
 def build(tab: gr.Tab | None = None) -> None:
-    gr.Markdown("**Landmark faces** is being built; see the README's tab table for its status.")
+    from pipelines.landmark_faces import default_model
+
+    gr.Markdown("**Landmark faces** (seed 003): set the seed's 24 anime landmarks, then draw a face that follows "
+                "them. The default model is the seed's U-Net **trained in this project on synthetic cartoon "
+                "faces** (32 px) — a demonstration of the method, not an anime illustrator.")
+    start = L.parametric_face().tolist()
+    points = gr.State(start)
+    with gr.Row():
+        with gr.Column(scale=1):
+            overlay = gr.Image(value=L.overlay(start, size=OVERLAY_SIZE, numbers=True), label="Landmarks",
+                               interactive=False, elem_id="lf-overlay", height=OVERLAY_SIZE)
+            with gr.Accordion("Sliders (parametric face)", open=True):
+                sliders = []
+                for name in L.PARAM_NAMES:
+                    low, high = L.LIMITS[name]
+                    step = 1.0 if high > 5 else 0.05
+                    sliders.append(gr.Slider(low, high, value=getattr(L.FaceParams(), name), step=step,
+                                             label=SLIDER_LABELS[name], elem_id=f"lf-{name}"))
+            with gr.Accordion("Points (edit, then Apply)", open=False):
+                table = gr.Dataframe(value=L.as_rows(start), headers=["#", "name", "x", "y"],
+                                     datatype=["number", "str", "number", "number"], interactive=True,
+                                     row_count=(L.COUNT, "fixed"), column_count=(4, "fixed"), elem_id="lf-table")
+                apply_table = gr.Button("Apply table")
+            with gr.Accordion("From a photo (MediaPipe) or a JSON file", open=False):
+                photo = image_input("Photo with a face", type="pil")
+                use_photo = gr.Button("Find landmarks in the photo")
+                photo_note = gr.Markdown()
+                mesh = gr.Image(label="MediaPipe face mesh (the MediaPipe-face ControlNet's condition)",
+                                interactive=False, height=256)
+                json_file = file_input("Landmark JSON", kinds=("json",))
+                load_json = gr.Button("Load JSON")
+                export = gr.Button("Export JSON")
+                exported = gr.File(label="Exported landmarks", interactive=False)
+        with gr.Column(scale=1):
+            with gr.Tab("Seed's U-Net"):
+                unet_model = gr.Dropdown(_model_choices(), value=default_model(), label="Model")
+                tags = gr.Textbox(DEFAULT_TAGS, label="Tags (comma-separated)",
+                                  info="hair: black/brown/blonde/pink/silver_hair; eyes: blue/green/purple_eyes; "
+                                       "open_mouth, closed_mouth, smile, looking_left/right, closed_eyes")
+                with gr.Row():
+                    guidance = gr.Slider(MIN_GUIDANCE, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale")
+                    steps = gr.Slider(5, MAX_STEPS, value=50, step=1, label="Steps")
+                with gr.Row():
+                    seed = gr.Number(0, precision=0, label="Seed")
+                    count = gr.Slider(1, MAX_FACES, value=4, step=1, label="Faces")
+                generate = gr.Button("Generate", variant="primary", elem_id="lf-generate")
+                gallery = gr.Gallery(label="Faces", columns=4, height=300, elem_id="lf-gallery")
+                notes = gr.Markdown(elem_id="lf-notes")
+            with gr.Tab("ControlNet (SD 1.5)"):
+                sd_models, controls = _sd_choices()
+                gr.Markdown("The landmarks drawn as OpenPose's 70 face points condition an OpenPose ControlNet. "
+                            "Without real SD 1.5 / ControlNet weights on this machine only the **test models** "
+                            "(random weights, output is noise) are offered. IP-Adapter (a reference face) is not "
+                            "available in this build.")
+                sd_model = gr.Dropdown(sd_models, value=sd_models[-1][1], label="Checkpoint")
+                control = gr.Dropdown(controls, value=controls[-1][1], label="ControlNet")
+                prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt", elem_id="lf-prompt")
+                negative = gr.Textbox("lowres, bad anatomy", label="Negative prompt")
+                with gr.Row():
+                    sd_steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
+                    cfg = gr.Slider(1, 15, value=7, step=0.5, label="CFG scale")
+                    scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Control scale")
+                with gr.Row():
+                    sd_seed = gr.Number(0, precision=0, label="Seed")
+                    size = gr.Slider(64, 768, value=512, step=64, label="Size")
+                sd_generate = gr.Button("Generate with ControlNet", elem_id="lf-sd-generate")
+                sd_gallery = gr.Gallery(label="Images", columns=2, height=300, elem_id="lf-sd-gallery")
+                condition = gr.Image(label="OpenPose-face condition", interactive=False, height=256)
+                sd_notes = gr.Markdown(elem_id="lf-sd-notes")
+            with gr.Tab("Compare"):
+                gr.Markdown("The same face drawn **with its landmarks** and **from its tags only** (landmarks "
+                            "withheld), against the synthetic drawing of those landmarks: SSIM and PSNR through the "
+                            "Metrics pipeline, and the landmark error (parts read back by colour, in image widths).")
+                compare = gr.Button("Compare", elem_id="lf-compare")
+                compare_gallery = gr.Gallery(label="Reference · with landmarks · tags only", columns=3, height=300)
+                compare_table = gr.Dataframe(label="Metrics", interactive=False)
+                compare_notes = gr.Markdown()
+
+    views = [points, overlay, table]
+    for slider in sliders:
+        slider.change(on_sliders, sliders, views, show_progress="hidden")
+    apply_table.click(on_table, table, views)
+    load_json.click(on_json, json_file, views)
+    export.click(on_export, points, exported)
+    use_photo.click(on_photo, photo, [*views, mesh, photo_note])
+    generate.click(on_generate_unet, [points, unet_model, tags, guidance, steps, seed, count], [gallery, notes],
+                   **MODEL_WORK)
+    sd_generate.click(on_generate_controlnet, [points, sd_model, control, prompt, negative, sd_steps, cfg, scale,
+                                               sd_seed, size], [sd_gallery, condition, sd_notes], **MODEL_WORK)
+    compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count],
+                  [compare_gallery, compare_table, compare_notes], **MODEL_WORK)
+

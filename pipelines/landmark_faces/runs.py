@@ -1,0 +1,102 @@
+"""Landmark faces as recorded runs (History): the seed's U-Net, and SD 1.5 + OpenPose-face ControlNet through
+the diffusion core. Both record the 24 landmarks, so History can re-run either."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import TAB, is_test_model, load_unet
+
+if TYPE_CHECKING:
+    from pipelines.core.jobs import CancelToken, ProgressCallback
+    from pipelines.core.records import RunRecord, RunStore
+
+    from .generate import FaceOutput
+
+TINY_NOTE = "test model — random weights, output is noise"
+CONTROLNET_DEFAULT = "lllyasviel/control_v11p_sd15_openpose"  # draws faces from OpenPose's face points
+CONTROLNET_TEST = "tiny:controlnet"
+
+
+def run_generate(points: Any, tags: Sequence[str] = (), *, model: str | None = None, guidance: float = 2.0,
+                 steps: int = 50, seed: int = 0, count: int = 1, store: RunStore | None = None,
+                 callback: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> tuple[RunRecord, FaceOutput]:
+    """The seed's U-Net as one recorded run: PNGs with the settings and landmarks in their metadata."""
+    from pipelines.core import devices
+    from pipelines.core.records import RunRecord, default_store
+    from pipelines.core.runs import save_outputs
+
+    from . import default_model, landmarks
+    from .generate import check, sample
+
+    source = str(model or default_model())
+    array = landmarks.check_points(points)
+    check(array, steps, guidance, seed, count)
+    tags = [str(tag).strip() for tag in tags if str(tag).strip()]
+    params = {"path": "unet", "points": array.round(5).tolist(), "tags": tags, "model": source,
+              "guidance": float(guidance), "steps": int(steps), "seed": int(seed), "count": int(count)}
+    store = store or default_store()
+    record = RunRecord(tab=TAB, params=params, seed=int(seed), attention=devices.attention_backend())
+    with store.run(record):
+        with record.stage("load"):
+            unet = load_unet(source)
+            parameter = next(unet.parameters())
+            record.device = devices.describe(parameter.device, parameter.dtype)
+            test = is_test_model(source)
+            record.models = [{"id": source, "revision": "local", "test_model": test,
+                              **({"test_note": TINY_NOTE} if test else
+                                 {"trained_on": getattr(unet, "trained_on", "") or "synthetic cartoon faces"})}]
+        with record.stage("generate"):
+            output = sample(unet, array, tags, steps=steps, guidance=guidance, seed=seed, count=count,
+                            callback=callback, cancel=cancel)
+        with record.stage("save"):
+            metadata = [{"Model": source, "Guidance": float(guidance), "Steps": int(steps), "Seed": one_seed,
+                         "Tags": ", ".join(tags), "Landmarks": landmarks.to_json(array),
+                         **({"Test model": TINY_NOTE} if test else {})} for one_seed in output.seeds]
+            save_outputs(record, output.images, metadata, prompt=", ".join(tags))
+        if output.notes:
+            params["notes"] = output.notes
+    return record, output
+
+
+def controlnet_request(points: Any, prompt: str, *, negative_prompt: str = "", model: str = "tiny:sd15",
+                       controlnet: str = CONTROLNET_TEST, control_scale: float = 1.0, steps: int = 20,
+                       cfg_scale: float = 7.0, seed: int = 0, size: int = 512, sampler: str = "Euler a") -> Any:
+    """The diffusion core's request: the landmarks drawn as OpenPose's face points condition the ControlNet."""
+    from pipelines.diffusion.generate import ControlUnit, GenerateRequest
+
+    from .landmarks import openpose_face
+
+    condition = openpose_face(points, size, size)
+    unit = ControlUnit(model=controlnet, image=condition, scale=float(control_scale), module="openpose_faceonly")
+    return GenerateRequest(prompt=prompt, negative_prompt=negative_prompt, model=model, sampler=sampler,
+                           schedule="Automatic", steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed),
+                           width=size, height=size, controlnets=(unit,))
+
+
+def run_controlnet(points: Any, prompt: str, *, store: RunStore | None = None,
+                   callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                   **options: Any) -> tuple[RunRecord, Any]:
+    """SD 1.5 + OpenPose-face ControlNet as one recorded run (the diffusion core's run, with our landmarks)."""
+    from pipelines.diffusion.runs import run_generate as core_run
+
+    from . import landmarks
+
+    array = landmarks.check_points(points)
+    request = controlnet_request(array, prompt, **options)
+    extra = {"landmark_faces": {"path": "controlnet", "points": array.round(5).tolist()}}
+    return core_run(request, tab=TAB, store=store, callback=callback, cancel=cancel, extra_params=extra)
+
+
+def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
+    if params.get("path") == "unet":
+        return run_generate(params["points"], params.get("tags", ()), model=params["model"],
+                            guidance=params["guidance"], steps=params["steps"], seed=params["seed"],
+                            count=params.get("count", 1), store=store)[0]
+    from pipelines.diffusion.runs import request_from_params
+    from pipelines.diffusion.runs import run_generate as core_run
+
+    extra = {"landmark_faces": params["landmark_faces"]}
+    return core_run(request_from_params(params), tab=TAB, store=store, extra_params=extra)[0]
