@@ -128,3 +128,21 @@ def test_the_core_generates_differently_with_the_installed_files(trained, monkey
     assert np.array_equal(np.asarray(with_lora), np.asarray(by_name))  # kohya file == installed diffusers file
     plain = generate(dataclasses.replace(request, prompt="shapes")).images[0]
     assert not np.array_equal(np.asarray(plain), np.asarray(by_name))
+
+
+@pytest.mark.slow
+def test_full_unet_exports_load_back_as_models():
+    from pipelines.diffusion.models import load_pipeline
+
+    cfg = config(name="full_exp", method="full", steps=1, learning_rate=1e-2)
+    models, data, _ = setup(cfg)
+    job = start_phase(models, cfg, "full", [])
+    optimizer_step(models, cfg, data, None, 0, job, nullcontext)
+    models.unet.eval()
+    files = export_training(models, cfg, TRIGGER, training_folder(cfg.name))
+    expected = unet_output(models.unet)
+    assert not torch.allclose(expected, unet_output(fresh_pipeline().unet), atol=1e-4)
+    folder = load_pipeline(str(files["model"]))
+    assert torch.allclose(unet_output(folder.unet), expected, atol=1e-6)
+    single = load_pipeline(str(files["model_single_file"]))  # A1111's layout, fp16 weights
+    assert torch.allclose(unet_output(single.unet.float()), expected, atol=2e-2)

@@ -10,7 +10,8 @@ Exports (outputs/training/<name>/export/, plus an installed copy the diffusion c
   names an embedding by its file stem, so the trigger word in a prompt calls it) and copied to export/.
 - Embedding, diffusers textual-inversion layout (`{"<trigger>": [n, 768]}`, what `load_textual_inversion` reads):
   export/learned_embeds.safetensors.
-- Full UNet: a diffusers folder export/model (usable as a model source everywhere in the app).
+- Full UNet: a diffusers folder export/model (usable as a model source everywhere in the app) and one A1111/ComfyUI
+  checkpoint file export/<name>_a1111.safetensors (fp16, through the diffusion core's `save_single_file`).
 training.json beside them records the method, trigger, base model and files.
 """
 
@@ -56,6 +57,7 @@ def export_training(models: TrainingModels, config: TrainConfig, trigger: str, f
         files.update(export_lora(models, config, export))
     if config.method == "full":
         files["model"] = _export_full(models, export / "model")
+        files["model_single_file"] = _export_single_file(files["model"], config, export)
     info = {"name": config.name, "method": config.method, "trigger": trigger, "base_model": config.model,
             "rank": config.rank, "alpha": config.alpha, "steps": config.steps, "seed": config.seed,
             "files": {kind: str(path) for kind, path in files.items()}}
@@ -131,6 +133,20 @@ def _export_full(models: TrainingModels, target: Path) -> Path:
     with atomic_folder(target) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     return target
+
+
+def _export_single_file(folder: Path, config: TrainConfig, export: Path) -> Path:
+    """The tuned model as one A1111/ComfyUI checkpoint (the diffusion core's converter), fp16 as A1111 shares them.
+    A tiny test model's file notes its layout so that this app can load it back."""
+    from diffusers import StableDiffusionPipeline
+
+    from pipelines.core.loader import is_test_model
+    from pipelines.diffusion.checkpoint import save_single_file
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    note = {"asl_base_config": config.model} if is_test_model(config.model) else {}
+    return save_single_file(pipe, export / f"{config.name}_a1111.safetensors", half=True,
+                            metadata={**note, "asl_trained_from": config.model, "asl_method": "full"})
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
