@@ -187,3 +187,29 @@ def test_training_makes_samples_follow_the_landmarks() -> None:
 
 
 TEST_STEPS = 300
+
+
+def test_the_controlnet_path_draws_with_the_openpose_face_of_our_landmarks() -> None:
+    from pipelines.core.pngmeta import read_png_metadata
+    from pipelines.landmark_faces.runs import controlnet_request, run_controlnet
+
+    points = L.parametric_face(L.FaceParams(yaw=-20, mouth_open=0.8))
+    request = controlnet_request(points, "1girl, smile", size=64)
+    unit = request.controlnets[0]
+    np.testing.assert_array_equal(np.asarray(unit.image), np.asarray(L.openpose_face(points, 64, 64)))
+    record, output = run_controlnet(points, "1girl, smile", model="tiny:sd15", controlnet="tiny:controlnet",
+                                    steps=2, size=64, seed=1)
+    assert output.images[0].size == (64, 64) and record.params["landmark_faces"]["path"] == "controlnet"
+    assert any(model.get("test_model") for model in output.models)
+    assert "ControlNet" in json.dumps(read_png_metadata(record.outputs[0]), default=str)
+
+
+def test_compare_reports_ssim_psnr_and_landmark_error_with_intervals() -> None:
+    from pipelines.landmark_faces.compare import compare_on_face
+
+    result = compare_on_face(L.parametric_face(), ["smile"], model="tiny:landmark_unet", steps=2, count=3)
+    assert {"ssim", "psnr", "landmark_error"} <= set(result.rows)
+    for row in result.rows.values():
+        assert row["low"] <= row["high"]
+    assert "Test model" in result.markdown and "IP-Adapter" in result.markdown
+    assert len(result.gallery) == 1 + 2 * 3

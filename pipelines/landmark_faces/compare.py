@@ -67,9 +67,9 @@ def compare_on_face(points: Any, tags: Sequence[str], *, model: str | None = Non
     error_b = [synthetic.landmark_error(image, array, hair, eyes) for image in b]
     diff = difference_ci(error_a, error_b, paired=True, seed=int(seed))
     better = "landmark-guided" if diff.high < 0 else "text-only" if diff.low > 0 else "neither (the interval holds 0)"
-    rows["landmark_error"] = {"a": diff.mean_a, "b": diff.mean_b, "low": diff.low, "high": diff.high,
+    rows["landmark_error"] = {"a": diff.a, "b": diff.b, "low": diff.low, "high": diff.high,
                               "verdict": f"lower is better: {better}"}
-    table.append(["Landmark error (image widths, lower is better)", _fmt(diff.mean_a), _fmt(diff.mean_b),
+    table.append(["Landmark error (image widths, lower is better)", _fmt(diff.a), _fmt(diff.b),
                   f"{_fmt(diff.difference)} [{_fmt(diff.low)}, {_fmt(diff.high)}]", f"better: {better}"])
     header = ["metric", "text-only (A)", "landmark-guided (B)", "B − A [95% CI]", "verdict"]
     notes = [f"{count} faces each (seeds {seed}–{seed + count - 1}), the same seeds for both; reference: the "
