@@ -328,12 +328,13 @@ def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig) -> tu
 def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None = None,
           cancel: CancelToken | None = None, resume: bool = True, time_budget_s: float | None = None,
           preview: Callable[[int, Any], None] | None = None, device: str | None = None,
-          folder: str | os.PathLike | None = None) -> TrainResult:
+          folder: str | os.PathLike | None = None, checkpoint_every: int | None = None) -> TrainResult:
     """Train on one image; a finished model for the same image and settings is reused (cached by hash).
 
     preview(milestone_index, PIL image) is called at every milestone with a reconstruction from the coarsest
     scale, for the tab's live preview. Cancelling writes a checkpoint and raises JobCancelled; when
     `time_budget_s` runs out the job writes a checkpoint and returns with finished=False. Train again to resume.
+    Checkpoints are written every `checkpoint_every` steps (default: at every milestone, 10% of the steps).
     """
     from diffusers.training_utils import EMAModel
 
@@ -381,7 +382,7 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
     alphas = alphas.to(target)
     model_config = net.config
     milestones = milestone_steps(config.steps)
-    every = max(1, milestones[0])
+    every = max(1, int(checkpoint_every or milestones[0]))
     if target.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     net.train()
@@ -449,7 +450,13 @@ def load_milestone(model_path: str | os.PathLike, milestone: int = MILESTONES) -
     """The model at load milestone 1–10 (10 = the finished model); the model file itself when no milestones."""
     path = Path(model_path)
     if milestone < MILESTONES:
-        candidate = milestone_path(path.parent, milestone)
-        if candidate.exists():
-            path = candidate
+        for candidate in (milestone_path(path.parent, milestone),  # a trained model's folder
+                          path.parent / f"{path.stem}_milestones" / f"lm-{milestone:02d}.safetensors"):  # shipped
+            if candidate.exists():
+                return load_model_file(candidate)[0]
     return load_model_file(path)[0]
+
+
+def has_milestones(model_path: str | os.PathLike) -> bool:
+    path = Path(model_path)
+    return milestone_path(path.parent, 1).exists() or (path.parent / f"{path.stem}_milestones").is_dir()
