@@ -410,8 +410,11 @@ def overlay(points: Any, image: Any | None = None, size: int = 384, numbers: boo
         if part in ("left eye", "right eye"):
             ring = chain[[0, 2, 1, 3]]  # outer, top, inner, bottom
             cv2.polylines(canvas, [ring], True, colour, 1, cv2.LINE_AA)
+        elif part == "face":  # the jaw as OpenPose's 17 points draw it: sides → chin along an ellipse
+            jaw = (openpose_face_points(array)[:17] * (size - 1)).round().astype(np.int32)
+            cv2.polylines(canvas, [jaw], False, colour, 1, cv2.LINE_AA)
         elif len(chain) > 1 and part != "mouth":
-            cv2.polylines(canvas, [chain[[0, 2, 1]] if part == "face" else chain], False, colour, 1, cv2.LINE_AA)
+            cv2.polylines(canvas, [chain], False, colour, 1, cv2.LINE_AA)
         elif part == "mouth":
             cv2.polylines(canvas, [chain[[0, 2, 1, 3]]], True, colour, 1, cv2.LINE_AA)
         for index, (x, y) in zip(indices, chain, strict=True):
