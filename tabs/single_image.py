@@ -1,9 +1,330 @@
-"""Single-image variation tab (issue 11): a placeholder until the method lands."""
+"""Single-image variation tab (seed 004): upload one image, train a multi-scale diffusion model on it in the
+background (progress, live preview, cancel, resume), then make variations, text edits and the ablation.
+
+On first open the model the project trained on scikit-image's `coffee` photo is loaded, so variations work at once.
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
 import gradio as gr
+
+from pipelines.core.gpu import gpu_task
+from pipelines.single_image.runs import ABLATION_VARIANTS, shipped_card, shipped_model
+
+from .common import MODEL_WORK, friendly_errors, image_input, progress_callback
+
+BLIP_CHOICES = [("BLIP base (Salesforce/blip-image-captioning-base)", "Salesforce/blip-image-captioning-base"),
+                ("BLIP — tiny test model, random weights: captions are noise", "tiny:blip")]
+CLIP_CHOICES = [("CLIP ViT-B/32 (openai/clip-vit-base-patch32)", "openai/clip-vit-base-patch32"),
+                ("CLIP — tiny test model, random weights: scores are noise", "tiny:clip")]
+BACKBONE_CHOICES = [("SinDDM fully convolutional (baseline, no text)", "fcn"),
+                    ("Seed's U-Net with cross-attention to text", "unet")]
+TEXT_CHOICES = [("no text", "none"), ("my prompt (arbitrary)", "arbitrary"),
+                ("BLIP captions, CLIP's pick (P*)", "blip")]
+
+
+def _job_id(kind: str, request: gr.Request | None) -> str:
+    return f"single_image_{kind}:{getattr(request, 'session_hash', None) or 'no-session'}"
+
+
+def _default_model() -> str:
+    path = shipped_model()
+    return str(path) if path else ""
+
+
+def model_size(model_path: str) -> tuple[int, int]:
+    """(width, height) the model was trained at (its finest scale)."""
+    from pipelines.single_image.model import load_model_file
+
+    height, width = load_model_file(model_path)[0].config.sizes[-1]
+    return width, height
+
+
+def model_label(model_path: str) -> str:
+    if not model_path:
+        return "**No model yet.** Upload an image and press Train."
+    path = Path(model_path)
+    if shipped_model() is not None and path == shipped_model():
+        card = shipped_card()
+        size = model_size(model_path)
+        return (f"**Model:** the project's own model, trained on scikit-image's *coffee* photo "
+                f"(at {size[0]}×{size[1]}, {card.get('steps', '?')} steps, seed "
+                f"{card.get('config', {}).get('seed', 0)}; command and figures in assets/single_image/). "
+                "Upload your own image to train on it.")
+    from pipelines.single_image.model import load_model_file
+
+    _, metadata = load_model_file(path)
+    text = metadata.get("prompt")
+    note = ""
+    if metadata.get("text_encoder_test_model") == "true":
+        note = " ⚠️ Its text came from a test CLIP with random weights."
+    return (f"**Model:** trained on your {metadata.get('trained_on', 'image')}, {metadata.get('steps', '?')} steps"
+            + (f", conditioned on “{text}”" if text else "") + "." + note)
+
+
+def _config(backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int, width: int, seed: int,
+            blip: str, clip: str) -> Any:
+    from pipelines.single_image.train import TrainConfig
+
+    return TrainConfig(backbone=backbone, text=text_mode, prompt=prompt or "", contrastive=bool(contrastive),
+                       steps=int(steps), width=int(width), seed=int(seed), blip_model=blip, clip_model=clip)
+
+
+def estimate(image: str | None, backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int,
+             width: int, seed: int, blip: str, clip: str) -> str:
+    """The time estimate shown before training (and what the upload will be trained at)."""
+    if not image:
+        return "Upload an image to see how long training will take."
+    from pipelines.single_image.train import estimate_seconds, prepare_image
+
+    try:
+        prepared, notes = prepare_image(image)
+    except Exception as err:  # noqa: BLE001 - shown as text; the Train button reports it properly
+        return f"⚠️ {err}"
+    config = _config(backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip)
+    seconds = estimate_seconds(prepared.height, prepared.width, config)
+    return (f"Trains at {prepared.width}×{prepared.height}: about **{seconds / 60:.0f} min** on this machine's CPU "
+            f"({int(steps)} steps). " + " ".join(notes))
+
+
+@gpu_task(duration=600)
+def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int,
+                width: int, seed: int, blip: str, clip: str, request: gr.Request = None, progress=gr.Progress()):
+    """Train in a worker thread; yield (status, preview, model path, label, captions) as it goes."""
+    from pipelines.core.errors import UserError
+    from pipelines.core.jobs import JOBS
+    from pipelines.single_image.runs import run_train
+
+    if not image:
+        raise UserError("Upload an image first.")
+    config = _config(backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip)
+    config.check()
+    job_id, token = JOBS.start(_job_id("train", request))
+    updates: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+    report = progress_callback(progress)
+
+    def preview(index: int, picture: Any) -> None:
+        updates.put(("preview", index, picture))
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_train(config, image, callback=report, cancel=token, preview=preview)
+        except BaseException as err:  # noqa: BLE001 - handed to the request thread, which raises it
+            outcome["error"] = err
+        finally:
+            updates.put(("done", 0, None))
+
+    threading.Thread(target=work, daemon=True).start()
+    try:
+        while True:
+            kind, index, picture = updates.get()
+            if kind == "done":
+                break
+            yield (f"Training… milestone {index}/10 reached (preview: reconstruction from the coarsest scale).",
+                   picture, gr.update(), gr.update(), gr.update())
+    finally:
+        JOBS.finish(job_id, token)
+    if "error" in outcome:
+        raise outcome["error"]
+    record, result = outcome["result"]
+    captions = result.prompts.table() if result.prompts is not None else []
+    path = str(result.model_path)
+    yield (result.summary + f" (run {record.id})", gr.update(), path, model_label(path),
+           gr.update(value=captions, visible=bool(captions)))
+
+
+def cancel_training(request: gr.Request = None) -> str:
+    from pipelines.core.jobs import JOBS
+
+    if JOBS.cancel(_job_id("train", request)):
+        return "Cancelling after the current step; the checkpoint is kept: press Train again to resume."
+    return "Nothing is training."
+
+
+def _require_model(model_path: str) -> str:
+    from pipelines.core.errors import UserError
+
+    if not model_path or not Path(model_path).exists():
+        raise UserError("There is no model yet: train one on your image first.")
+    return model_path
+
+
+@gpu_task
+def make_variations(model_path: str, count: int, seed: int, start_scale: int, width_scale: float,
+                    height_scale: float, milestone: int, progress=gr.Progress()) -> tuple[list, list, str]:
+    from pipelines.single_image.runs import run_variations
+    from pipelines.single_image.sample import VariationRequest
+
+    request = VariationRequest(count=int(count), seed=int(seed), start_scale=int(start_scale),
+                               width_scale=float(width_scale), height_scale=float(height_scale),
+                               milestone=int(milestone))
+    record, output = run_variations(_require_model(model_path), request, callback=progress_callback(progress))
+    per_scale = [(image, f"scale {index}") for index, image in enumerate(output.per_scale[0])]
+    seeds = ", ".join(str(seed) for seed in output.seeds)
+    return (list(zip(output.images, [f"seed {seed}" for seed in output.seeds], strict=True)), per_scale,
+            f"{len(output.images)} variations in {output.seconds:.1f} s (seeds {seeds}; run {record.id}).")
+
+
+def show_augmentations(prompt: str) -> str:
+    from pipelines.single_image.text import augment_prompt
+
+    variants = augment_prompt(prompt or "", 4)
+    return "\n".join(variants) if variants else ""
+
+
+def _region(editor_value: Any) -> Any:
+    """The drawn region of the editor (alpha of its strokes layer), or None when nothing is drawn."""
+    import numpy as np
+
+    if not isinstance(editor_value, dict) or not editor_value.get("layers"):
+        return None
+    layers = [np.asarray(layer) for layer in editor_value["layers"] if layer is not None]
+    if not layers:
+        return None
+    alpha = np.max([layer[..., 3] if layer.ndim == 3 and layer.shape[-1] == 4 else layer.max(-1) if layer.ndim == 3
+                    else layer for layer in layers], axis=0)
+    return alpha if alpha.any() else None
+
+
+def source_for_editor(model_path: str) -> Any:
+    """The model's training image, at its exact size, as the region editor's background."""
+    from pipelines.single_image.sample import load
+    from pipelines.single_image.train import tensor_image
+
+    net = load(_require_model(model_path))
+    return {"background": tensor_image(net.source_image()), "layers": [], "composite": None}
+
+
+@gpu_task
+def make_edit(model_path: str, prompt: str, guidance: float, fill: float, seed: int, milestone: int,
+              region: Any, clip: str, progress=gr.Progress()) -> tuple[list, str, str]:
+    from pipelines.single_image.runs import run_edit
+    from pipelines.single_image.sample import EditRequest
+
+    request = EditRequest(prompt=prompt or "", seed=int(seed), guidance=float(guidance), fill=float(fill),
+                          milestone=int(milestone), mask=_region(region), clip_model=clip)
+    record, output = run_edit(_require_model(model_path), request, callback=progress_callback(progress))
+    notes = " ".join(output.notes)
+    return (output.images, "\n".join(output.prompts),
+            f"Edit in {output.seconds:.1f} s (run {record.id}). {notes}".strip())
+
+
+@gpu_task(duration=600)
+def run_ablation_table(image: str | None, variants: list[str], steps: int, count: int, seed: int, prompt: str,
+                       blip: str, clip: str, progress=gr.Progress()) -> tuple[list, list, str]:
+    from pipelines.core.errors import UserError
+    from pipelines.single_image.runs import run_ablation
+
+    if not image:
+        raise UserError("Upload an image first: the ablation trains every variant on it.")
+    result = run_ablation(image, list(variants or []), steps=int(steps), count=int(count), seed=int(seed),
+                          prompt=prompt or "a photo", blip_model=blip, clip_model=clip,
+                          callback=progress_callback(progress))
+    columns = ["variant", "clip_i", "ssim", "psnr", "lpips", "nima", "diversity", "seconds_per_variation"]
+    rows = [[row.get(column) for column in columns] for row in result.rows]
+    gallery = [(images[0], name) for name, images in result.images.items()]
+    notes = [*result.warnings, *(f"{key}: {why}" for key, why in result.skipped.items())]
+    return rows, gallery, "\n\n".join(notes) or "All metrics computed."
 
 
 def build(tab: gr.Tab | None = None) -> None:
-    gr.Markdown("**Single-image variation** is being built; see the README's tab table for its status.")
+    from pipelines.single_image.model import MAX_START_SCALES
+    from pipelines.single_image.sample import MAX_COUNT, MAX_SIZE_MULTIPLIER
+
+    gr.Markdown("Train a diffusion model on **one image** (a few minutes on a CPU), then make **variations** of it "
+                "and **text edits**. Seed 004, building on SinDDM; see About.")
+    model_path = gr.State(_default_model())
+    label = gr.Markdown(model_label(_default_model()))
+    with gr.Row():
+        with gr.Column():
+            image = image_input("Your image", elem_id="si-image")
+            estimate_text = gr.Markdown("Upload an image to see how long training will take.")
+            with gr.Accordion("Training settings", open=False, elem_id="si-settings"):
+                backbone = gr.Radio(BACKBONE_CHOICES, value="fcn", label="Backbone")
+                text_mode = gr.Radio(TEXT_CHOICES, value="none", label="Text conditioning (U-Net only)")
+                prompt = gr.Textbox(label="Arbitrary prompt", placeholder="e.g. coffee beans in a cup")
+                contrastive = gr.Checkbox(label="Contrastive prompt loss (needs BLIP captions)")
+                steps = gr.Slider(50, 20000, value=1500, step=50, label="Training steps", elem_id="si-steps")
+                width = gr.Slider(16, 128, value=32, step=16, label="Network width", elem_id="si-width")
+                seed = gr.Number(0, precision=0, label="Seed")
+                blip = gr.Dropdown(BLIP_CHOICES, value=BLIP_CHOICES[0][1], label="BLIP captioner")
+                clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
+            with gr.Row():
+                train = gr.Button("Train", variant="primary", elem_id="si-train")
+                stop = gr.Button("Cancel", variant="stop", elem_id="si-cancel")
+            status = gr.Markdown(elem_id="si-status")
+            captions = gr.Dataframe(headers=["caption", "CLIP score", "role"], label="BLIP captions (P*, P+, P−)",
+                                    visible=False, interactive=False)
+        with gr.Column():
+            preview = gr.Image(label="Live preview (reconstruction at each milestone)", interactive=False)
+    with gr.Tab("Variations"):
+        with gr.Row():
+            count = gr.Slider(1, MAX_COUNT, value=4, step=1, label="Number", elem_id="si-count")
+            var_seed = gr.Number(0, precision=0, label="Seed")
+            start_scale = gr.Slider(0, MAX_START_SCALES, value=1, step=1,
+                                    label="Start scale (0 = from noise; higher keeps more of the layout)")
+            milestone = gr.Slider(1, 10, value=10, step=1, label="Load milestone (LM): lower = more varied")
+        with gr.Row():
+            width_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Width ×")
+            height_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Height ×")
+        generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
+        gallery = gr.Gallery(label="Variations", columns=4, elem_id="si-gallery")
+        scales = gr.Gallery(label="The first variation at each scale", columns=6)
+        var_status = gr.Markdown(elem_id="si-var-status")
+    with gr.Tab("Text edit"):
+        gr.Markdown("CLIP guides the edit toward the prompt and its variants (synonyms from a small offline table). "
+                    "Draw on the image to edit only there; everything outside stays exactly as it is.")
+        with gr.Row():
+            with gr.Column():
+                edit_prompt = gr.Textbox(label="Edit prompt", placeholder="e.g. red flowers")
+                augmentations = gr.Textbox(label="Prompts used (augmented)", interactive=False, lines=4)
+                guidance = gr.Slider(0, 200, value=20, step=5, label="CLIP guidance strength")
+                fill = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="How much of the region to fill")
+                edit_seed = gr.Number(0, precision=0, label="Seed")
+                edit_clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
+                load_region = gr.Button("Put the model's image in the region editor")
+            region = gr.ImageEditor(label="Region to edit (optional)", type="numpy", layers=False)
+        edit_button = gr.Button("Edit", variant="primary")
+        edit_gallery = gr.Gallery(label="Edits", columns=4)
+        edit_status = gr.Markdown()
+    with gr.Tab("Ablation"):
+        gr.Markdown("The seed's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
+                    "same seeds are sampled, and every variation is scored against the source by the Metrics "
+                    "pipeline. Diversity is SinGAN's: per-pixel std across variations over the source's std.")
+        variants = gr.CheckboxGroup(list(ABLATION_VARIANTS), value=["baseline", "+U-Net"], label="Variants")
+        with gr.Row():
+            ablation_steps = gr.Slider(50, 5000, value=400, step=50, label="Training steps per variant")
+            ablation_count = gr.Slider(2, 8, value=4, step=1, label="Variations per variant")
+            ablation_prompt = gr.Textbox(label="Arbitrary prompt", value="a photo")
+        ablation_button = gr.Button("Run the ablation", variant="primary")
+        ablation_table = gr.Dataframe(headers=["variant", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA", "diversity",
+                                               "s/variation"], interactive=False)
+        ablation_gallery = gr.Gallery(label="One variation per variant", columns=5)
+        ablation_notes = gr.Markdown()
+
+    settings = [backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip]
+    for component in [image, *settings]:
+        component.change(estimate, inputs=[image, *settings], outputs=estimate_text, api_visibility="private")
+    train.click(friendly_errors(train_model), inputs=[image, *settings],
+                outputs=[status, preview, model_path, label, captions], api_name="single_image_train", **MODEL_WORK)
+    stop.click(cancel_training, outputs=status, concurrency_limit=None, api_name="single_image_cancel")
+    generate.click(friendly_errors(make_variations),
+                   inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone],
+                   outputs=[gallery, scales, var_status], api_name="single_image_variations", **MODEL_WORK)
+    edit_prompt.change(show_augmentations, inputs=edit_prompt, outputs=augmentations, api_visibility="private")
+    load_region.click(friendly_errors(source_for_editor), inputs=model_path, outputs=region,
+                      api_visibility="private")
+    edit_button.click(friendly_errors(make_edit),
+                      inputs=[model_path, edit_prompt, guidance, fill, edit_seed, milestone, region, edit_clip],
+                      outputs=[edit_gallery, augmentations, edit_status], api_name="single_image_edit", **MODEL_WORK)
+    ablation_button.click(friendly_errors(run_ablation_table),
+                          inputs=[image, variants, ablation_steps, ablation_count, var_seed, ablation_prompt, blip,
+                                  clip],
+                          outputs=[ablation_table, ablation_gallery, ablation_notes], api_name="single_image_ablation",
+                          **MODEL_WORK)

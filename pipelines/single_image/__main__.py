@@ -41,6 +41,7 @@ def _train(args: argparse.Namespace) -> None:
         save_model(model, out, half=args.half, trained_on=metadata.get("trained_on", ""), steps=result.steps,
                    seed=config.seed)
         card["file"] = out.name
+        card["trained_on"] = metadata.get("trained_on", "")
         card["fp16_storage"] = args.half
         if args.card:
             Path(args.card).write_text(json.dumps(card, indent=2) + "\n")

@@ -23,6 +23,7 @@ its per-scale noise.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ DIFFUSION_STEPS = 100
 MIN_START_STEP = 5
 BLEND_MAX = 0.5  # γ_max: see the module docstring
 BACKBONES = ("fcn", "unet")
+MAX_START_SCALES = 5  # a 128×128 image has 6 scales (0…5)
 
 
 # ---------------------------------------------------------------------------------------------- scales
@@ -82,6 +84,11 @@ def blurred(levels: list[torch.Tensor], scale: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- schedule
 def alphas_cumprod(steps: int = DIFFUSION_STEPS) -> torch.Tensor:
     """ᾱ_t of the cosine schedule (Nichol & Dhariwal), from diffusers' scheduler rather than re-derived."""
+    return _alphas_cumprod(int(steps)).clone()  # a copy: the cached one is never handed out
+
+
+@functools.lru_cache(maxsize=4)
+def _alphas_cumprod(steps: int) -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler(num_train_timesteps=steps, beta_schedule="squaredcos_cap_v2",
@@ -325,6 +332,8 @@ def save_model(model: MultiScaleDenoiser, path: Any, half: bool = False, **metad
 
 
 def load_model_file(path: Any) -> tuple[MultiScaleDenoiser, dict[str, str]]:
-    """A model file written by save_model (checked safetensors; nothing unpickled) and its metadata."""
+    """A model file written by save_model (checked safetensors; nothing unpickled) and its metadata, with what it
+    was trained on (the config's `extra`: image, steps, prompt, text encoder) merged in."""
     state, metadata = load_safetensors(path)
-    return build(metadata, state).eval(), metadata
+    model = build(metadata, state).eval()
+    return model, {**model.config.extra, **metadata}

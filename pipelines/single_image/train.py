@@ -424,7 +424,7 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
                 if preview is not None:
                     from .sample import reconstruct
 
-                    preview(index, reconstruct(ema_net, image, steps_per_scale=8).image)
+                    preview(index, reconstruct(ema_net, steps_per_scale=4).image)
             if step % every == 0 and step < config.steps:
                 write_checkpoint(folder, step, net, ema, optimizer, losses, digest)
             if time_budget_s is not None and time.perf_counter() - started > time_budget_s and step < config.steps:
