@@ -70,3 +70,24 @@ METHOD_CARD = MethodCard(
 
 register_architecture(ARCHITECTURE, lazy(f"{__name__}.model", "build"))
 register_rerunner(TAB, lazy(f"{__name__}.runs", "rerun"))
+
+
+def unavailable_models() -> list[tuple[str, str]]:
+    """For the app's status banner: the real BLIP/CLIP when offline and not cached (no network call). Variations
+    need neither: only BLIP prompts, the contrastive loss, text edits and CLIP-I do."""
+    from pipelines.core.network import known_offline
+
+    status = known_offline()
+    if status is None or not status.offline:
+        return []
+    from huggingface_hub import try_to_load_from_cache
+
+    from .text import DEFAULT_BLIP, DEFAULT_CLIP
+
+    missing = [name for name in (DEFAULT_BLIP, DEFAULT_CLIP)
+               if not isinstance(try_to_load_from_cache(name, "config.json"), str)]
+    if not missing:
+        return []
+    return [(f"Single-image variation's {' and '.join(missing)}",
+             f"not downloaded yet, and {status.reason}; variations work, BLIP prompts and text edits need them "
+             "(or the tiny test models, whose output is noise)")]
