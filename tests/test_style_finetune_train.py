@@ -162,6 +162,8 @@ def test_the_same_loop_runs_all_four_methods_with_finite_losses():
                                    mixed_precision="no", validation_steps=1, validation_seeds=(1,)), dataset,
                        export=False)
         assert result.finished and len(result.losses) == 2 and all(np.isfinite(result.losses)), method
+        state = read_state(f"m_{method.replace('+', '_')}")
+        assert state["method"] == method and state["step"] == 2
         assert len(result.validation[-1][1]) == 1
 
 

@@ -228,6 +228,7 @@ class TrainingModels:
     new_ids: list[int] = field(default_factory=list)
     placeholder: str = ""  # what the trigger word is replaced with in captions ("<t_0> <t_1>")
     original_embeddings: Any = None  # the matrix before training; rows outside new_ids are restored from it
+    unet_dtype: Any = None  # read once: ModelMixin.dtype walks every parameter on each access
 
 
 def load_models(config: TrainConfig, trigger: str, notes: list[str]) -> TrainingModels:
@@ -249,7 +250,7 @@ def load_models(config: TrainConfig, trigger: str, notes: list[str]) -> Training
     if config.method == "full":
         unet.to(dtype=torch.float32)
     models = TrainingModels(unet, text_encoder, tokenizer, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config),
-                     pipe, device)
+                            pipe, device, unet_dtype=unet.dtype)
     if f"{trigger.lower()}</w>" in tokenizer.get_vocab():
         notes.append(f"'{trigger}' is already a word the base model knows; a rare made-up word (e.g. "
                      f"'{trigger}style_x') keeps the style from mixing with that meaning.")
@@ -372,7 +373,7 @@ def denoising_loss(models: TrainingModels, data: EncodedImages, indices: torch.T
         target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
-    device, dtype = models.device, models.unet.dtype
+    device, dtype = models.device, models.unet_dtype
     with autocast():
         hidden = models.text_encoder(data.input_ids[indices].to(device))[0]
         prediction = models.unet(noisy.to(device, dtype), timesteps.to(device), hidden.to(dtype)).sample
