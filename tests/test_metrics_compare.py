@@ -303,6 +303,31 @@ def test_dino_i_is_the_cosine_of_dinov2_cls_embeddings_paired_or_to_the_referenc
     assert offline.skipped["dino_i"].startswith("needs model DINOv2 ViT-S/14") and offline.row("ssim")
 
 
+def test_lpips_diversity_is_the_mean_pairwise_distance_within_each_set():
+    """Against torchmetrics' LPIPS module on every pair; a set of copies has diversity 0; no reference needed."""
+    import itertools
+
+    import torch
+
+    from pipelines.metrics import features
+
+    photos = _photos(5)
+    copies = [photos[0]] * 4
+    report = compare(copies, photos, metrics=["lpips_diversity"], n_bootstrap=200, models=TINY)
+    row = report.row("lpips_diversity")
+    module = features.load_feature_network("lpips", "tiny:lpips")
+
+    def signed(image):
+        return torch.from_numpy(image / 127.5 - 1.0).permute(2, 0, 1)[None].float()
+
+    with torch.inference_mode():
+        pairwise = [float(module(signed(x), signed(y))) for x, y in itertools.combinations(photos, 2)]
+    assert row.a == pytest.approx(0, abs=1e-6) and row.b == pytest.approx(np.mean(pairwise), rel=1e-5)
+    assert row.better == "B" and row.test_model
+    single = compare(copies[:1], photos, metrics=["lpips_diversity"], models=TINY)
+    assert "at least 2 images in set A" in single.skipped["lpips_diversity"]
+
+
 def _reference_clip():
     """The tiny CLIP loaded by transformers itself (not through the app's loader)."""
     from transformers import CLIPModel, CLIPProcessor

@@ -312,7 +312,7 @@ def test_clip_score_both_definitions():
 # ------------------------------------------------------------------------------------------ metric table
 def test_metric_info_covers_every_metric_with_a_definition():
     keys = {"fid", "kid", "is", "cmmd", "clip_fid", "ssim", "psnr", "lpips", "clip_score", "clip_score_hessel",
-            "clip_i", "dino_i", "nima", "fid_per_image", "kl_per_image"}
+            "clip_i", "dino_i", "nima", "fid_per_image", "kl_per_image", "lpips_diversity"}
     assert set(formulas.METRIC_INFO) == keys
     for key, info in formulas.METRIC_INFO.items():
         assert info.key == key and info.name and len(info.definition) > 40

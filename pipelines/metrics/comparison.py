@@ -177,6 +177,34 @@ def _lpips_values(ctx: _Context) -> dict[str, np.ndarray]:
             for label in ("A", "B")}
 
 
+DIVERSITY_ALL_PAIRS_UP_TO = 50  # images per set; larger sets compare each image with this many random others
+
+
+def _diversity_values(ctx: _Context) -> dict[str, np.ndarray]:
+    """Each image's mean LPIPS distance to the other images of its set (their mean: the mean pairwise distance)."""
+    values = {}
+    for label in ("A", "B"):
+        images = ctx.sets[label].images
+        pairs = _diversity_pairs(len(images), ctx.seed)
+        distances = features.lpips_distances_to([[images[i] for i, _ in pairs]], [images[j] for _, j in pairs],
+                                                ctx.models["lpips"], labels=(label,), reference_label=label)[0]
+        totals, counts = np.zeros(len(images)), np.zeros(len(images))
+        for (i, j), distance in zip(pairs, distances, strict=True):
+            totals[[i, j]] += distance
+            counts[[i, j]] += 1
+        values[label] = totals / np.maximum(counts, 1)
+    return values
+
+
+def _diversity_pairs(count: int, seed: int) -> list[tuple[int, int]]:
+    if count <= DIVERSITY_ALL_PAIRS_UP_TO:
+        return [(i, j) for i in range(count) for j in range(i + 1, count)]
+    rng = np.random.default_rng(seed)
+    others = DIVERSITY_ALL_PAIRS_UP_TO - 1
+    return sorted({tuple(sorted((i, int(j)))) for i in range(count)
+                   for j in rng.choice(np.delete(np.arange(count), i), others, replace=False)})
+
+
 def _pixel_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
     if key == "lpips":
         return _lpips_values(ctx)
@@ -252,9 +280,21 @@ def _needs_reason(key: str, ctx: _Context) -> str | None:
         return "needs pairing (by file name or order) between A, B and the reference"
     if key in ("clip_score", "clip_score_hessel") and not ctx.prompts:
         return "needs prompts"
+    if key == "lpips_diversity":
+        return _diversity_needs(ctx)
     if key in DISTRIBUTION_METRICS and min(len(image_set) for image_set in ctx.sets.values()) < 2:
         smallest = min(ctx.sets.values(), key=len)
         return f"needs at least 2 images in every set (set {smallest.label} has {len(smallest)})"
+    return None
+
+
+def _diversity_needs(ctx: _Context) -> str | None:
+    for label in ("A", "B"):
+        images = ctx.sets[label].images
+        if len(images) < 2:
+            return f"needs at least 2 images in set {label} (it has {len(images)})"
+        if len({np.asarray(image).shape[:2] for image in images}) > 1:
+            return f"needs images of one size within each set (set {label}'s differ)"
     return None
 
 
@@ -283,6 +323,8 @@ def _compute(key: str, ctx: _Context, per_image: dict[str, dict[str, np.ndarray]
         values = _clip_score_values(ctx, key)
     elif key == "nima":
         values = {label: ctx.nima(label) for label in ("A", "B")}
+    elif key == "lpips_diversity":
+        values = _diversity_values(ctx)
     else:
         values = _pixel_values(ctx, key)
     model = models.get(formulas.METRIC_INFO[key].needs or "", "")

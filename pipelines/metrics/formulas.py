@@ -86,6 +86,11 @@ METRIC_INFO: dict[str, MetricInfo] = {info.key: info for info in (
     _info("lpips", "LPIPS", "paired", False, "lpips", True, True,
           "Learned perceptual distance (Zhang et al. 2018, AlexNet features) between each image and its paired "
           "reference; the code maps pixels to [-1, 1] itself. 0 = identical; lower is closer."),
+    _info("lpips_diversity", "Diversity (LPIPS)", "per_image", True, "lpips", False, False,
+          "How different the images of one set are from each other: the mean LPIPS distance between every two "
+          "images of the set (no reference needed; each image's value is its mean distance to the others, and "
+          "the interval resamples those). Higher is more varied; 0 = all the same. Needs at least 2 images of "
+          "one size per set."),
     _info("clip_score", "CLIP score (100·cos)", "text", True, "clip", True, False,
           "How well each image matches its prompt: 100 × max(cos, 0) of the CLIP image and text embeddings, per "
           "image, then averaged (torchmetrics' CLIPScore scales by 100 the same way but clamps only the average, "
