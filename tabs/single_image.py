@@ -228,6 +228,9 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
                           callback=progress_callback(progress))
     columns = ["variant", "clip_i", "ssim", "psnr", "lpips", "nima", "diversity", "seconds_per_variation"]
     rows = [[row.get(column) for column in columns] for row in result.rows]
+    if result.test_models:  # a random-weight network's score is never shown as a real one
+        for row in rows:
+            row[1] = None if row[1] is None else f"{row[1]} (test CLIP: not a real score)"
     gallery = [(images[0], name) for name, images in result.images.items()]
     notes = [*result.warnings, *(f"{key}: {why}" for key, why in result.skipped.items())]
     return rows, gallery, "\n\n".join(notes) or "All metrics computed."

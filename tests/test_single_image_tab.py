@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -52,6 +54,10 @@ def test_train_shows_previews_then_the_model_and_variations_and_edits_use_it(tmp
 
     gallery, scales, readout = tab.make_variations(model_path, 2, 7, 0, 1.5, 1.0, 10, progress=_Progress())
     assert len(gallery) == 2 and gallery[0][0].size == (48, 32) and len(scales) == 2 and "seeds 7, 8" in readout
+    from pipelines.core.runs import rerun
+
+    again = rerun(re.search(r"run ([0-9a-f]{12})", readout).group(1))  # History's re-run: the same images
+    assert np.array_equal(np.asarray(Image.open(again.outputs[1])), np.asarray(gallery[1][0]))
 
     editor = tab.source_for_editor(model_path)
     assert editor["background"].size == (32, 32)

@@ -55,11 +55,14 @@ METHOD_CARD = MethodCard(
              "start scale (start finer = keep the layout)",
              "needing no pretrained generator: it trains on your image, on a CPU, in minutes"),
     bad_at=("a single object with a precise shape (faces, characters): patches get rearranged",
+            "minutes of CPU training learn the coarsest scale poorly: from pure noise (start scale 0) the shipped "
+            "model gives the photo's textures in a new layout but no cup; start scale 1 keeps the layout",
             "text edits need a real CLIP model; with this offline build's random-weight CLIP they are not edits",
             "resolution: trained at about 128×128 on a CPU; larger outputs are the same patches at a larger canvas"),
     references=(
         Reference("Park et al., Prompt-Based Learning for Image Variation Using Single Image Multi-Scale Diffusion "
-                  "Models, IEEE Access 2024", "https://doi.org/10.1109/ACCESS.2024.3487215"),
+                  "Models, IEEE Access 2024", "https://ieeexplore.ieee.org/search/searchresult.jsp?queryText="
+                  "Prompt-Based%20Learning%20for%20Image%20Variation%20Using%20Single%20Image%20Multi-Scale"),
         Reference("Kulikov et al., SinDDM: A Single Image Denoising Diffusion Model, ICML 2023",
                   "https://arxiv.org/abs/2211.16582"),
         Reference("Li et al., BLIP, ICML 2022", "https://arxiv.org/abs/2201.12086"),
