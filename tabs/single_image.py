@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from pipelines.core.gpu import gpu_task
+from pipelines.single_image.request import MAX_COUNT, MAX_SIZE_MULTIPLIER, MAX_START_SCALES, model_header
 from pipelines.single_image.runs import ABLATION_VARIANTS, shipped_card, shipped_model
 
 from .common import MODEL_WORK, friendly_errors, image_input, progress_callback
@@ -38,11 +39,9 @@ def _default_model() -> str:
 
 
 def model_size(model_path: str) -> tuple[int, int]:
-    """(width, height) the model was trained at (its finest scale)."""
-    from pipelines.single_image.model import load_model_file
-
-    height, width = load_model_file(model_path)[0].config.sizes[-1]
-    return width, height
+    """(width, height) the model was trained at (its finest scale), from the file's header (no torch)."""
+    height, width = model_header(model_path)["config"]["sizes"][-1]
+    return int(width), int(height)
 
 
 def model_label(model_path: str) -> str:
@@ -56,9 +55,7 @@ def model_label(model_path: str) -> str:
                 f"(at {size[0]}×{size[1]}, {card.get('steps', '?')} steps, seed "
                 f"{card.get('config', {}).get('seed', 0)}; command and figures in assets/single_image/). "
                 "Upload your own image to train on it.")
-    from pipelines.single_image.model import load_model_file
-
-    _, metadata = load_model_file(path)
+    metadata = model_header(str(path))
     text = metadata.get("prompt")
     note = ""
     if metadata.get("text_encoder_test_model") == "true":
@@ -237,9 +234,6 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
 
 
 def build(tab: gr.Tab | None = None) -> None:
-    from pipelines.single_image.model import MAX_START_SCALES
-    from pipelines.single_image.sample import MAX_COUNT, MAX_SIZE_MULTIPLIER
-
     gr.Markdown("Train a diffusion model on **one image** (a few minutes on a CPU), then make **variations** of it "
                 "and **text edits**. Seed 004, building on SinDDM; see About.")
     model_path = gr.State(_default_model())

@@ -43,7 +43,6 @@ DIFFUSION_STEPS = 100
 MIN_START_STEP = 5
 BLEND_MAX = 0.5  # γ_max: see the module docstring
 BACKBONES = ("fcn", "unet")
-MAX_START_SCALES = 5  # a 128×128 image has 6 scales (0…5)
 
 
 # ---------------------------------------------------------------------------------------------- scales

@@ -29,10 +29,9 @@ from pipelines.core.errors import UserError
 from pipelines.core.jobs import CancelToken, ProgressCallback
 
 from .model import MultiScaleDenoiser, alphas_cumprod, blend_weight, predicted_clean, resize
+from .request import MAX_COUNT, MAX_SIZE_MULTIPLIER
 from .train import MILESTONES, load_milestone, tensor_image
 
-MAX_COUNT = 16
-MAX_SIZE_MULTIPLIER = 3.0
 DEFAULT_STEPS_PER_SCALE = 20
 MAX_OUTPUT_PIXELS = 512 * 512
 

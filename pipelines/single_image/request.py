@@ -1,0 +1,19 @@
+"""Limits of the single-image requests, importable without torch (the tab's sliders take their bounds from here)."""
+
+from __future__ import annotations
+
+MAX_COUNT = 16  # variations per request
+MAX_SIZE_MULTIPLIER = 3.0  # output width/height multipliers
+MAX_START_SCALES = 5  # a 128×128 image has 6 scales (0…5)
+MILESTONES = 10  # load milestones (LM) 1…10, one every 10% of training
+
+
+def model_header(path: str) -> dict:
+    """A model file's metadata, with its config parsed, read from the safetensors header only (no torch)."""
+    import json
+
+    from pipelines.core.safeweights import check_safetensors
+
+    metadata = dict(check_safetensors(path).get("__metadata__") or {})
+    config = json.loads(metadata.get("model_config", "{}"))
+    return {**config.get("extra", {}), **metadata, "config": config}
