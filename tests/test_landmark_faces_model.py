@@ -170,12 +170,13 @@ def _empty(tmp_path):
 @pytest.mark.slow
 def test_training_makes_samples_follow_the_landmarks() -> None:
     """At 32 px, a few hundred CPU steps lower the loss and cut the landmark error of samples (parts read back by
-    colour from the synthetic palette) by at least 30% against the untrained network of the same shape."""
+    colour from the synthetic palette) by at least 30% against the untrained network of the same shape. (The
+    clean-image target, as the shipped model: an epsilon model needs far more steps before its samples are faces.)"""
     from pipelines.landmark_faces.evaluate import held_out_faces, sample_errors
 
     config = TrainConfig(name="follow", image_size=32, width=8, steps=TEST_STEPS, batch_size=16, lr=2e-3,
                          synthetic_count=256, synthetic_hair="brown_hair", synthetic_eyes="blue_eyes",
-                         precision="fp32", checkpoint_every=10**6)
+                         prediction_type="sample", precision="fp32", checkpoint_every=10**6)
     result = train(config, synthetic_data(config), resume=False)
     losses = result.losses
     assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:10])
@@ -186,7 +187,7 @@ def test_training_makes_samples_follow_the_landmarks() -> None:
     assert np.mean(trained) <= 0.7 * np.mean(untrained), (np.mean(trained), np.mean(untrained))
 
 
-TEST_STEPS = 300
+TEST_STEPS = 250
 
 
 def test_the_controlnet_path_draws_with_the_openpose_face_of_our_landmarks() -> None:

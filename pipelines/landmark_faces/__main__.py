@@ -33,9 +33,14 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, callback=progress, resume=not args.fresh, time_budget_s=args.time_budget,
                    out=args.out, half=args.half)
     print(result.summary)
-    if not result.finished:
+    if not result.finished and not (args.keep_at_budget and args.out):
         print("Stopped at the time budget; run the same command again to resume.")
         return 3
+    if not result.finished:  # --keep-at-budget: the model as it stands is the result (its record says so)
+        from .unet import save_unet
+
+        result.path = save_unet(result.model, args.out, half=args.half, steps=result.steps,
+                                train_config=json.dumps(asdict(config)), trained_on="synthetic cartoon faces")
     print(f"Saved {result.path}")
     if args.record:
         from .evaluate import landmark_error_report
@@ -47,6 +52,7 @@ def _train(args: argparse.Namespace) -> int:
             "trained_on": "synthetic cartoon faces (pipelines/landmark_faces/synthetic.py)",
             "config": asdict(config), "parameters": result.parameters, "precision": result.precision,
             "seconds_this_invocation": round(result.seconds, 1), "steps": result.steps,
+            "stopped_by_time_budget": not result.finished,
             "resumed_from_step": result.resumed_from,
             "loss_first_100_mean": round(float(sum(losses[:100]) / max(1, len(losses[:100]))), 5),
             "loss_last_100_mean": round(float(sum(losses[-100:]) / max(1, len(losses[-100:]))), 5),
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     train.add_argument("--time-budget", type=float, default=None, help="stop (with a checkpoint) after N seconds")
     train.add_argument("--record", help="write the training record JSON here")
+    train.add_argument("--keep-at-budget", action="store_true",
+                       help="when the time budget ends the run, save the model reached (needs --out)")
     train.add_argument("--eval-faces", type=int, default=32)
     train.add_argument("--eval-steps", type=int, default=50)
     generate = commands.add_parser("generate", help="faces from landmarks and tags")

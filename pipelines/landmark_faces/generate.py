@@ -1,9 +1,9 @@
 """Sampling the seed's landmark U-Net: 24 landmarks + tags → faces, with classifier-free guidance.
 
-The U-Net's noise prediction is used by diffusers' DDIM scheduler (the same β schedule as training); the
-guided prediction is ε_uncond + s·(ε_cond − ε_uncond), where "uncond" is the empty condition the model saw
-under condition dropout (no landmarks, no tags). Noise is drawn on the CPU from the seed (image i of a batch
-from seed + i), so a seed gives the same face on any device.
+The U-Net's prediction (noise, clean image or v, as it was trained) is used by diffusers' DDIM scheduler (the
+same β schedule as training); the guided prediction is uncond + s·(cond − uncond), where "uncond" is the empty
+condition the model saw under condition dropout (no landmarks, no tags). Noise is drawn on the CPU from the
+seed (image i of a batch from seed + i), so a seed gives the same face on any device.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def scheduler_config(model: LandmarkUNet) -> dict[str, Any]:
     raw = getattr(model, "train_config", None)
     values = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
     return {"train_timesteps": values.get("train_timesteps", 1000),
-            "beta_schedule": values.get("beta_schedule", "squaredcos_cap_v2")}
+            "beta_schedule": values.get("beta_schedule", "squaredcos_cap_v2"),
+            "prediction_type": values.get("prediction_type", "epsilon")}
 
 
 def unknown_tags(model: LandmarkUNet, tags: Sequence[str]) -> list[str]:
