@@ -47,9 +47,9 @@ def tuned_choices() -> list[str]:
 @gpu_task
 def prepare_dataset(files: Any, name: str, trigger: str, resolution: int, face_aware: bool, caption_model: str,
                     progress=gr.Progress()):
+    from pipelines.style_finetune.config import TrainConfig, check
     from pipelines.style_finetune.data import build_dataset, save_dataset
     from pipelines.style_finetune.runs import dataset_folder
-    from pipelines.style_finetune.train import TrainConfig, check
 
     paths = file_paths(files)
     if not paths:
@@ -70,7 +70,7 @@ def prepare_dataset(files: Any, name: str, trigger: str, resolution: int, face_a
 def _config(name, model, method, steps, learning_rate, embedding_learning_rate, rank, alpha, vectors, initializer,
             train_text_encoder, prior_preservation, class_prompt, mixed_precision, gradient_checkpointing, adam_8bit,
             seed, checkpoint_every, validation_every, validation_prompt):
-    from pipelines.style_finetune.train import TrainConfig
+    from pipelines.style_finetune.config import TrainConfig
 
     return TrainConfig(name=(name or "").strip(), model=model, method=method, steps=int(steps),
                        learning_rate=float(learning_rate), embedding_learning_rate=float(embedding_learning_rate),
@@ -159,7 +159,7 @@ def cancel_training(request: gr.Request = None) -> str:
 
 
 def memory_preset(name: str | None):
-    from pipelines.style_finetune.train import MEMORY_PRESETS
+    from pipelines.style_finetune.config import MEMORY_PRESETS
 
     values = MEMORY_PRESETS.get(name or "", None)
     if values is None:
@@ -220,7 +220,7 @@ def evaluate_models(tuned: str, prompt: str, count: int, steps: int, lora_scale:
 
 # ---------------------------------------------------------------------------------------------- layout
 def build(tab: gr.Tab | None = None) -> None:
-    from pipelines.style_finetune.train import MEMORY_PRESETS, METHODS, PRECISIONS, TrainConfig
+    from pipelines.style_finetune.config import MEMORY_PRESETS, METHODS, PRECISIONS, TrainConfig
 
     from .metrics import TABLE_HEADERS
 

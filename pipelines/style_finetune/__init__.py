@@ -22,7 +22,7 @@ TAB = "Style fine-tuning"
 
 _EXPORTS = {
     "Dataset": "data", "build_dataset": "data", "save_dataset": "data", "load_dataset": "data",
-    "TrainConfig": "train", "TrainResult": "train", "train": "train", "METHODS": "train", "read_state": "train",
+    "TrainConfig": "config", "TrainResult": "train", "train": "train", "METHODS": "config", "read_state": "train",
     "CompareRequest": "apply", "CompareOutput": "apply", "compare_base_tuned": "apply", "list_tuned": "apply",
     "load_tuned": "apply", "evaluate": "evaluate", "EvaluateRequest": "evaluate", "run_train": "runs",
 }

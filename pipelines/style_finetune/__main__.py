@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
-    from .train import METHODS, TrainConfig
+    from .config import METHODS, TrainConfig
 
     for item in dataclasses.fields(TrainConfig):
         flag = "--" + item.name.replace("_", "-")
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .apply import CompareRequest, compare_base_tuned, list_tuned
+    from .config import TrainConfig
     from .data import build_dataset, load_dataset, save_dataset
     from .runs import dataset_folder, run_train
-    from .train import TrainConfig
 
     if args.command == "prepare":
         dataset = build_dataset(args.images, args.trigger, resolution=args.resolution, face_aware=args.face_aware,

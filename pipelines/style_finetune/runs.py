@@ -31,8 +31,9 @@ def run_train(config: TrainConfig, dataset: Dataset | None = None, *, store: Run
     from pipelines.core.loader import is_test_model
     from pipelines.core.records import RunRecord, default_store
 
+    from .config import check
     from .data import load_dataset, save_dataset
-    from .train import check, train
+    from .train import train
 
     problems = check(config)
     if problems:
@@ -67,6 +68,6 @@ def run_train(config: TrainConfig, dataset: Dataset | None = None, *, store: Run
 
 def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
     """History's Re-run: train again with the recorded settings, which resumes from the last checkpoint."""
-    from .train import config_from_dict
+    from .config import config_from_dict
 
     return run_train(config_from_dict(params["train"]), None, store=store)[0]
