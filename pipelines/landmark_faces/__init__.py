@@ -62,8 +62,10 @@ METHOD_CARD = MethodCard(
         "the same 24 points drive both models, and export/import as JSON",
     ),
     bad_at=(
-        "the shipped U-Net only knows the synthetic cartoon faces it was trained on (flat colours, 32 px): "
-        "it is a demonstration of the method, not an anime illustrator",
+        "the shipped U-Net only knows the synthetic cartoon faces it was trained on (flat colours, 32 px, ~15 "
+        "minutes of a shared CPU): it is a demonstration of the method, not an anime illustrator; it predicts the "
+        "clean image rather than the seed's noise target, because a noise-target model trained as long still "
+        "drew noise",
         "the seed trained on 30,000 Danbooru faces with OpenCLIP captions (290 M parameters claimed); neither "
         "the data nor those weights are available here",
         "MediaPipe finds photo faces only; anime faces need hand-set landmarks",
