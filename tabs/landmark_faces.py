@@ -10,7 +10,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 from pipelines.landmark_faces import landmarks as L
-from pipelines.landmark_faces.generate import MAX_FACES, MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE
+from pipelines.landmark_faces.request import MAX_FACES, MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE
 
 from .common import MODEL_WORK, file_input, file_paths, friendly_errors, image_input, progress_callback, test_model_note
 

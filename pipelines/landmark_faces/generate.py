@@ -22,11 +22,8 @@ from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback
 from pipelines.core.seeds import MAX_SEED, seeded_noise
 
 from . import landmarks as L
+from .request import MAX_FACES, MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE, MIN_STEPS
 from .unet import LandmarkUNet
-
-MIN_STEPS, MAX_STEPS = 1, 200
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 15.0
-MAX_FACES = 16
 
 
 @dataclass
