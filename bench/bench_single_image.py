@@ -70,6 +70,37 @@ def plain_sinddm_steps_per_second(image, backbone: str, width: int, batch: int, 
     return (steps - 10) / (time.perf_counter() - started)
 
 
+def interleaved_precision_ab(image, width: int, batch: int, rounds: int = 6) -> dict[str, float]:
+    """Seconds per training step of fp32 / bf16 autocast, each with and without channels_last, measured in turns
+    (one step of each at every scale per round), so that load from other processes falls on all four alike."""
+    levels = M.pyramid(image_tensor(image), M.scale_sizes(image.height, image.width))
+    sizes = tuple(tuple(level.shape[-2:]) for level in levels)
+    modes = {"fp32": (False, False), "fp32 + channels_last": (False, True), "bf16": (True, False),
+             "bf16 + channels_last": (True, True)}
+    nets, totals = {}, dict.fromkeys(modes, 0.0)
+    for name, (_, channels_last) in modes.items():
+        torch.manual_seed(0)
+        net = M.MultiScaleDenoiser(M.ModelConfig(width=width, sizes=sizes, start_steps=(100,) * len(sizes)))
+        net = net.to(memory_format=torch.channels_last) if channels_last else net
+        nets[name] = (net, torch.optim.AdamW(net.parameters(), 1e-3, foreach=True))
+    for round_ in range(rounds):
+        for name, (bf16, channels_last) in modes.items():
+            net, optimizer = nets[name]
+            for scale, level in enumerate(levels):
+                x = torch.randn(batch, *level.shape[1:])
+                x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                t = torch.randint(20, (batch,))
+                started = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = (net(x, t, scale).float() - x).abs().mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if round_:  # the first round warms up
+                    totals[name] += time.perf_counter() - started
+    return {name: total / ((rounds - 1) * len(levels)) for name, total in totals.items()}
+
+
 def ours(image, folder: Path, **settings) -> tuple[float, object]:
     """Steps/s of our loop between its 10th step and its last (set-up excluded; milestone saving included)."""
     config = TrainConfig(**settings)
@@ -106,6 +137,10 @@ def main() -> None:
                                  width=args.width, batch_size=args.batch, **text)
             print(f"   {backbone:4s}: ours {speed:6.2f} it/s ({result.precision}), plain {plain:6.2f} it/s, "
                   f"ratio {speed / plain:.2f}×")
+        print("\n   per-step A/B in turns (s/step, mean over scales):")
+        ab = interleaved_precision_ab(image, args.width, args.batch)
+        for name, seconds in ab.items():
+            print(f"   {name:22s} {seconds:.3f} s/step ({ab['fp32'] / seconds:.2f}× fp32)")
         if args.only_speed:
             return
 
