@@ -22,9 +22,9 @@ INTRO = (
     "Teach a model an art style through a **trigger word** (seed 000). **1** upload 3–200 images of the style, "
     "**2** train (default: the trigger word's embedding first, then a LoRA; defaults from the diffusers examples: "
     "LoRA learning rate 1e-4, full UNet 2e-6, embedding 5e-4, about 100 steps per image), **3** compare base and "
-    "tuned images on the same seeds, **4** evaluate with FID/KID/per-image FID–KL, CLIP-I and CLIP score. Pressing "
-    "Train again with the same settings resumes a cancelled or paused training. Results are installed as "
-    "`<lora:NAME:1>` and as an embedding named by the trigger word, usable in every generating tab.")
+    "tuned images on the same seeds, **4** evaluate with FID/KID/per-image FID–KL, CLIP-I, CLIP score and LPIPS "
+    "diversity. Pressing Train again with the same settings resumes a cancelled or paused training. Results are "
+    "installed as `<lora:NAME:1>` and as an embedding named by the trigger word, usable in every generating tab.")
 
 
 def _job_id(request: gr.Request | None) -> str:
@@ -303,7 +303,7 @@ def build(tab: gr.Tab | None = None) -> None:
     with gr.Accordion("4 · Evaluate", open=False):
         with gr.Row():
             eval_count = gr.Slider(2, 200, value=16, step=1, label="Images per model")
-            networks = gr.Radio([("Real networks (Inception, CLIP)", "real"),
+            networks = gr.Radio([("Real networks (Inception, CLIP, LPIPS)", "real"),
                                  ("Test networks (random weights: numbers are not real)", "test")], value="real",
                                 label="Metric networks")
         evaluate = gr.Button("Evaluate", variant="primary")

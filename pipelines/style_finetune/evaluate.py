@@ -1,10 +1,10 @@
 """Seed 000's experiment: N images from the base and N from the tuned model on the same seeds, scored against the
 training images by `pipelines.metrics.compare` (FID, KID, the seed's per-image FID/KL scatter, CLIP-I to the
-training images for style, CLIP score to the prompt for fidelity), each with its 95% interval and a verdict.
+training images for style, CLIP score to the prompt for fidelity, mean pairwise LPIPS within each set for diversity),
+each with its 95% interval and a verdict.
 
 compare() labels every number made with a random-weight network (`report.test_model`) and skips, with the reason,
-any metric whose network is not on this machine. The issue also asks for mean pairwise LPIPS within a set
-(diversity): the metrics package has only paired LPIPS against a reference, so that number is not shown yet.
+any metric whose network is not on this machine.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from pipelines.core.jobs import CancelToken, ProgressCallback
     from pipelines.metrics.report import ComparisonReport
 
-EVALUATION_METRICS = ("fid", "kid", "fid_per_image", "kl_per_image", "clip_i", "clip_score")
+EVALUATION_METRICS = ("fid", "kid", "fid_per_image", "kl_per_image", "clip_i", "clip_score", "lpips_diversity")
 MIN_IMAGES, MAX_IMAGES = 2, 200
 BATCH = 8
-TEST_NETWORKS = {"inception": "tiny:inception", "clip": "tiny:clip"}
+TEST_NETWORKS = {"inception": "tiny:inception", "clip": "tiny:clip", "lpips": "tiny:lpips"}
 
 
 @dataclass(frozen=True)
