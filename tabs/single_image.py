@@ -223,7 +223,8 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
     result = run_ablation(image, list(variants or []), steps=int(steps), count=int(count), seed=int(seed),
                           prompt=prompt or "a photo", blip_model=blip, clip_model=clip,
                           callback=progress_callback(progress))
-    columns = ["variant", "clip_i", "ssim", "psnr", "lpips", "nima", "diversity", "seconds_per_variation"]
+    columns = ["variant", "clip_i", "ssim", "psnr", "lpips", "nima", "diversity", "lpips_diversity",
+               "seconds_per_variation"]
     rows = [[row.get(column) for column in columns] for row in result.rows]
     if result.test_models:  # a random-weight network's score is never shown as a real one
         for row in rows:
@@ -300,8 +301,9 @@ def build(tab: gr.Tab | None = None) -> None:
             ablation_count = gr.Slider(2, 8, value=4, step=1, label="Variations per variant")
             ablation_prompt = gr.Textbox(label="Arbitrary prompt", value="a photo")
         ablation_button = gr.Button("Run the ablation", variant="primary")
-        ablation_table = gr.Dataframe(headers=["variant", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA", "diversity",
-                                               "s/variation"], interactive=False)
+        ablation_table = gr.Dataframe(headers=["variant", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA",
+                                               "diversity (pixel std, SinGAN)", "diversity (LPIPS)", "s/variation"],
+                                      interactive=False)
         ablation_gallery = gr.Gallery(label="One variation per variant", columns=5)
         ablation_notes = gr.Markdown()
 

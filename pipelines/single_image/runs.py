@@ -32,7 +32,7 @@ ABLATION_VARIANTS = {
     "+BLIP prompt": {"backbone": "unet", "text": "blip", "contrastive": False},
     "+contrastive": {"backbone": "unet", "text": "blip", "contrastive": True},
 }
-ABLATION_METRICS = ["clip_i", "ssim", "psnr", "lpips", "nima"]
+ABLATION_METRICS = ["clip_i", "ssim", "psnr", "lpips", "nima", "lpips_diversity"]  # diversity: within the variations
 
 
 def shipped_model() -> Path | None:
