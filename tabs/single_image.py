@@ -17,7 +17,7 @@ from pipelines.core.gpu import gpu_task
 from pipelines.single_image.request import MAX_COUNT, MAX_SIZE_MULTIPLIER, MAX_START_SCALES, model_header
 from pipelines.single_image.runs import ABLATION_VARIANTS, shipped_card, shipped_model
 
-from .common import MODEL_WORK, friendly_errors, image_input, progress_callback
+from .common import MODEL_WORK, friendly_errors, image_editor_input, image_input, progress_callback
 
 BLIP_CHOICES = [("BLIP base (Salesforce/blip-image-captioning-base)", "Salesforce/blip-image-captioning-base"),
                 ("BLIP — tiny test model, random weights: captions are noise", "tiny:blip")]
@@ -287,7 +287,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 edit_seed = gr.Number(0, precision=0, label="Seed")
                 edit_clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
                 load_region = gr.Button("Put the model's image in the region editor")
-            region = gr.ImageEditor(label="Region to edit (optional)", type="numpy", layers=False)
+            region = image_editor_input("Region to edit (optional)", type="numpy", layers=False)
         edit_button = gr.Button("Edit", variant="primary")
         edit_gallery = gr.Gallery(label="Edits", columns=4)
         edit_status = gr.Markdown()
