@@ -190,7 +190,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                        "open_mouth, closed_mouth, smile, looking_left/right, closed_eyes")
                 with gr.Row():
                     guidance = gr.Slider(MIN_GUIDANCE, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale")
-                    steps = gr.Slider(5, MAX_STEPS, value=50, step=1, label="Steps")
+                    steps = gr.Slider(5, MAX_STEPS, value=50, step=1, label="Steps", elem_id="lf-steps")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed")
                     count = gr.Slider(1, MAX_FACES, value=4, step=1, label="Faces")
@@ -208,12 +208,12 @@ def build(tab: gr.Tab | None = None) -> None:
                 prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt", elem_id="lf-prompt")
                 negative = gr.Textbox("lowres, bad anatomy", label="Negative prompt")
                 with gr.Row():
-                    sd_steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
+                    sd_steps = gr.Slider(1, 50, value=20, step=1, label="Steps", elem_id="lf-sd-steps")
                     cfg = gr.Slider(1, 15, value=7, step=0.5, label="CFG scale")
                     scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Control scale")
                 with gr.Row():
                     sd_seed = gr.Number(0, precision=0, label="Seed")
-                    size = gr.Slider(64, 768, value=512, step=64, label="Size")
+                    size = gr.Slider(64, 768, value=512, step=64, label="Size", elem_id="lf-sd-size")
                 sd_generate = gr.Button("Generate with ControlNet", elem_id="lf-sd-generate")
                 sd_gallery = gr.Gallery(label="Images", columns=2, height=300, elem_id="lf-sd-gallery")
                 condition = gr.Image(label="OpenPose-face condition", interactive=False, height=256)

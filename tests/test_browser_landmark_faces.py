@@ -45,7 +45,7 @@ def test_sliders_set_landmarks_and_both_models_draw_faces(app_url, tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
-        page.set_default_timeout(300_000)
+        page.set_default_timeout(180_000)
         page.goto(app_url)
         page.get_by_role("tab", name="Landmark faces").click()
         overlay = page.locator("#lf-overlay img").first
@@ -56,7 +56,7 @@ def test_sliders_set_landmarks_and_both_models_draw_faces(app_url, tmp_path):
         page.wait_for_function(
             "before => { const i = document.querySelector('#lf-overlay img'); return i && i.src !== before; }",
             arg=before)
-        _set_number(page, "lf-steps", 5)
+        _set_slider(page, "lf-steps", 5)
         page.locator("#lf-generate").click()
         notes = page.locator("#lf-notes")
         notes.get_by_text(re.compile(r"face\(s\) in")).wait_for()
@@ -64,8 +64,8 @@ def test_sliders_set_landmarks_and_both_models_draw_faces(app_url, tmp_path):
         page.screenshot(path=str(screenshot_path("screenshot_landmark_faces.png", tmp_path)), full_page=True)
 
         page.get_by_role("tab", name="ControlNet (SD 1.5)").click()
-        _set_number(page, "lf-sd-steps", 2)
-        _set_number(page, "lf-sd-size", 64)
+        _set_slider(page, "lf-sd-steps", 2)
+        _set_slider(page, "lf-sd-size", 64)
         page.locator("#lf-sd-generate").click()
         page.locator("#lf-sd-notes").get_by_text(re.compile(r"test model")).wait_for()
         assert page.locator("#lf-sd-gallery img").count() >= 1
