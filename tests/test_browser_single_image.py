@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -57,5 +58,6 @@ def test_upload_train_briefly_and_get_variations(app_url, tmp_path):
         page.locator("#si-generate").click()
         page.locator("#si-var-status").get_by_text(re.compile(r"2 variations in")).wait_for()
         sources = [image.get_attribute("src") or "" for image in page.locator("#si-gallery img").all()]
+        page.screenshot(path=str(screenshot_path("screenshot_single_image.png", tmp_path)), full_page=True)
         browser.close()
     assert len(sources) >= 2 and all(sources)

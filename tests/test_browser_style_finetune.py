@@ -69,7 +69,5 @@ def test_upload_train_and_compare_from_the_page(app_url, tmp_path):
         page.locator("#sf-compare").click()
         page.locator("#sf-compare-notes").get_by_text(re.compile(r"bottom row: tuned")).wait_for()
         assert page.locator("#sf-grid img").count() == 1
-        shot = screenshot_path("style_finetune/screenshot.png", tmp_path)  # the README's copy lives in assets/
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shot), full_page=True)
+        page.screenshot(path=str(screenshot_path("screenshot_style_finetune.png", tmp_path)), full_page=True)
         browser.close()
