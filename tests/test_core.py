@@ -576,3 +576,22 @@ def test_discovery_finds_new_packages_once_without_recursion_and_survives_a_brok
     assert lines[0] == str(["fake method model"] * 4)
     assert lines[1] == "True rerun ok"
     assert lines[2:] == ["True", "True", "[]"]
+
+
+def test_a_fresh_start_discards_another_runs_checkpoints_and_names_cannot_leave_their_folder(tmp_path):
+    from pipelines.core.errors import UserError, checked_name
+    from pipelines.core.jobs import discard_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in ("step-0000500", "step-0001000"):
+        (root / step).mkdir(parents=True)
+        (root / step / "model.safetensors").write_bytes(b"old run")
+    (root / "state.json").write_text('{"folder": "step-0001000"}')
+    (root / "notes.txt").write_text("kept")
+    discard_checkpoints(root)
+    assert sorted(path.name for path in root.iterdir()) == ["notes.txt"]
+    discard_checkpoints(tmp_path / "missing")  # nothing to discard is not an error
+    assert checked_name("my_style-2") == "my_style-2"
+    for bad in ("../../etc", "a/b", "", "x" * 61, "name with spaces"):
+        with pytest.raises(UserError, match="letters, digits"):
+            checked_name(bad)

@@ -117,3 +117,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def discard_checkpoints(checkpoints: str | Path) -> None:
+    """Remove a training's step-* checkpoint folders and its state file before it starts afresh (other settings or
+    no resume), so that "keep the newest two" never keeps an older run's higher-numbered steps over the new ones,
+    and a state file never points at another run's weights."""
+    import shutil
+
+    root = Path(checkpoints)
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name.startswith("step-"):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name == "state.json":
+            entry.unlink(missing_ok=True)

@@ -31,8 +31,15 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.core import devices, settings
-from pipelines.core.errors import UserError
-from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_folder, atomic_path
+from pipelines.core.errors import TrainingDiverged, UserError, checked_name
+from pipelines.core.jobs import (
+    CancelToken,
+    JobCancelled,
+    ProgressCallback,
+    atomic_folder,
+    atomic_path,
+    discard_checkpoints,
+)
 from pipelines.core.safeweights import load_safetensors
 
 from . import landmarks as L
@@ -252,6 +259,7 @@ def choose_precision(precision: str, device: torch.device) -> str:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def checkpoint_root(name: str) -> Path:
+    name = checked_name(name, "The training's name")
     return settings.outputs_dir() / "training" / "landmark_faces" / name / "checkpoints"
 
 
@@ -337,6 +345,8 @@ def train(config: TrainConfig, data: FaceData | None = None, *, callback: Progre
         start = min(int(state["step"]), config.steps)
         losses = list(state.get("losses", []))[:start]
         _report(callback, start, config.steps, f"Resuming from step {start}")
+    else:
+        discard_checkpoints(root)
     step = start
     model.train()
     try:
@@ -388,7 +398,7 @@ def _train_step(model: LandmarkUNet, optimizer: torch.optim.Optimizer, batch: di
         target = noise
     loss = F.mse_loss(predicted.float(), target)
     if not torch.isfinite(loss):
-        raise FloatingPointError("The loss became NaN or infinite; lower the learning rate.")
+        raise TrainingDiverged("The loss became NaN or infinite; lower the learning rate.")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.core import devices, settings
-from pipelines.core.errors import UserError
+from pipelines.core.errors import TrainingDiverged, UserError
 from pipelines.core.images import ImageInputError, load_image
 from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path
 from pipelines.core.safeweights import load_safetensors
@@ -341,7 +341,7 @@ def train(style_image: Any, content_images: Sequence[Any], *, steps: int = 2000,
                              for layer in VGG_STYLE_LAYERS) * style_weight
             total = content_loss + style_loss
             if not torch.isfinite(total.detach()):
-                raise FloatingPointError(f"The loss became {total.item()} at step {step + 1}; lower the learning "
+                raise TrainingDiverged(f"The loss became {total.item()} at step {step + 1}; lower the learning "
                                          "rate or the style weight.")
             total.backward()
             optimizer.step()

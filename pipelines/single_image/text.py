@@ -86,6 +86,8 @@ class ClipModel:
     def __init__(self, source: str = DEFAULT_CLIP) -> None:
         self.source = source
         self.model = loader.load_model("transformers", source, class_name="CLIPModel", dtype=torch.float32)
+        # The cached model is shared by every request: gradients must reach the image, never its parameters.
+        self.model.requires_grad_(False)
         self.processor = loader.load_model("transformers", source, class_name="CLIPProcessor")
         self.is_test_model = loader.is_test_model(source) or bool(getattr(loader.model_info(self.model),
                                                                           "test_model", False))

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.core import settings
-from pipelines.core.errors import UserError
+from pipelines.core.errors import TrainingDiverged, UserError
 from pipelines.core.images import load_image
-from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path
+from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path, discard_checkpoints
 from pipelines.core.safeweights import load_safetensors
 
 from . import text as text_mod
@@ -268,6 +268,7 @@ def restore(folder: Path, state: dict[str, Any], net: MultiScaleDenoiser, ema: A
     saved = torch.load(files / "optimizer.pt", map_location="cpu", weights_only=True)  # our own file
     optimizer.load_state_dict(saved["optimizer"])
     ema.load_state_dict(torch.load(files / "ema.pt", map_location="cpu", weights_only=True)["ema"])
+    ema.to(next(net.parameters()).device)  # EMAModel.load_state_dict keeps the CPU tensors it was given
 
 
 def ema_copy(net: MultiScaleDenoiser, ema: Any) -> MultiScaleDenoiser:
@@ -375,6 +376,8 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
         start_step = min(int(state["step"]), config.steps)
         losses = list(state.get("losses", []))[:start_step]
         report(start_step, config.steps, f"Resuming from step {start_step}")
+    else:
+        discard_checkpoints(folder / "checkpoints")
     if clip is not None and config.contrastive and prompts is not None:
         v_plus, v_minus = clip.text_features(prompts.positive), (
             clip.text_features(prompts.negative) if prompts.negative else None)
@@ -409,7 +412,7 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
                 embedding = clip.image_features(estimate.clamp(-1, 1))
                 loss = loss + config.contrastive_weight * text_mod.contrastive_loss(embedding, v_plus, v_minus)
             if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(f"The loss became {loss.item()} at step {step + 1}; lower the learning rate.")
+                raise TrainingDiverged(f"The loss became {loss.item()} at step {step + 1}; lower the learning rate.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

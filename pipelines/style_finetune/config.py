@@ -9,6 +9,8 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pipelines.core.errors import NAME_PATTERN
+
 METHODS = {
     "embedding+lora": "Embedding, then DreamBooth-LoRA (default; seed 000's combination)",
     "embedding": "Embedding only (textual inversion)",
@@ -108,7 +110,7 @@ def check(config: TrainConfig, images: int = 3) -> list[str]:
     problems = []
     if config.method not in METHODS:
         problems.append(f"Unknown method {config.method!r}; choose one of {', '.join(METHODS)}.")
-    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,60}", str(config.name)):
+    if not re.fullmatch(NAME_PATTERN, str(config.name)):
         problems.append("The name must be 1–60 letters, digits, - or _ (it names the output files).")
     if not 0 <= int(config.steps) <= MAX_STEPS:
         problems.append(f"Steps must be between 1 and {MAX_STEPS} (0 = sized to the dataset), got {config.steps}.")

@@ -43,8 +43,15 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.core import settings
-from pipelines.core.errors import UserError
-from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_folder, atomic_path
+from pipelines.core.errors import TrainingDiverged, UserError, checked_name
+from pipelines.core.jobs import (
+    CancelToken,
+    JobCancelled,
+    ProgressCallback,
+    atomic_folder,
+    atomic_path,
+    discard_checkpoints,
+)
 from pipelines.core.safeweights import load_safetensors, save_safetensors
 
 from .config import (  # noqa: F401 - re-exported: train is where callers look for them
@@ -100,7 +107,7 @@ class TrainResult:
 
 
 def training_folder(name: str) -> Path:
-    return settings.outputs_dir() / "training" / name
+    return settings.outputs_dir() / "training" / checked_name(name, "The training's name")
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -428,7 +435,7 @@ def optimizer_step(models: TrainingModels, config: TrainConfig, data: EncodedIma
             prior = denoising_loss(models, class_data, class_indices, generator, autocast).mean()
             loss = loss + float(config.prior_weight) * prior
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(f"The loss became {loss.item()} at step {step + 1}; lower the learning rate.")
+            raise TrainingDiverged(f"The loss became {loss.item()} at step {step + 1}; lower the learning rate.")
         scaled = loss / accumulation
         (job.scaler.scale(scaled) if job.scaler is not None else scaled).backward()
         total += loss.item() / accumulation
@@ -493,6 +500,8 @@ def train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback |
     if state is not None:
         _resume(folder, state, models, job)
         report(start, f"Resuming from step {start}")
+    else:
+        discard_checkpoints(folder / "checkpoints")
     models.unet.train()
     models.text_encoder.train()
     step = start
