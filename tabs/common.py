@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import functools
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,22 @@ def progress_callback(progress: Any) -> Callable[[int, int, str], None]:
         progress((step, total) if total else None, desc=message)
 
     return report
+
+
+def start_worker(work: Callable[[], None], name: str | None = None) -> threading.Thread:
+    """A daemon thread running `work` in a copy of this request's context: gr.Progress finds its event through
+    context variables, which a plain new thread does not inherit, so its progress would never reach the page."""
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_worker(thread: threading.Thread, token: Any, timeout: float = 120.0) -> None:
+    """When the page that started a training goes away (closed, or the request cancelled), cancel the worker —
+    it writes its checkpoint first — so that no orphan run goes on that nobody can stop."""
+    if thread.is_alive():
+        token.cancel()
+        thread.join(timeout)
 
 
 def test_model_note(is_test: bool, reason: str | None = None) -> str:

@@ -7,7 +7,6 @@ On first open the model the project trained on scikit-image's `coffee` photo is 
 from __future__ import annotations
 
 import queue
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,15 @@ from pipelines.core.gpu import gpu_task
 from pipelines.single_image.request import MAX_COUNT, MAX_SIZE_MULTIPLIER, MAX_START_SCALES, model_header
 from pipelines.single_image.runs import ABLATION_VARIANTS, shipped_card, shipped_model
 
-from .common import MODEL_WORK, friendly_errors, image_editor_input, image_input, progress_callback
+from .common import (
+    MODEL_WORK,
+    friendly_errors,
+    image_editor_input,
+    image_input,
+    progress_callback,
+    start_worker,
+    stop_worker,
+)
 
 BLIP_CHOICES = [("BLIP base (Salesforce/blip-image-captioning-base)", "Salesforce/blip-image-captioning-base"),
                 ("BLIP — tiny test model, random weights: captions are noise", "tiny:blip")]
@@ -117,7 +124,7 @@ def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, c
         finally:
             updates.put(("done", 0, None))
 
-    threading.Thread(target=work, daemon=True).start()
+    thread = start_worker(work, name="single-image-train")
     try:
         while True:
             kind, index, picture = updates.get()
@@ -126,6 +133,7 @@ def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, c
             yield (f"Training… milestone {index}/10 reached (preview: reconstruction from the coarsest scale).",
                    picture, gr.update(), gr.update(), gr.update())
     finally:
+        stop_worker(thread, token)
         JOBS.finish(job_id, token)
     if "error" in outcome:
         raise outcome["error"]

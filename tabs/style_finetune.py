@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, file_input, file_paths, friendly_errors, progress_callback, test_model_note
+from .common import (
+    MODEL_WORK,
+    file_input,
+    file_paths,
+    friendly_errors,
+    progress_callback,
+    start_worker,
+    stop_worker,
+    test_model_note,
+)
 
 CAPTION_MODELS = [("No captions (trigger word only)", ""),
                   ("BLIP base (Salesforce)", "Salesforce/blip-image-captioning-base"),
@@ -127,13 +135,13 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
         except BaseException as err:  # noqa: BLE001 - handed to the page below
             outcome["error"] = err
 
-    thread = threading.Thread(target=work, name=f"train-{config.name}", daemon=True)
-    thread.start()
+    thread = start_worker(work, name=f"train-{config.name}")
     try:
         while thread.is_alive():
             thread.join(timeout=1.0)
             yield f"⏳ {message[0]}", _loss_frame(losses), list(validation), gr.update(), gr.update()
     finally:
+        stop_worker(thread, token)
         JOBS.finish(job_id, token)
     if "error" in outcome:
         raise outcome["error"]
