@@ -28,13 +28,13 @@ SEED_CLAIM = 290e6
 def main() -> None:
     import torch
 
+    from pipelines.core import devices
     from pipelines.landmark_faces import landmarks as L
     from pipelines.landmark_faces.generate import sample
     from pipelines.landmark_faces.train import (
         Batches,
         TrainConfig,
         _train_step,
-        bf16_supported,
         draw_batch,
         scheduler_for,
         synthetic_data,
@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     device = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {bf16_supported(device)}")
+    native = devices.bf16_supported(device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {native}")
     for width in args.widths:
         count = parameter_count(build(UNetConfig(width=width, tags=("a",) * 20)))
         print(f"width {width}: {count / 1e6:.2f} M parameters = {count / SEED_CLAIM:.3%} of the seed's 290 M claim")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import settings
 
@@ -49,3 +49,19 @@ def attention_backend() -> str:
     if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
         return "torch-sdpa"
     return "eager"
+
+
+def bf16_supported(device: Any) -> bool:
+    """Whether bf16 autocast pays off on `device`: CUDA with bf16, or a CPU with native bf16 (AVX-512 BF16 / AMX);
+    elsewhere it is emulated and slower than fp32. The one check every CPU/GPU trainer uses."""
+    import torch
+
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if kind != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -237,23 +237,11 @@ def draw_batch(batches: Batches, config: TrainConfig, step: int, timesteps: int)
 
 
 # ---------------------------------------------------------------------------------------------- precision
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX); elsewhere it is emulated."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def choose_precision(precision: str, device: torch.device) -> str:
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"Precision must be auto, bf16 or fp32, got {precision!r}.")
     if precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
+        return "bf16" if devices.bf16_supported(device) else "fp32"
     return precision
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.core import settings
+from pipelines.core import devices, settings
 from pipelines.core.errors import TrainingDiverged, UserError
 from pipelines.core.images import load_image
 from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path, discard_checkpoints
@@ -188,21 +188,9 @@ def model_folder(image: Any, config: TrainConfig) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- precision
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX); elsewhere it is emulated."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def choose_precision(config: TrainConfig, device: torch.device) -> str:
     if config.precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
+        return "bf16" if devices.bf16_supported(device) else "fp32"
     return config.precision
 
 

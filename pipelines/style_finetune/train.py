@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipelines.core import settings
+from pipelines.core import devices, settings
 from pipelines.core.errors import TrainingDiverged, UserError, checked_name
 from pipelines.core.jobs import (
     CancelToken,
@@ -285,12 +285,7 @@ def autocast_for(device: Any, mixed_precision: str) -> tuple[Callable[[], Any], 
     kind = getattr(device, "type", str(device))
     choice = mixed_precision
     if choice == "auto":
-        if kind == "cuda":
-            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif kind == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
-            choice = "bf16"
-        else:
-            choice = "no"
+        choice = "bf16" if devices.bf16_supported(device) else ("fp16" if kind == "cuda" else "no")
     if choice == "no":
         return nullcontext, "fp32"
     dtype = torch.bfloat16 if choice == "bf16" else torch.float16
