@@ -8,17 +8,14 @@ ASL_UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q -m browser), so a test ru
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,16 @@ import csv
 import io
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = "screenshot_judging.png"  # under assets/ only when refreshing the README's screenshots
 PAIRS = 10
 SET_NAMES = ("Zanzibar-tuned", "Quokka-base")  # what the user calls A and B: never on the page while judging

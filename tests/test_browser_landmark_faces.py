@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +29,6 @@ def _set_slider(page, elem_id: str, value: float) -> None:
     box.fill(str(value))
     box.press("Enter")
 
-
-def _set_number(page, elem_id: str, value: float) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
 
 
 def test_sliders_set_landmarks_and_both_models_draw_faces(app_url, tmp_path):

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS, set_number
 from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +22,6 @@ def app_url(tmp_path_factory, shared_cache_dir):
                      env={"HF_HUB_OFFLINE": "1"}) as url:
         yield url
 
-
-def _set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
 
 
 def test_upload_train_briefly_and_get_variations(app_url, tmp_path):
@@ -49,12 +41,12 @@ def test_upload_train_briefly_and_get_variations(app_url, tmp_path):
         page.locator("#si-image input[type=file]").set_input_files(str(photo))
         page.get_by_text(re.compile(r"Trains at 48×32")).wait_for()  # the estimate, before training
         page.locator("#si-settings").get_by_text("Training settings").click()
-        _set_number(page, "si-steps", 50)
-        _set_number(page, "si-width", 16)
+        set_number(page, "si-steps", 50)
+        set_number(page, "si-width", 16)
         page.locator("#si-train").click()
         page.locator("#si-status").get_by_text(re.compile(r"Trained 50 steps")).wait_for()
         page.get_by_text(re.compile(r"trained on your 48×32 image")).wait_for()
-        _set_number(page, "si-count", 2)
+        set_number(page, "si-count", 2)
         page.locator("#si-generate").click()
         page.locator("#si-var-status").get_by_text(re.compile(r"2 variations in")).wait_for()
         sources = [image.get_attribute("src") or "" for image in page.locator("#si-gallery img").all()]

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS, set_number
 from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_ID = re.compile(r"run `?([0-9a-f]{12})")
 
 
@@ -29,21 +26,16 @@ def app_url(tmp_path_factory, shared_cache_dir):
         yield url
 
 
-def _set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
-
 
 def _prepare(page, url: str, prefix: str, seed: int) -> None:
     page.goto(url)
     page.get_by_role("tab", name="Storyboard").click()
-    _set_number(page, "sb-count", 3)
+    set_number(page, "sb-count", 3)
     page.locator("#sb-prefix textarea").fill(prefix)
     for index, text in enumerate(("outdoors, standing", "sitting on a bench", "walking in the rain")):
         page.locator(f"#sb-prompt-{index} textarea").fill(text)
-    _set_number(page, "sb-steps", 2)
-    _set_number(page, "sb-size", 256)
+    set_number(page, "sb-steps", 2)
+    set_number(page, "sb-size", 256)
     page.locator("#sb-seed input").fill(str(seed))
 
 
@@ -65,7 +57,7 @@ def test_sketch_edit_and_draw_a_storyboard_while_another_session_draws_its_own(a
         first.set_default_timeout(300_000)
         _prepare(first, app_url, "1boy, red scarf,", 1)
         first.get_by_text("Sketch settings").click()
-        _set_number(first, "sb-sketch-steps", 2)
+        set_number(first, "sb-sketch-steps", 2)
         first.locator("#sb-sketch-all").click()
         first.locator("#sb-sketch-status").get_by_text(re.compile("Sketches in")).wait_for()
         canvas = first.locator("#sb-sketch-1 canvas").first

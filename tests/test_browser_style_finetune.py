@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS, set_number
 from tests.support.screenshots import screenshot_path
 from tests.support.server import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +25,6 @@ def app_url(tmp_path_factory, shared_cache_dir):
                      env={"HF_HUB_OFFLINE": "1"}) as url:
         yield url
 
-
-def _set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
 
 
 def test_upload_train_and_compare_from_the_page(app_url, tmp_path):
@@ -52,20 +44,20 @@ def test_upload_train_and_compare_from_the_page(app_url, tmp_path):
         page.locator("#sf-files input[type=file]").set_input_files(paths)
         page.locator("#sf-name textarea, #sf-name input").first.fill("browser_style")
         page.locator("#sf-trigger textarea, #sf-trigger input").first.fill("zqstyle")
-        _set_number(page, "sf-resolution", 64)
+        set_number(page, "sf-resolution", 64)
         page.locator("#sf-prepare").click()
         page.locator("#sf-dataset-status").get_by_text(re.compile(r"4 images")).wait_for()
         assert "zqstyle" in page.locator("#sf-captions").inner_text()
 
-        _set_number(page, "sf-steps", 2)
+        set_number(page, "sf-steps", 2)
         page.locator("#sf-train").click()
         page.locator("#sf-train-status").get_by_text(re.compile(r"2/2 steps, finished")).wait_for()
         assert "test model" in page.locator("#sf-train-status").inner_text()
         assert page.locator("#sf-validation img").count() >= 1
 
-        _set_number(page, "sf-count", 2)
-        _set_number(page, "sf-ab-steps", 2)
-        _set_number(page, "sf-size", 64)
+        set_number(page, "sf-count", 2)
+        set_number(page, "sf-ab-steps", 2)
+        set_number(page, "sf-size", 64)
         page.locator("#sf-compare").click()
         page.locator("#sf-compare-notes").get_by_text(re.compile(r"bottom row: tuned")).wait_for()
         assert page.locator("#sf-grid img").count() == 1
