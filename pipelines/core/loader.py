@@ -125,6 +125,10 @@ def _modules_of(obj: Any) -> list[Any]:
 
 
 def size_in_bytes(obj: Any) -> int:
+    import torch
+
+    if isinstance(obj, dict) and all(isinstance(value, torch.Tensor) for value in obj.values()):  # "state_dict"
+        return sum(tensor.numel() * tensor.element_size() for tensor in obj.values())
     seen, total = set(), 0
     for module in _modules_of(obj):
         for tensor in [*module.parameters(), *module.buffers()]:
@@ -252,7 +256,8 @@ def load_model(family: str, source: str, *, dtype: Any = None, device: Any = Non
     """Load (or fetch from the cache) a model of `family` from `source`.
 
     Families: diffusers_pipeline, diffusers_model (class_name=...), transformers (class_name=...),
-    open_clip, torch_module. Raises ModelLoadError with a plain message when it cannot be had.
+    open_clip, torch_module, state_dict (filename=...). Raises ModelLoadError with a plain message when it
+    cannot be had.
     """
     if family not in FAMILIES:
         raise ModelLoadError(f"Unknown model family {family!r} (known: {', '.join(sorted(FAMILIES))}).")
@@ -419,6 +424,27 @@ def _load_open_clip(request: LoadRequest) -> Any:
                                                                      device=request.device)
         tokenizer = open_clip.get_tokenizer(arch)
     return model.to(dtype=request.dtype).eval(), preprocess, tokenizer
+
+
+@register_family("state_dict")
+def _load_state_dict(request: LoadRequest) -> Any:
+    """A .safetensors file's tensors, for weights a library applies itself (an IP-Adapter's). Source: the file, or
+    a folder or hub repo with option `filename` (a path inside it). Pickles are refused; tensors stay on the CPU."""
+    from .safeweights import load_safetensors, refuse_pickle_name
+
+    path = Path(request.path_or_id)
+    filename = request.options.get("filename")
+    if filename:
+        refuse_pickle_name(filename, "weights")
+        if path.is_dir():
+            path = path / filename
+        elif not path.exists():
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(request.path_or_id, filename, local_files_only=request.local_files_only))
+    refuse_pickle_name(str(path), "weights")
+    tensors, _ = load_safetensors(path)  # checks the header first: a renamed pickle is refused
+    return tensors
 
 
 @register_family("torch_module")

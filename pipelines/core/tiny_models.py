@@ -172,6 +172,62 @@ def _build_controlnet(folder: Path) -> None:
     controlnet.save_pretrained(folder, safe_serialization=True)
 
 
+IP_ADAPTER_WEIGHTS = "models/ip-adapter-plus-face_sd15.safetensors"  # h94/IP-Adapter's layout, file for file
+IP_ADAPTER_ENCODER = "models/image_encoder"
+
+
+def _build_ip_adapter(folder: Path) -> None:
+    """An IP-Adapter "plus" (a perceiver resampler over the image encoder's penultimate hidden states) for the tiny
+    SD 1.5 UNet, laid out as h94/IP-Adapter ships it: the original key names (`image_proj.latents`,
+    `image_proj.layers.0.0.to_kv.weight`, …, `ip_adapter.1.to_k_ip.weight`, …) that diffusers converts on load,
+    and the CLIP vision encoder beside it, so that the real repo and this one go through the same code."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .safeweights import save_safetensors
+
+    width = UNET_BLOCKS["cross_attention_dim"]
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=width, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=4, projection_dim=width))
+    encoder.save_pretrained(folder / IP_ADAPTER_ENCODER)
+    resampler = IPAdapterPlusImageProjection(embed_dims=width, output_dims=width, hidden_dims=width, heads=1,
+                                             num_queries=4)
+    tensors = {f"image_proj.{key}": value for key, value in _original_resampler_keys(resampler.state_dict()).items()}
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4,
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **UNET_BLOCKS)
+    widths = {"down_blocks": list(unet.config.block_out_channels), "mid_block": [unet.config.block_out_channels[-1]],
+              "up_blocks": list(reversed(unet.config.block_out_channels))}
+    cross_attention = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+    for index, name in enumerate(cross_attention):  # diffusers numbers them 1, 3, 5, … in this order
+        block, _, rest = name.partition(".")
+        hidden = widths[block][0 if block == "mid_block" else int(rest.split(".")[0])]
+        for projection in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{2 * index + 1}.{projection}.weight"] = torch.randn(hidden, width) * 0.1
+    save_safetensors({key: value.contiguous() for key, value in tensors.items()}, folder / IP_ADAPTER_WEIGHTS)
+
+
+def _original_resampler_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """diffusers' resampler names back to the original IP-Adapter ones (the inverse of diffusers' converter)."""
+    import torch
+
+    renames = {"ln0": "0.norm1", "ln1": "0.norm2", "attn.to_q": "0.to_q", "attn.to_out.0": "0.to_out",
+               "ff.0": "1.0", "ff.1.net.0.proj": "1.1", "ff.1.net.2": "1.3"}
+    original = {}
+    for key, value in state.items():
+        if ".attn.to_v." in key:
+            continue
+        if ".attn.to_k." in key:
+            original[key.replace("attn.to_k", "0.to_kv")] = torch.cat([value, state[key.replace("to_k", "to_v")]])
+            continue
+        for old, new in renames.items():
+            key = key.replace(f".{old}.", f".{new}.")
+        original[key] = value
+    return original
+
+
 # ---------------------------------------------------------------------------------------------- CLIP, BLIP
 def _build_clip(folder: Path) -> None:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
@@ -343,6 +399,8 @@ register_tiny(TinySpec("clip", "transformers", "CLIP", 1, _build_clip, {"class_n
 register_tiny(TinySpec("blip", "transformers", "BLIP captioning", 1, _build_blip,
                        {"class_name": "BlipForConditionalGeneration"}))
 register_tiny(TinySpec("inception", "torch_module", "FID Inception v3", 1, _build_inception))
+register_tiny(TinySpec("ip_adapter", "state_dict", "IP-Adapter plus-face for SD 1.5", 1, _build_ip_adapter,
+                       {"filename": IP_ADAPTER_WEIGHTS}))
 
 _BUILD_LOCK = threading.Lock()
 STALE_TEMP_SECONDS = 3600

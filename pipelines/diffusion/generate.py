@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from pipelines.core.jobs import CancelToken, ProgressCallback
 
+    from .ip_adapter import LoadedAdapter, ReferenceImage
     from .steps import LatentsCallback, PreviewCallback
 
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 64, 2048, 8
@@ -66,6 +67,7 @@ class GenerateRequest:
     clip_skip: int = 1
     loras: tuple[tuple[str, float], ...] = ()  # (name or .safetensors path, weight), besides <lora:…> tags
     controlnets: tuple[ControlUnit, ...] = ()
+    reference: ReferenceImage | None = None  # IP-Adapter: a reference image the output takes after
     memory: str = "auto"
 
 
@@ -86,9 +88,10 @@ class GenerateOutput:
 
 def check(request: GenerateRequest) -> list[str]:
     """Plain messages for every problem in the request; empty when it can run. Loads nothing."""
+    from .ip_adapter import check_reference
     from .samplers import check_sampler
 
-    problems = check_sampler(request.sampler, request.schedule)
+    problems = check_sampler(request.sampler, request.schedule) + check_reference(request.reference)
     for name, value in (("Width", request.width), ("Height", request.height)):
         if not MIN_SIZE <= int(value) <= MAX_SIZE:
             problems.append(f"{name} must be between {MIN_SIZE} and {MAX_SIZE} px, got {value}.")
@@ -148,6 +151,7 @@ class _Resources:
     prompts: list[str]  # each image's prompt, without <lora:…> tags
     negative_prompt: str  # without them too (A1111 applies the tags of the positive prompt only)
     notes: list[str]
+    adapter: LoadedAdapter | None = None  # the reference image's IP-Adapter
 
 
 def _load(request: GenerateRequest) -> _Resources:
@@ -168,7 +172,12 @@ def _load(request: GenerateRequest) -> _Resources:
     negative, _ = extract_lora_tags(request.negative_prompt)
     loras = resolve_loras(list(tags.items()), [(name, float(w)) for name, w in request.loras])
     embeddings = find_embeddings("\n".join([*prompts, negative]))
-    return _Resources(pipe, controlnets, loras, embeddings, prompts, negative, [])
+    adapter = None
+    if request.reference is not None:
+        from .ip_adapter import load_adapter
+
+        adapter = load_adapter(request.reference, pipe)
+    return _Resources(pipe, controlnets, loras, embeddings, prompts, negative, [], adapter)
 
 
 def _control_images(request: GenerateRequest, notes: list[str]) -> list[Any]:
@@ -230,6 +239,12 @@ def _control_kwargs(request: GenerateRequest, images: list[Any]) -> dict[str, An
             "control_guidance_end": [float(u.end) for u in units]}
 
 
+def _reference_kwargs(request: GenerateRequest) -> dict[str, Any]:
+    if request.reference is None:
+        return {}
+    return {"ip_adapter_image": request.reference.image.convert("RGB")}
+
+
 def generate(request: GenerateRequest, *, callback: ProgressCallback | None = None,
              cancel: CancelToken | None = None, on_preview: PreviewCallback | None = None,
              preview_every: int = 0, state: Any = None,
@@ -238,6 +253,7 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
     """Generate `request.batch_size` images. `state` and `cross_attention_kwargs` let a method (storyboard's
     MAGA) carry per-call state into its attention processors; the step hook moves `state.step` on."""
     from . import steps
+    from .ip_adapter import applied_ip_adapter
     from .lora import applied_loras
     from .models import base_of, pipeline_for_call
     from .prompts import encode_prompt_batch
@@ -255,11 +271,15 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
     # make about twice the steps; `state.step` counts UNet passes.
     step_hook = steps.hook(callback, cancel, state, total=None, preview_every=preview_every,
                            on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl", on_latents=on_latents)
-    # The lock: LoRAs go into the shared cached modules for this call, so calls on one pipeline take turns.
-    with call_lock(res.pipe), _plain_out_of_memory(request), applied_loras(res.pipe, res.loras):
+    # The lock: LoRAs and an IP-Adapter go into the shared cached modules for this call, so calls on one pipeline
+    # take turns.
+    reference_scale = float(request.reference.scale) if request.reference is not None else 0.0
+    with (call_lock(res.pipe), _plain_out_of_memory(request), applied_loras(res.pipe, res.loras),
+          applied_ip_adapter(call_pipe, res.adapter, reference_scale)):
         embeds = encode_prompt_batch(res.pipe, res.prompts, res.negative_prompt,
                                      clip_skip=int(request.clip_skip), embeddings=res.embeddings)
         images = call_pipe(**_embeds_for_batch(embeds), **_control_kwargs(request, control_images),
+                           **_reference_kwargs(request),
                            num_inference_steps=int(request.steps), guidance_scale=float(request.cfg_scale),
                            width=int(request.width), height=int(request.height), latents=latents,
                            generator=generators, callback_on_step_end=step_hook,
@@ -308,14 +328,17 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
     from .output import infotext_settings
     from .samplers import effective_schedule, split_sampler_name
 
-    models = [model_info(model).as_record() for model in (res.pipe, *res.controlnets)]  # all come from the cache
+    adapter_models = [res.adapter.image_encoder] if res.adapter is not None else []
+    models = [model_info(model).as_record() for model in (res.pipe, *res.controlnets, *adapter_models)]  # cached
     test_model = any(model["test_model"] for model in models)
     source = describe_source(request.model)
     loras = [(lora_file.name, lora_file.short_hash) for lora_file, _, _ in res.loras]
     controlnets = [{"module": unit.module, "model": Path(unit.model).stem if Path(unit.model).suffix else unit.model,
                     "weight": unit.scale, "start": unit.start, "end": unit.end} for unit in request.controlnets]
     extra = {"VAE": Path(request.vae).name if request.vae else None,
-             "Test model": "random weights, output is noise" if test_model else None}
+             "Test model": "random weights, output is noise" if test_model else None,
+             "IP-Adapter": (f"{res.adapter.name} ({Path(request.reference.model).name}), weight "
+                            f"{float(request.reference.scale):g}") if res.adapter is not None else None}
     sampler = split_sampler_name(request.sampler)[0]
     schedule = effective_schedule(request.sampler, request.schedule)
     infotexts = [infotext_settings(steps=int(request.steps), sampler=sampler, schedule=schedule,
@@ -351,7 +374,7 @@ def request_from_settings(params: Mapping[str, Any]) -> GenerateRequest:
     import dataclasses
 
     known = {item.name for item in dataclasses.fields(GenerateRequest)}
-    values = {key: value for key, value in params.items() if key in known and key != "controlnets"}
+    values = {key: value for key, value in params.items() if key in known and key not in ("controlnets", "reference")}
     if "loras" in values:
         values["loras"] = tuple((str(name), float(weight)) for name, weight in values["loras"])
     if "prompts" in values:

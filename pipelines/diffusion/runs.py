@@ -22,11 +22,15 @@ if TYPE_CHECKING:
 def request_params(request: GenerateRequest) -> dict[str, Any]:
     """The request as JSON-able run parameters; condition images are kept as input copies (paths)."""
     params = {field.name: getattr(request, field.name) for field in dataclasses.fields(request)
-              if field.name != "controlnets"}
+              if field.name not in ("controlnets", "reference")}
     params["loras"] = [list(item) for item in request.loras]
     params["prompts"] = list(request.prompts)
     params["controlnets"] = [{**{key: getattr(unit, key) for key in ("model", "scale", "start", "end", "module")},
                               "image": _input_copies(unit.image)} for unit in request.controlnets]
+    reference = request.reference
+    params["reference"] = None if reference is None else {
+        **{key: getattr(reference, key) for key in ("scale", "model", "weights", "encoder")},
+        "image": _input_copies(reference.image)}
     return params
 
 
@@ -50,10 +54,14 @@ def _open_copies(paths: str | list[str]) -> Any:
 
 def request_from_params(params: dict[str, Any]) -> GenerateRequest:
     from .generate import ControlUnit, request_from_settings
+    from .ip_adapter import ReferenceImage
 
     units = tuple(ControlUnit(**{**unit, "image": _open_copies(unit["image"])})
                   for unit in params.get("controlnets") or [])
-    return dataclasses.replace(request_from_settings(params), controlnets=units)
+    reference = params.get("reference")
+    if reference:
+        reference = ReferenceImage(**{**reference, "image": _open_copies(reference["image"])})
+    return dataclasses.replace(request_from_settings(params), controlnets=units, reference=reference or None)
 
 
 def run_generate(request: GenerateRequest, *, tab: str = TAB, store: RunStore | None = None,
