@@ -102,7 +102,8 @@ def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps:
 @gpu_task
 @friendly_errors
 def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str, negative: str, steps: int,
-                           cfg: float, scale: float, seed: int, size: int,
+                           cfg: float, scale: float, seed: int, size: int, reference: Any, ip_adapter: str,
+                           reference_scale: float,
                            progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
     from pipelines.landmark_faces.runs import run_controlnet
 
@@ -110,7 +111,8 @@ def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str
         raise gr.Error("Write a prompt (tags such as: 1girl, anime, smile, blue eyes).")
     record, output = run_controlnet(points, prompt, negative_prompt=negative, model=model, controlnet=controlnet,
                                     steps=int(steps), cfg_scale=float(cfg), control_scale=float(scale),
-                                    seed=int(seed), size=int(size), callback=progress_callback(progress))
+                                    seed=int(seed), size=int(size), reference=reference, ip_adapter=ip_adapter,
+                                    reference_scale=float(reference_scale), callback=progress_callback(progress))
     test = any(m.get("test_model") for m in output.models)
     lines = [f"Run {record.id} in {output.seconds:.1f} s.", *output.notes]
     note = test_model_note(test)
@@ -122,11 +124,14 @@ def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str
 @gpu_task
 @friendly_errors
 def on_compare(points: Any, model: str, tags: str, guidance: float, steps: int, seed: int, count: int,
+               with_reference: bool, sd_model: str, ip_adapter: str, reference_scale: float,
                progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
-    from pipelines.landmark_faces.compare import compare_on_face
+    from pipelines.landmark_faces.compare import ReferenceOnly, compare_on_face
 
+    reference_only = (ReferenceOnly(model=sd_model, ip_adapter=ip_adapter, scale=float(reference_scale),
+                                    size=64 if sd_model.startswith("tiny:") else 512) if with_reference else None)
     result = compare_on_face(points, _tags(tags), model=model, guidance=guidance, steps=int(steps), seed=int(seed),
-                             count=int(count), callback=progress_callback(progress))
+                             count=int(count), reference_only=reference_only, callback=progress_callback(progress))
     gallery = [(_enlarge(image), caption) for image, caption in result.gallery]
     import pandas as pd
 
@@ -139,13 +144,15 @@ def _model_choices() -> list[tuple[str, str]]:
     return model_choices()
 
 
-def _sd_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _sd_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     from pipelines.core.tiny_models import dropdown_choice
     from pipelines.diffusion.models import model_choices
-    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT
+    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT, IP_ADAPTER_DEFAULT
 
     controls = [(f"OpenPose ({CONTROLNET_DEFAULT})", CONTROLNET_DEFAULT), dropdown_choice("controlnet")]
-    return model_choices(), controls
+    adapters = [(f"IP-Adapter plus-face SD 1.5 ({IP_ADAPTER_DEFAULT})", IP_ADAPTER_DEFAULT),
+                dropdown_choice("ip_adapter")]
+    return model_choices(), controls, adapters
 
 
 def build(tab: gr.Tab | None = None) -> None:
@@ -198,11 +205,11 @@ def build(tab: gr.Tab | None = None) -> None:
                 gallery = gr.Gallery(label="Faces", columns=4, height=300, elem_id="lf-gallery")
                 notes = gr.Markdown(elem_id="lf-notes")
             with gr.Tab("ControlNet (SD 1.5)"):
-                sd_models, controls = _sd_choices()
-                gr.Markdown("The landmarks drawn as OpenPose's 70 face points condition an OpenPose ControlNet. "
-                            "Without real SD 1.5 / ControlNet weights on this machine only the **test models** "
-                            "(random weights, output is noise) are offered. IP-Adapter (a reference face) is not "
-                            "available in this build.")
+                sd_models, controls, adapters = _sd_choices()
+                gr.Markdown("The landmarks drawn as OpenPose's 70 face points condition an OpenPose ControlNet; a "
+                            "reference face, if you give one, steers the look through IP-Adapter (plus-face). "
+                            "Without real SD 1.5 / ControlNet / IP-Adapter weights on this machine only the **test "
+                            "models** (random weights, output is noise) can run.")
                 sd_model = gr.Dropdown(sd_models, value=sd_models[-1][1], label="Checkpoint")
                 control = gr.Dropdown(controls, value=controls[-1][1], label="ControlNet")
                 prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt", elem_id="lf-prompt")
@@ -214,16 +221,26 @@ def build(tab: gr.Tab | None = None) -> None:
                 with gr.Row():
                     sd_seed = gr.Number(0, precision=0, label="Seed")
                     size = gr.Slider(64, 768, value=512, step=64, label="Size", elem_id="lf-sd-size")
+                with gr.Accordion("Reference face (IP-Adapter, optional)", open=False):
+                    reference = image_input("Reference face", type="pil", height=200)
+                    ip_adapter = gr.Dropdown(adapters, value=adapters[-1][1], label="IP-Adapter")
+                    reference_scale = gr.Slider(0, 1.5, value=0.6, step=0.05, label="Reference strength",
+                                                info="0: ignore the reference; IP-Adapter's usual range is 0.5–1")
                 sd_generate = gr.Button("Generate with ControlNet", elem_id="lf-sd-generate")
                 sd_gallery = gr.Gallery(label="Images", columns=2, height=300, elem_id="lf-sd-gallery")
                 condition = gr.Image(label="OpenPose-face condition", interactive=False, height=256)
                 sd_notes = gr.Markdown(elem_id="lf-sd-notes")
             with gr.Tab("Compare"):
-                gr.Markdown("The same face drawn **with its landmarks** and **from its tags only** (landmarks "
-                            "withheld), against the synthetic drawing of those landmarks: SSIM and PSNR through the "
-                            "Metrics pipeline, and the landmark error (parts read back by colour, in image widths).")
+                gr.Markdown("The seed's comparison on this face: the U-Net **with its landmarks** against **its "
+                            "tags and orientation word only** (landmarks withheld) and, if ticked, **reference-only**"
+                            " (the ControlNet tab's checkpoint + IP-Adapter given the reference drawing, no "
+                            "landmarks). Scored against the synthetic drawing of these landmarks through the Metrics "
+                            "pipeline: SSIM, PSNR, FID/KID/IS against synthetic faces (when their network is on this "
+                            "machine), and the landmark error (parts read back by colour, in image widths).")
+                with_reference = gr.Checkbox(False, label="Also reference-only (SD 1.5 + IP-Adapter)",
+                                             elem_id="lf-compare-reference")
                 compare = gr.Button("Compare", elem_id="lf-compare")
-                compare_gallery = gr.Gallery(label="Reference · with landmarks · tags only", columns=3, height=300)
+                compare_gallery = gr.Gallery(label="Reference · with landmarks · baselines", columns=3, height=300)
                 compare_table = gr.Dataframe(label="Metrics", interactive=False)
                 compare_notes = gr.Markdown()
 
@@ -237,7 +254,9 @@ def build(tab: gr.Tab | None = None) -> None:
     generate.click(on_generate_unet, [points, unet_model, tags, guidance, steps, seed, count], [gallery, notes],
                    **MODEL_WORK)
     sd_generate.click(on_generate_controlnet, [points, sd_model, control, prompt, negative, sd_steps, cfg, scale,
-                                               sd_seed, size], [sd_gallery, condition, sd_notes], **MODEL_WORK)
-    compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count],
-                  [compare_gallery, compare_table, compare_notes], **MODEL_WORK)
+                                               sd_seed, size, reference, ip_adapter, reference_scale],
+                      [sd_gallery, condition, sd_notes], **MODEL_WORK)
+    compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count, with_reference, sd_model,
+                               ip_adapter, reference_scale], [compare_gallery, compare_table, compare_notes],
+                  **MODEL_WORK)
 

@@ -205,12 +205,43 @@ def test_the_controlnet_path_draws_with_the_openpose_face_of_our_landmarks() -> 
     assert "ControlNet" in json.dumps(read_png_metadata(record.outputs[0]), default=str)
 
 
-def test_compare_reports_ssim_psnr_and_landmark_error_with_intervals() -> None:
-    from pipelines.landmark_faces.compare import compare_on_face
+def test_compare_reports_every_metric_with_intervals_against_both_baselines() -> None:
+    """Landmark-guided against text-only and reference-only (tiny SD 1.5 + tiny IP-Adapter), scored by the metrics
+    pipeline: SSIM/PSNR against the reference face, FID/KID against synthetic faces, landmark error."""
+    from pipelines.landmark_faces.compare import ReferenceOnly, compare_on_face
 
-    result = compare_on_face(L.parametric_face(), ["smile"], model="tiny:landmark_unet", steps=2, count=3)
-    assert {"ssim", "psnr", "landmark_error"} <= set(result.rows)
+    result = compare_on_face(L.parametric_face(), ["smile"], model="tiny:landmark_unet", steps=2, count=3,
+                             reference_only=ReferenceOnly(steps=2, size=64), networks={"inception": "tiny:inception"})
+    for baseline in ("text_only", "reference_only"):
+        assert {f"{baseline}:{key}" for key in ("ssim", "psnr", "fid", "kid", "landmark_error")} <= set(result.rows)
     for row in result.rows.values():
         assert row["low"] <= row["high"]
-    assert "Test model" in result.markdown and "IP-Adapter" in result.markdown
-    assert len(result.gallery) == 1 + 2 * 3
+    assert "Test model" in result.markdown and "not real scores" in result.markdown
+    assert len(result.gallery) == 1 + 3 * 3
+    without = compare_on_face(L.parametric_face(), ["smile"], model="tiny:landmark_unet", steps=2, count=2,
+                              networks={"inception": "tiny:inception"})
+    assert "Reference-only (IP-Adapter) was not run" in without.markdown
+    assert not any(key.startswith("reference_only") for key in without.rows)
+
+
+@pytest.mark.parametrize("yaw", [-35, -20, -5, 0, 8, 20, 35])
+def test_the_text_only_orientation_word_agrees_with_the_training_tags(yaw: float) -> None:
+    from pipelines.landmark_faces.compare import turn_tag
+
+    params = L.FaceParams(yaw=yaw)
+    expected = [tag for tag in synthetic.tags_for(params, "brown_hair", "blue_eyes") if tag in synthetic.TURN_TAGS]
+    assert [turn_tag(L.parametric_face(params))] == expected
+
+
+def test_the_controlnet_path_takes_a_reference_face_through_ip_adapter() -> None:
+    from PIL import Image
+
+    from pipelines.landmark_faces.runs import run_controlnet
+
+    points = L.parametric_face()
+    face = Image.new("RGB", (64, 64), (250, 200, 180))
+    plain = run_controlnet(points, "1girl", model="tiny:sd15", controlnet="tiny:controlnet", steps=2, size=64)[1]
+    record, steered = run_controlnet(points, "1girl", model="tiny:sd15", controlnet="tiny:controlnet", steps=2,
+                                     size=64, reference=face, reference_scale=1.0)
+    assert record.params["reference"]["scale"] == 1.0
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(steered.images[0]))

@@ -61,4 +61,4 @@ def test_generating_with_the_tiny_unet_is_labelled_as_a_test_model() -> None:
                              progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="prompt"):
         tab.on_generate_controlnet(L.parametric_face().tolist(), "tiny:sd15", "tiny:controlnet", "  ", "", 2, 7, 1,
-                                   0, 64, progress=lambda *a, **k: None)
+                                   0, 64, None, "tiny:ip_adapter", 0.6, progress=lambda *a, **k: None)

@@ -92,7 +92,7 @@ __all__ = ["METHOD_CARD", "SHIPPED_LABEL", "SHIPPED_MODEL", "TAB", "TINY_UNET", 
 __getattr__ = lazy_exports(__name__, {
     "FaceParams": "landmarks", "parametric_face": "landmarks", "from_photo": "landmarks", "from_json": "landmarks",
     "to_json": "landmarks", "sample": "generate", "TrainConfig": "train", "train": "train",
-    "run_generate": "runs", "run_train": "runs", "run_controlnet": "runs", "run_compare": "runs",
+    "run_generate": "runs", "run_controlnet": "runs", "compare_on_face": "compare",
 })
 
 

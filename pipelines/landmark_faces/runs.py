@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 TINY_NOTE = "test model — random weights, output is noise"
 CONTROLNET_DEFAULT = "lllyasviel/control_v11p_sd15_openpose"  # draws faces from OpenPose's face points
 CONTROLNET_TEST = "tiny:controlnet"
+IP_ADAPTER_DEFAULT = "h94/IP-Adapter"  # its plus-face SD 1.5 adapter (the core's default weights file)
+IP_ADAPTER_TEST = "tiny:ip_adapter"
 
 
 def run_generate(points: Any, tags: Sequence[str] = (), *, model: str | None = None, guidance: float = 2.0,
@@ -63,17 +65,21 @@ def run_generate(points: Any, tags: Sequence[str] = (), *, model: str | None = N
 
 def controlnet_request(points: Any, prompt: str, *, negative_prompt: str = "", model: str = "tiny:sd15",
                        controlnet: str = CONTROLNET_TEST, control_scale: float = 1.0, steps: int = 20,
-                       cfg_scale: float = 7.0, seed: int = 0, size: int = 512, sampler: str = "Euler a") -> Any:
-    """The diffusion core's request: the landmarks drawn as OpenPose's face points condition the ControlNet."""
+                       cfg_scale: float = 7.0, seed: int = 0, size: int = 512, sampler: str = "Euler a",
+                       reference: Any = None, reference_scale: float = 0.6, ip_adapter: str = IP_ADAPTER_TEST) -> Any:
+    """The diffusion core's request: the landmarks drawn as OpenPose's face points condition the ControlNet; a
+    reference face, if given, steers the look through IP-Adapter (plus-face) at `reference_scale`."""
     from pipelines.diffusion.generate import ControlUnit, GenerateRequest
+    from pipelines.diffusion.ip_adapter import ReferenceImage
 
     from .landmarks import openpose_face
 
     condition = openpose_face(points, size, size)
     unit = ControlUnit(model=controlnet, image=condition, scale=float(control_scale), module="openpose_faceonly")
+    adapter = None if reference is None else ReferenceImage(reference, scale=float(reference_scale), model=ip_adapter)
     return GenerateRequest(prompt=prompt, negative_prompt=negative_prompt, model=model, sampler=sampler,
                            schedule="Automatic", steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed),
-                           width=size, height=size, controlnets=(unit,))
+                           width=size, height=size, controlnets=(unit,), reference=adapter)
 
 
 def run_controlnet(points: Any, prompt: str, *, store: RunStore | None = None,
