@@ -183,7 +183,7 @@ def method_hint(method: str) -> str:
 # ---------------------------------------------------------------------------------------------- 3 compare
 @gpu_task
 def compare_models(tuned: str, prompt: str, negative: str, lora_scale: float, seed: int, count: int, steps: int,
-                   size: int, progress=gr.Progress()):
+                   size: int, fast_preview: bool = False, progress=gr.Progress()):
     from pipelines.core.jobs import JOBS
     from pipelines.style_finetune.apply import CompareRequest, compare_base_tuned
 
@@ -193,7 +193,8 @@ def compare_models(tuned: str, prompt: str, negative: str, lora_scale: float, se
     try:
         output = compare_base_tuned(CompareRequest(tuned=tuned, prompt=prompt or "", negative_prompt=negative or "",
                                                    lora_scale=float(lora_scale), seed=int(seed), count=int(count),
-                                                   steps=int(steps), size=int(size)),
+                                                   steps=int(steps), size=int(size),
+                                                   fast_preview=bool(fast_preview)),
                                     callback=progress_callback(progress), cancel=token)
     finally:
         JOBS.finish(job_id, token)
@@ -305,6 +306,10 @@ def build(tab: gr.Tab | None = None) -> None:
             count = gr.Slider(1, 8, value=4, step=1, label="Images per side", elem_id="sf-count")
             ab_steps = gr.Slider(1, 50, value=20, step=1, label="Sampling steps", elem_id="sf-ab-steps")
             size = gr.Slider(64, 1024, value=512, step=64, label="Size (px)", elem_id="sf-size")
+        fast_preview = gr.Checkbox(False, label="Fast preview (LCM-LoRA: 4 steps at CFG 1 — for a CPU)",
+                                   info="A quick look in seconds instead of minutes; fetches LCM-LoRA for SD 1.5 once "
+                                        "(a tiny test LoRA for the test model). Evaluate always samples in full.",
+                                   elem_id="sf-fast-preview")
         compare = gr.Button("Generate base and tuned", variant="primary", elem_id="sf-compare")
         grid = gr.Image(label="Top: base · bottom: tuned (same seeds)", type="pil", elem_id="sf-grid")
         compare_notes = gr.Markdown(elem_id="sf-compare-notes")
@@ -332,7 +337,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train", **MODEL_WORK)
     cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="style_cancel")
     compare.click(friendly_errors(compare_models),
-                  inputs=[tuned, prompt, negative, lora_scale, ab_seed, count, ab_steps, size],
+                  inputs=[tuned, prompt, negative, lora_scale, ab_seed, count, ab_steps, size, fast_preview],
                   outputs=[grid, compare_notes], api_name="style_compare", **MODEL_WORK)
     evaluate.click(friendly_errors(evaluate_models),
                    inputs=[tuned, prompt, eval_count, ab_steps, lora_scale, size, networks],

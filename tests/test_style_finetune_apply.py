@@ -86,3 +86,23 @@ def test_evaluation_on_test_networks_is_labelled_and_has_intervals(trained):
         assert row.test_model and row.a is not None and row.b is not None
         assert row.low is not None and row.low <= row.difference <= row.high, row.key
     assert set(report.scatter) == {"A", "B"} and len(report.scatter["B"]["kl"]) == 4
+
+
+@pytest.mark.slow
+def test_the_fast_preview_samples_four_lcm_steps_with_lcm_lora_on_both_sides(trained):
+    from pipelines.core.tiny_models import LCM_LORA_FILE
+    from pipelines.style_finetune.apply import CompareRequest, compare_base_tuned, requests_for
+
+    request = CompareRequest(tuned="ab", prompt=f"{TRIGGER}, shapes", count=1, steps=20, size=64, seed=3,
+                             fast_preview=True)
+    base, tuned, notes = requests_for(request)
+    for side in (base, tuned):
+        assert (side.sampler, side.steps, side.cfg_scale) == ("LCM", 4, 1.0)
+        assert side.loras[-1][0].endswith(LCM_LORA_FILE) and side.loras[-1][1] == 1.0
+    assert len(tuned.loras) == 2 and any("Fast preview" in note for note in notes)
+    calls = []
+    output = compare_base_tuned(request, callback=lambda step, total, message: calls.append((step, total)))
+    assert calls.count((4, 4)) == 2  # four UNet passes per side, whatever the steps setting said
+    full = compare_base_tuned(dataclasses.replace(request, fast_preview=False, steps=4, sampler="LCM",
+                                                  schedule="Automatic", cfg_scale=1.0))
+    assert not np.array_equal(np.asarray(output.base[0]), np.asarray(full.base[0]))  # the LCM-LoRA acts

@@ -228,6 +228,30 @@ def _original_resampler_keys(state: dict[str, Any]) -> dict[str, Any]:
     return original
 
 
+LCM_LORA_FILE = "pytorch_lora_weights.safetensors"  # as latent-consistency/lcm-lora-sdv1-5 names it
+
+
+def _build_lcm_lora(folder: Path) -> None:
+    """A LoRA for the tiny SD 1.5 UNet in LCM-LoRA's file layout (diffusers keys, same file name), random weights:
+    it exercises the few-step preview path (LCM sampler + LoRA) without learning anything."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4,
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **UNET_BLOCKS)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); give it weights
+                param.normal_(std=0.05)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, weight_name=LCM_LORA_FILE)
+
+
 # ---------------------------------------------------------------------------------------------- CLIP, BLIP
 def _build_clip(folder: Path) -> None:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
@@ -399,6 +423,8 @@ register_tiny(TinySpec("clip", "transformers", "CLIP", 1, _build_clip, {"class_n
 register_tiny(TinySpec("blip", "transformers", "BLIP captioning", 1, _build_blip,
                        {"class_name": "BlipForConditionalGeneration"}))
 register_tiny(TinySpec("inception", "torch_module", "FID Inception v3", 1, _build_inception))
+register_tiny(TinySpec("lcm_lora", "state_dict", "LCM-LoRA for SD 1.5", 1, _build_lcm_lora,
+                       {"filename": LCM_LORA_FILE}))
 register_tiny(TinySpec("ip_adapter", "state_dict", "IP-Adapter plus-face for SD 1.5", 1, _build_ip_adapter,
                        {"filename": IP_ADAPTER_WEIGHTS}))
 

@@ -78,3 +78,40 @@ def find_embeddings(text: str) -> dict[str, Any]:
     if not available:
         return {}
     return {name: read_embedding(available[name]).vectors for name in find_embedding_names(text, available)}
+
+
+# Few-step previews (a CPU user's quick look): LCM-LoRA turns an SD 1.5 model into a 4-step one (Luo et al. 2023),
+# sampled with LCM at CFG 1, the settings its model card gives.
+LCM_LORA_SD15 = "latent-consistency/lcm-lora-sdv1-5"
+LCM_LORA_NAME = "lcm-lora-sdv1-5"  # what it is installed as, so a prompt may also write <lora:lcm-lora-sdv1-5:1>
+FAST_PREVIEW = {"sampler": "LCM", "schedule": "Automatic", "steps": 4, "cfg_scale": 1.0}
+
+
+def lcm_lora(base_model: str) -> str:
+    """The LCM-LoRA file for `base_model` (SD 1.5 family): the tiny test one for a tiny model, else the installed
+    copy, else fetched from the Hub once and installed in <outputs>/loras. Returns a .safetensors path."""
+    import shutil
+
+    from pipelines.core.jobs import atomic_path
+    from pipelines.core.loader import is_test_model
+    from pipelines.core.network import hub_status
+    from pipelines.core.tiny_models import LCM_LORA_FILE, build
+
+    if is_test_model(base_model):
+        return str(build("lcm_lora") / LCM_LORA_FILE)
+    found = installed("lora").get(LCM_LORA_NAME)
+    if found is not None:
+        return str(found)
+    from huggingface_hub import hf_hub_download
+
+    offline = hub_status().offline
+    try:
+        downloaded = hf_hub_download(LCM_LORA_SD15, LCM_LORA_FILE, local_files_only=offline)
+    except Exception as err:  # not cached and no network, or the Hub refused
+        raise UserError(f"The fast preview needs the LCM-LoRA ({LCM_LORA_SD15}), which is not on this machine"
+                        f"{' and the Hub cannot be reached' if offline else ''}. Put {LCM_LORA_NAME}.safetensors "
+                        f"in {lora_folders()[-2]}, or turn the fast preview off.") from err
+    target = lora_folders()[-1] / f"{LCM_LORA_NAME}.safetensors"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(downloaded, tmp)
+    return str(target)

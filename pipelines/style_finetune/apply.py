@@ -221,6 +221,7 @@ class CompareRequest:
     cfg_scale: float = 7.0
     size: int = 512
     model: str = ""  # "": the training's base model
+    fast_preview: bool = False  # LCM-LoRA on both sides, 4 LCM steps at CFG 1 (the sampler settings are ignored)
 
 
 @dataclass
@@ -255,8 +256,17 @@ def requests_for(request: CompareRequest) -> tuple[Any, Any, list[str]]:
     if base_model != tuned.base_model:
         notes.append(f"Trained on {tuned.base_model}, used here on {base_model}.")
     loras = ((tuned.lora, float(request.lora_scale)),) if tuned.lora else ()
+    base_loras: tuple[tuple[str, float], ...] = ()
+    if request.fast_preview:
+        from pipelines.diffusion.library import FAST_PREVIEW, lcm_lora
+
+        preview = ((lcm_lora(base_model), 1.0),)
+        common.update(FAST_PREVIEW)
+        base_loras, loras = preview, loras + preview
+        notes.append(f"Fast preview: LCM-LoRA on both sides, {FAST_PREVIEW['steps']} LCM steps at CFG "
+                     f"{FAST_PREVIEW['cfg_scale']:g} — a quick look; turn it off for full quality (and for Evaluate).")
     tuned_model = tuned.model if tuned.method == "full" else base_model
-    base_request = GenerateRequest(prompt=base_prompt, model=base_model, **common)
+    base_request = GenerateRequest(prompt=base_prompt, model=base_model, loras=base_loras, **common)
     tuned_request = GenerateRequest(prompt=prompt, model=tuned_model, loras=loras, **common)
     return base_request, tuned_request, notes
 
