@@ -61,13 +61,14 @@ def on_export(points: Any) -> str:
 
 
 @friendly_errors
-def on_photo(photo: Any) -> tuple[Any, Any, list[list[Any]], Any, str]:
+def on_photo(photo: Any) -> tuple[Any, Any, list[list[Any]], Any, str, list[list[float]]]:
+    """The photo's 24 points, its face-mesh drawing, a note, and the mesh itself (for the MediaPipe condition)."""
     if photo is None:
         raise gr.Error("Upload a photo with a face first.")
     found = L.from_photo(photo)
     points = found.points.tolist()
     note = found.note or "1 face found."
-    return (*_views(points), L.face_mesh_drawing(found.mesh, 384, 384), note)
+    return (*_views(points), L.face_mesh_drawing(found.mesh, 384, 384), note, found.mesh.round(5).tolist())
 
 
 def _enlarge(image: Any) -> Any:
@@ -103,22 +104,23 @@ def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps:
 @friendly_errors
 def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str, negative: str, steps: int,
                            cfg: float, scale: float, seed: int, size: int, reference: Any, ip_adapter: str,
-                           reference_scale: float,
+                           reference_scale: float, condition: str = "openpose", mesh: Any = None,
                            progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
-    from pipelines.landmark_faces.runs import run_controlnet
+    from pipelines.landmark_faces.runs import condition_image, run_controlnet
 
     if not str(prompt or "").strip():
         raise gr.Error("Write a prompt (tags such as: 1girl, anime, smile, blue eyes).")
     record, output = run_controlnet(points, prompt, negative_prompt=negative, model=model, controlnet=controlnet,
                                     steps=int(steps), cfg_scale=float(cfg), control_scale=float(scale),
                                     seed=int(seed), size=int(size), reference=reference, ip_adapter=ip_adapter,
-                                    reference_scale=float(reference_scale), callback=progress_callback(progress))
+                                    reference_scale=float(reference_scale), condition=condition, mesh=mesh,
+                                    callback=progress_callback(progress))
     test = any(m.get("test_model") for m in output.models)
     lines = [f"Run {record.id} in {output.seconds:.1f} s.", *output.notes]
     note = test_model_note(test)
     if note:
         lines.append(note)
-    return output.images, L.openpose_face(points, int(size), int(size)), "\n\n".join(lines)
+    return output.images, condition_image(points, condition, mesh, int(size))[0], "\n\n".join(lines)
 
 
 @gpu_task
@@ -147,9 +149,10 @@ def _model_choices() -> list[tuple[str, str]]:
 def _sd_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     from pipelines.core.tiny_models import dropdown_choice
     from pipelines.diffusion.models import model_choices
-    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT, IP_ADAPTER_DEFAULT
+    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT, CONTROLNET_MEDIAPIPE, IP_ADAPTER_DEFAULT
 
-    controls = [(f"OpenPose ({CONTROLNET_DEFAULT})", CONTROLNET_DEFAULT), dropdown_choice("controlnet")]
+    controls = [(f"OpenPose ({CONTROLNET_DEFAULT})", CONTROLNET_DEFAULT),
+                (f"MediaPipe face ({CONTROLNET_MEDIAPIPE})", CONTROLNET_MEDIAPIPE), dropdown_choice("controlnet")]
     adapters = [(f"IP-Adapter plus-face SD 1.5 ({IP_ADAPTER_DEFAULT})", IP_ADAPTER_DEFAULT),
                 dropdown_choice("ip_adapter")]
     return model_choices(), controls, adapters
@@ -163,6 +166,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 "faces** (32 px) — a demonstration of the method, not an anime illustrator.")
     start = L.parametric_face().tolist()
     points = gr.State(start)
+    photo_mesh = gr.State(None)  # the last photo's MediaPipe mesh (478 points), for the MediaPipe-face condition
     with gr.Row():
         with gr.Column(scale=1):
             overlay = gr.Image(value=L.overlay(start, size=OVERLAY_SIZE, numbers=True), label="Landmarks",
@@ -211,7 +215,14 @@ def build(tab: gr.Tab | None = None) -> None:
                             "Without real SD 1.5 / ControlNet / IP-Adapter weights on this machine only the **test "
                             "models** (random weights, output is noise) can run.")
                 sd_model = gr.Dropdown(sd_models, value=sd_models[-1][1], label="Checkpoint")
-                control = gr.Dropdown(controls, value=controls[-1][1], label="ControlNet")
+                with gr.Row():
+                    condition_kind = gr.Radio([("OpenPose face (drawn from the 24 points)", "openpose"),
+                                               ("MediaPipe face mesh (from the photo)", "mediapipe")],
+                                              value="openpose", label="Condition",
+                                              info="Pair it with its ControlNet: OpenPose ↔ OpenPose, MediaPipe face "
+                                                   "mesh ↔ MediaPipe face. The mesh is the photo's, not the edited "
+                                                   "points.")
+                    control = gr.Dropdown(controls, value=controls[-1][1], label="ControlNet")
                 prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt", elem_id="lf-prompt")
                 negative = gr.Textbox("lowres, bad anatomy", label="Negative prompt")
                 with gr.Row():
@@ -228,7 +239,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                                 info="0: ignore the reference; IP-Adapter's usual range is 0.5–1")
                 sd_generate = gr.Button("Generate with ControlNet", elem_id="lf-sd-generate")
                 sd_gallery = gr.Gallery(label="Images", columns=2, height=300, elem_id="lf-sd-gallery")
-                condition = gr.Image(label="OpenPose-face condition", interactive=False, height=256)
+                condition = gr.Image(label="Condition image", interactive=False, height=256)
                 sd_notes = gr.Markdown(elem_id="lf-sd-notes")
             with gr.Tab("Compare"):
                 gr.Markdown("The seed's comparison on this face: the U-Net **with its landmarks** against **its "
@@ -250,11 +261,12 @@ def build(tab: gr.Tab | None = None) -> None:
     apply_table.click(on_table, table, views)
     load_json.click(on_json, json_file, views)
     export.click(on_export, points, exported)
-    use_photo.click(on_photo, photo, [*views, mesh, photo_note])
+    use_photo.click(on_photo, photo, [*views, mesh, photo_note, photo_mesh])
     generate.click(on_generate_unet, [points, unet_model, tags, guidance, steps, seed, count], [gallery, notes],
                    **MODEL_WORK)
     sd_generate.click(on_generate_controlnet, [points, sd_model, control, prompt, negative, sd_steps, cfg, scale,
-                                               sd_seed, size, reference, ip_adapter, reference_scale],
+                                               sd_seed, size, reference, ip_adapter, reference_scale,
+                                               condition_kind, photo_mesh],
                       [sd_gallery, condition, sd_notes], **MODEL_WORK)
     compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count, with_reference, sd_model,
                                ip_adapter, reference_scale], [compare_gallery, compare_table, compare_notes],

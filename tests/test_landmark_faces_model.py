@@ -245,3 +245,31 @@ def test_the_controlnet_path_takes_a_reference_face_through_ip_adapter() -> None
                                      size=64, reference=face, reference_scale=1.0)
     assert record.params["reference"]["scale"] == 1.0
     assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(steered.images[0]))
+
+
+def test_a_photo_mesh_drives_the_mediapipe_face_condition_and_its_absence_is_explained() -> None:
+    from PIL import Image
+    from skimage import data
+
+    from pipelines.core.errors import UserError
+    from pipelines.landmark_faces.runs import CONTROLNET_MEDIAPIPE, controlnet_request, run_controlnet
+
+    found = L.from_photo(Image.fromarray(data.astronaut()))
+    request = controlnet_request(found.points, "1girl", size=64, condition="mediapipe", mesh=found.mesh)
+    unit = request.controlnets[0]
+    assert unit.module == "mediapipe_face"
+    np.testing.assert_array_equal(np.asarray(unit.image), np.asarray(L.face_mesh_drawing(found.mesh, 64, 64)))
+    with pytest.raises(UserError, match="photo"):
+        controlnet_request(found.points, "1girl", size=64, condition="mediapipe")
+    record, _ = run_controlnet(found.points, "1girl", steps=1, size=64, condition="mediapipe", mesh=found.mesh)
+    assert record.params["landmark_faces"]["condition"] == "mediapipe"
+    assert CONTROLNET_MEDIAPIPE.count("/") == 2  # a hub repo with a sub-folder
+
+
+def test_hub_sources_with_a_sub_folder_are_split_and_others_are_not(tmp_path) -> None:
+    from pipelines.diffusion.models import hub_subfolder
+
+    assert hub_subfolder("CrucibleAI/ControlNetMediaPipeFace/diffusion_sd15") == (
+        "CrucibleAI/ControlNetMediaPipeFace", "diffusion_sd15")
+    for plain in ("lllyasviel/control_v11p_sd15_openpose", "tiny:controlnet", str(tmp_path), "/abs/a/b/c"):
+        assert hub_subfolder(plain) == (plain, "")

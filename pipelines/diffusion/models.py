@@ -124,12 +124,25 @@ def _vae_layout(vae: str) -> dict[str, str]:
 
 
 def load_controlnet(source: str, *, dtype: Any = None, device: Any = None) -> Any:
+    """A ControlNet from a hub id, a folder, a single .safetensors file, or "org/repo/sub/folder" (a hub repo that
+    keeps it in a sub-folder, as CrucibleAI/ControlNetMediaPipeFace keeps its SD 1.5 one in diffusion_sd15)."""
     source = str(source).strip()
     refuse_pickle_name(source, "checkpoints")
     options: dict[str, Any] = {"class_name": "ControlNetModel"}
     if is_single_file(source) and Path(source).exists():
         options["config"] = str(ASSETS / "sd15_controlnet")
-    return load_model("diffusers_model", source, dtype=dtype, device=device, **options)
+    repo, subfolder = hub_subfolder(source)
+    if subfolder:
+        options["subfolder"] = subfolder
+    return load_model("diffusers_model", repo, dtype=dtype, device=device, **options)
+
+
+def hub_subfolder(source: str) -> tuple[str, str]:
+    """("org/repo", "sub/folder") for a hub source with a sub-folder; (source, "") for everything else."""
+    parts = source.split("/")
+    if len(parts) < 3 or source.startswith((TINY_PREFIX, "/", ".", "~")) or Path(source).exists():
+        return source, ""
+    return "/".join(parts[:2]), "/".join(parts[2:])
 
 
 def controlnet_for(pipe: Any, source: str) -> Any:

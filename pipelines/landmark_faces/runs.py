@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 TINY_NOTE = "test model — random weights, output is noise"
 CONTROLNET_DEFAULT = "lllyasviel/control_v11p_sd15_openpose"  # draws faces from OpenPose's face points
 CONTROLNET_TEST = "tiny:controlnet"
+CONTROLNET_MEDIAPIPE = "CrucibleAI/ControlNetMediaPipeFace/diffusion_sd15"  # trained on MediaPipe face-mesh drawings
+CONDITIONS = ("openpose", "mediapipe")
 IP_ADAPTER_DEFAULT = "h94/IP-Adapter"  # its plus-face SD 1.5 adapter (the core's default weights file)
 IP_ADAPTER_TEST = "tiny:ip_adapter"
 
@@ -66,33 +68,52 @@ def run_generate(points: Any, tags: Sequence[str] = (), *, model: str | None = N
 def controlnet_request(points: Any, prompt: str, *, negative_prompt: str = "", model: str = "tiny:sd15",
                        controlnet: str = CONTROLNET_TEST, control_scale: float = 1.0, steps: int = 20,
                        cfg_scale: float = 7.0, seed: int = 0, size: int = 512, sampler: str = "Euler a",
-                       reference: Any = None, reference_scale: float = 0.6, ip_adapter: str = IP_ADAPTER_TEST) -> Any:
-    """The diffusion core's request: the landmarks drawn as OpenPose's face points condition the ControlNet; a
-    reference face, if given, steers the look through IP-Adapter (plus-face) at `reference_scale`."""
+                       reference: Any = None, reference_scale: float = 0.6, ip_adapter: str = IP_ADAPTER_TEST,
+                       condition: str = "openpose", mesh: Any = None) -> Any:
+    """The diffusion core's request. condition "openpose": the landmarks drawn as OpenPose's face points;
+    "mediapipe": a photo's MediaPipe face mesh (`mesh`, 478 points) drawn as MediaPipe draws it, for the
+    MediaPipe-face ControlNet. A reference face, if given, steers the look through IP-Adapter at `reference_scale`."""
     from pipelines.diffusion.generate import ControlUnit, GenerateRequest
     from pipelines.diffusion.ip_adapter import ReferenceImage
 
-    from .landmarks import openpose_face
-
-    condition = openpose_face(points, size, size)
-    unit = ControlUnit(model=controlnet, image=condition, scale=float(control_scale), module="openpose_faceonly")
+    image, module = condition_image(points, condition, mesh, size)
+    unit = ControlUnit(model=controlnet, image=image, scale=float(control_scale), module=module)
     adapter = None if reference is None else ReferenceImage(reference, scale=float(reference_scale), model=ip_adapter)
     return GenerateRequest(prompt=prompt, negative_prompt=negative_prompt, model=model, sampler=sampler,
                            schedule="Automatic", steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed),
                            width=size, height=size, controlnets=(unit,), reference=adapter)
 
 
+def condition_image(points: Any, condition: str, mesh: Any, size: int) -> tuple[Any, str]:
+    """(the ControlNet's condition image, A1111's name for its preprocessor)."""
+    import numpy as np
+
+    from pipelines.core.errors import UserError
+
+    from .landmarks import face_mesh_drawing, openpose_face
+
+    if condition not in CONDITIONS:
+        raise UserError(f"Unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}.")
+    if condition == "openpose":
+        return openpose_face(points, size, size), "openpose_faceonly"
+    if mesh is None or len(mesh) < 468:
+        raise UserError("The MediaPipe face-mesh condition comes from a photo: find the landmarks in a photo first "
+                        "(or choose the OpenPose condition, which the 24 points draw).")
+    return face_mesh_drawing(np.asarray(mesh, dtype=np.float64), size, size), "mediapipe_face"
+
+
 def run_controlnet(points: Any, prompt: str, *, store: RunStore | None = None,
                    callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
                    **options: Any) -> tuple[RunRecord, Any]:
-    """SD 1.5 + OpenPose-face ControlNet as one recorded run (the diffusion core's run, with our landmarks)."""
+    """SD 1.5 + a face ControlNet as one recorded run (the diffusion core's run, with our landmarks)."""
     from pipelines.diffusion.runs import run_generate as core_run
 
     from . import landmarks
 
     array = landmarks.check_points(points)
     request = controlnet_request(array, prompt, **options)
-    extra = {"landmark_faces": {"path": "controlnet", "points": array.round(5).tolist()}}
+    extra = {"landmark_faces": {"path": "controlnet", "points": array.round(5).tolist(),
+                                "condition": options.get("condition", "openpose")}}
     return core_run(request, tab=TAB, store=store, callback=callback, cancel=cancel, extra_params=extra)
 
 
