@@ -4,14 +4,16 @@ Two ways to draw a face from landmarks:
 - the seed's own model, a pixel-space landmark-conditioned U-Net (unet.py), trained here on synthetic cartoon
   faces (synthetic.py) with the project's own command and shipped in assets/landmark_faces/;
 - Stable Diffusion 1.5 + an OpenPose-face ControlNet through the diffusion core, with the landmarks drawn as
-  OpenPose's 70 face points.
+  OpenPose's 70 face points (or a photo's MediaPipe mesh for the MediaPipe-face ControlNet), optionally with a
+  reference face through IP-Adapter.
+`compare.compare_on_face` runs the seed's comparison: landmark-guided vs text-only vs reference-only (IP-Adapter).
 
     from pipelines.landmark_faces import FaceParams, parametric_face, load_unet, sample
     points = parametric_face(FaceParams(yaw=20, smile=0.8))        # or landmarks.from_photo / from_json
     faces = sample(load_unet(), points, ["blonde_hair", "blue_eyes", "smile"], guidance=2.0, seed=1, count=4)
     faces.images[0].save("face.png")
 
-    python -m pipelines.landmark_faces train --steps 3000 --width 16 --size 32 --out model.safetensors
+    python -m pipelines.landmark_faces train --steps 3000 --width 16 --image-size 32 --out model.safetensors
     python -m pipelines.landmark_faces generate --yaw 20 --tags "blonde_hair, smile" --out out/
 
 Importing this package is cheap (no torch or numpy); they load on first use.
@@ -46,14 +48,16 @@ METHOD_CARD = MethodCard(
         "trained on photos and mostly fail on anime faces, so here you set the landmarks yourself — with sliders "
         "(yaw, pitch, roll, eyes, gaze, mouth, smile, width), by editing the points, from a JSON file, or from a "
         "photo through MediaPipe — and draw a face either with the seed's own U-Net (trained in this project on "
-        "synthetic cartoon faces, shipped with the app) or with Stable Diffusion 1.5 and an OpenPose-face "
-        "ControlNet."
+        "synthetic cartoon faces, shipped with the app) or with Stable Diffusion 1.5 and an OpenPose-face (or, from a "
+        "photo, MediaPipe-face) ControlNet, optionally steered by a reference face through IP-Adapter. Compare "
+        "sets the landmark-guided face against text-only and reference-only ones, as the seed's Table 1 does."
     ),
     inputs="24 landmarks (sliders, table, JSON or a photo), tags, a guidance scale and a seed",
     model=(
         "the seed's pixel-space U-Net (DoubleConv → 3×Down with attention → bottleneck → 3×Up with attention; the "
         "landmark dot mask plus a learned tag embedding added in at every stage; classifier-free guidance), or "
-        "SD 1.5 + ControlNet (OpenPose face) through the diffusion core"
+        "SD 1.5 + ControlNet (OpenPose face or MediaPipe face) + optional IP-Adapter (plus-face) through the "
+        "diffusion core"
     ),
     output="faces whose eyes, mouth and outline sit on the landmarks, PNGs with their settings",
     good_at=(
@@ -69,8 +73,8 @@ METHOD_CARD = MethodCard(
         "the seed trained on 30,000 Danbooru faces with OpenCLIP captions (290 M parameters claimed); neither "
         "the data nor those weights are available here",
         "MediaPipe finds photo faces only; anime faces need hand-set landmarks",
-        "the ControlNet path needs real SD 1.5 and ControlNet weights; offline it runs on random-weight test "
-        "models whose output is noise",
+        "the ControlNet path needs real SD 1.5, ControlNet and IP-Adapter weights; offline it runs on random-weight "
+        "test models whose output is noise",
     ),
     references=(
         Reference("Ho, Jain, Abbeel: Denoising Diffusion Probabilistic Models (2020)",
