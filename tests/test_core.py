@@ -367,6 +367,20 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.bin"]
 
 
+def test_a_replaced_folder_keeps_the_old_one_until_the_new_one_is_complete(tmp_path):
+    target = tmp_path / "step-0000010"
+    with jobs.atomic_folder(target) as tmp:
+        (tmp / "weights").write_text("old")
+    with pytest.raises(RuntimeError), jobs.atomic_folder(target, replace=True) as tmp:
+        (tmp / "weights").write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert (target / "weights").read_text() == "old"
+    with jobs.atomic_folder(target, replace=True) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (target / "weights").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["step-0000010"]
+
+
 def test_job_registry_cancel_reaches_token():
     job_id, token = jobs.JOBS.start()
     assert not token.cancelled and jobs.JOBS.cancel(job_id) and token.cancelled

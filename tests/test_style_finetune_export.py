@@ -146,3 +146,18 @@ def test_full_unet_exports_load_back_as_models():
     assert torch.allclose(unet_output(folder.unet), expected, atol=1e-6)
     single = load_pipeline(str(files["model_single_file"]))  # A1111's layout, fp16 weights
     assert torch.allclose(unet_output(single.unet.float()), expected, atol=2e-2)
+
+
+def test_a_second_training_with_the_same_trigger_word_says_it_replaced_the_installed_embedding(tmp_path,
+                                                                                                monkeypatch):
+    from pipelines.core.settings import outputs_dir
+    from pipelines.style_finetune.apply import export_embedding
+
+    monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path))
+    rows = torch.randn(1, 32)
+    first = export_embedding(rows, TRIGGER, tmp_path / "a", "first", notes := [])
+    assert notes == [] and first["embedding_installed"] == outputs_dir() / "embeddings" / f"{TRIGGER}.safetensors"
+    export_embedding(rows + 1, TRIGGER, tmp_path / "a", "first", notes)  # the same training again: no note
+    assert notes == []
+    export_embedding(rows + 2, TRIGGER, tmp_path / "b", "second", notes)
+    assert len(notes) == 1 and "'first'" in notes[0] and "replaced" in notes[0]

@@ -174,3 +174,26 @@ def test_bad_settings_get_plain_messages():
     assert "Unknown method" in problems and "rank" in problems and "Steps" in problems
     assert "Embedding learning rate" in problems
     assert check(TrainConfig()) == []
+
+
+def test_a_second_training_of_the_same_name_is_refused_while_the_first_runs(tmp_path, monkeypatch):
+    """The lock is a file lock: here another process holds it, as a second server or the CLI would."""
+    import subprocess
+    import sys
+
+    from pipelines.core.errors import UserError
+    from pipelines.style_finetune.train import train, training_folder
+
+    monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path))
+    lock_path = training_folder("busy").parent / ".busy.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; lock = filelock.FileLock(sys.argv[1]); "
+                               "lock.acquire(); print('held', flush=True); time.sleep(60)", str(lock_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="running already"):
+            train(config(name="busy", steps=1), palette_dataset())
+    finally:
+        holder.kill()
+        holder.wait()

@@ -93,17 +93,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; it becomes `path` only if the block succeeds. When another
-    process finished the same folder first, theirs is kept (the folder is complete either way)."""
+    process finished the same folder first, theirs is kept (the folder is complete either way).
+
+    replace=True: an existing `path` is replaced, and only after the new folder is complete (the old one is
+    renamed aside, the new one renamed in, then the old one removed), so a crash never leaves neither."""
     import shutil
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = None
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        if replace and target.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.rename(target, old / target.name)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -111,6 +118,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

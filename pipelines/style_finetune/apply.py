@@ -43,8 +43,10 @@ def _export_folder(folder: Path) -> Path:
     return folder / "export"
 
 
-def export_training(models: TrainingModels, config: TrainConfig, trigger: str, folder: Path) -> dict[str, Path]:
-    """Write every export the method produced (see the module docstring); returns {kind: path}."""
+def export_training(models: TrainingModels, config: TrainConfig, trigger: str, folder: Path,
+                    notes: list[str] | None = None) -> dict[str, Path]:
+    """Write every export the method produced (see the module docstring); returns {kind: path}. What the user
+    should know (an installed file of another training replaced) is appended to `notes`."""
     from .train import trained_tensors
 
     export = _export_folder(folder)
@@ -52,7 +54,8 @@ def export_training(models: TrainingModels, config: TrainConfig, trigger: str, f
     tensors = trained_tensors(models, config)
     files: dict[str, Path] = {}
     if "embedding" in tensors:
-        files.update(export_embedding(tensors["embedding"], trigger, export))
+        files.update(export_embedding(tensors["embedding"], trigger, export, config.name,
+                                      notes if notes is not None else []))
     if any(key.startswith(("unet.", "text_encoder.")) for key in tensors):
         files.update(export_lora(models, config, export))
     if config.method == "full":
@@ -66,16 +69,23 @@ def export_training(models: TrainingModels, config: TrainConfig, trigger: str, f
     return files
 
 
-def export_embedding(rows: Any, trigger: str, export: Path) -> dict[str, Path]:
-    from pipelines.core.safeweights import save_safetensors
+def export_embedding(rows: Any, trigger: str, export: Path, training: str, notes: list[str]) -> dict[str, Path]:
+    """The embedding in both layouts, and installed under the trigger word (A1111 calls an embedding by its file
+    name, so two trainings with one trigger word share that name: the newer replaces the older, and says so)."""
+    from pipelines.core.safeweights import check_safetensors, save_safetensors
 
     rows = rows.detach().float().cpu().contiguous()
-    metadata = {"name": trigger, "vectors": str(rows.shape[0])}
+    metadata = {"name": trigger, "vectors": str(rows.shape[0]), "training": training}
     a1111 = export / f"{trigger}.safetensors"
     save_safetensors({"emb_params": rows}, a1111, metadata)
     diffusers_file = export / "learned_embeds.safetensors"
     save_safetensors({trigger: rows.clone()}, diffusers_file, metadata)
     installed = settings.outputs_dir() / "embeddings" / f"{trigger}.safetensors"
+    if installed.is_file():
+        owner = (check_safetensors(installed).get("__metadata__") or {}).get("training")
+        if owner and owner != training:
+            notes.append(f"The embedding '{trigger}' that training '{owner}' installed was replaced by this one (both "
+                         f"use the trigger word '{trigger}'); '{owner}' keeps its own copy in its export folder.")
     _copy_atomic(a1111, installed)
     return {"embedding_a1111": a1111, "embedding_diffusers": diffusers_file, "embedding_installed": installed}
 
@@ -128,9 +138,7 @@ def _export_full(models: TrainingModels, target: Path) -> Path:
     pipe = StableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
                                    unet=models.unet, scheduler=base.scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    if target.exists():
-        shutil.rmtree(target)
-    with atomic_folder(target) as tmp:
+    with atomic_folder(target, replace=True) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     return target
 

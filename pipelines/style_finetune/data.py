@@ -237,14 +237,10 @@ def build_dataset(sources: Sequence[Any], trigger: str, *, resolution: int = 512
 # ---------------------------------------------------------------------------------------------- storage
 def save_dataset(dataset: Dataset, folder: str | os.PathLike) -> Path:
     """Images as 000.png… and captions.json, written into a temporary folder and renamed into place."""
-    import shutil
-
     from pipelines.core.jobs import atomic_folder
 
     folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, replace=True) as tmp:
         for index, image in enumerate(dataset.images):
             image.save(tmp / f"{index:03d}.png")
         info = {"trigger": dataset.trigger, "resolution": dataset.resolution, "names": list(dataset.names),

@@ -33,8 +33,8 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,9 +358,7 @@ def _write_checkpoint(folder: Path, step: int, models: TrainingModels, config: T
     older step folders beyond the newest KEEP_CHECKPOINTS are removed."""
     checkpoints = folder / "checkpoints"
     target = checkpoints / f"step-{step:07d}"
-    if target.exists():
-        shutil.rmtree(target)
-    with atomic_folder(target) as tmp:
+    with atomic_folder(target, replace=True) as tmp:
         save_safetensors(trained_tensors(models, config), tmp / "adapter.safetensors",
                          {"step": str(step), "method": config.method, "phase": job.phase})
         torch.save({"step": step, "phase": job.phase, "optimizer": job.optimizer.state_dict(),
@@ -461,7 +459,36 @@ def train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback |
           on_validation: Callable[[int, list[Any]], None] | None = None, export: bool = True) -> TrainResult:
     """Train `dataset`'s style into `config.model` (see the module docstring); returns a TrainResult.
 
-    Pressing Train again with the same settings and data resumes from the last checkpoint (resume=True)."""
+    Pressing Train again with the same settings and data resumes from the last checkpoint (resume=True). One
+    training of a name runs at a time (a file lock, so also across processes): two would overwrite each other's
+    checkpoints and exports."""
+    with _only_training_named(config.name):
+        return _train(config, dataset, callback=callback, cancel=cancel, resume=resume, time_budget_s=time_budget_s,
+                      on_step=on_step, on_validation=on_validation, export=export)
+
+
+@contextmanager
+def _only_training_named(name: str) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    folder = training_folder(name)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.parent / f".{folder.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as err:
+        raise UserError(f"A training named '{name}' is running already (here or in another window); wait for it "
+                        "to finish or choose another name.") from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback | None,
+           cancel: CancelToken | None, resume: bool, time_budget_s: float | None,
+           on_step: Callable[[int, float], None] | None,
+           on_validation: Callable[[int, list[Any]], None] | None, export: bool) -> TrainResult:
     from pipelines.core.loader import is_test_model, marked_test_model
 
     config = resolved(config, len(dataset))
@@ -544,7 +571,7 @@ def train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback |
             from .apply import export_training
 
             report(step, "Exporting")
-            result.files = export_training(models, config, dataset.trigger, folder)
+            result.files = export_training(models, config, dataset.trigger, folder, result.notes)
     result.validation = [(s, [Path(p) for p in paths]) for s, paths in job.validation]
     result.seconds = time.perf_counter() - started
     return result
