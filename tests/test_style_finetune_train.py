@@ -187,9 +187,9 @@ def test_a_second_training_of_the_same_name_is_refused_while_the_first_runs(tmp_
     monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path))
     lock_path = training_folder("busy").parent / ".busy.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; lock = filelock.FileLock(sys.argv[1]); "
-                               "lock.acquire(); print('held', flush=True); time.sleep(60)", str(lock_path)],
-                              stdout=subprocess.PIPE, text=True)
+    script = ("import sys, time, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); "
+              "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(lock_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match="running already"):

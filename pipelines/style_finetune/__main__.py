@@ -6,13 +6,16 @@
     python -m pipelines.style_finetune evaluate --tuned ark --count 32 --json report.json
     python -m pipelines.style_finetune list
 
-Every TrainConfig field is a `train` flag (--learning-rate, --rank, --prior-preservation …).
+Every TrainConfig field is a `train` flag (--learning-rate, --rank, --prior-preservation …). On several GPUs:
+
+    accelerate launch --multi_gpu --num_processes 4 -m pipelines.style_finetune train --name ark …
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -91,9 +94,10 @@ def _run(args: argparse.Namespace) -> int:
         values = {item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)}
         values["validation_seeds"] = tuple(values["validation_seeds"])
         record, result = run_train(TrainConfig(**values), callback=_progress)
-        print(result.summary.replace("**", ""))
-        for kind, path in result.files.items():
-            print(f"{kind}: {path}")
+        if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch, process 0 reports
+            print(result.summary.replace("**", ""))
+            for kind, path in result.files.items():
+                print(f"{kind}: {path}")
     elif args.command == "compare":
         output = compare_base_tuned(CompareRequest(tuned=args.tuned, prompt=args.prompt, seed=args.seed,
                                                    count=args.count, steps=args.steps, lora_scale=args.lora_scale,

@@ -33,7 +33,7 @@ def run_train(config: TrainConfig, dataset: Dataset | None = None, *, store: Run
 
     from .config import check
     from .data import load_dataset, save_dataset
-    from .train import train
+    from .train import launched_processes, train
 
     problems = check(config)
     if problems:
@@ -41,14 +41,19 @@ def run_train(config: TrainConfig, dataset: Dataset | None = None, *, store: Run
 
         raise UserError(" ".join(problems))
     folder = dataset_folder(config.name)
-    if dataset is not None:
-        save_dataset(dataset, folder)
-    dataset = load_dataset(folder)
+    processes = launched_processes()  # one, unless the CLI was started by accelerate launch / torchrun
+    with processes.main_first():
+        if dataset is not None and processes.main:
+            save_dataset(dataset, folder)
+        dataset = load_dataset(folder)
     params = {"train": dataclasses.asdict(config), "dataset": str(folder), "images": len(dataset),
               "trigger": dataset.trigger}
     record = RunRecord(tab=TAB, params=params, seed=int(config.seed), attention=devices.attention_backend(),
                        models=[{"id": config.model, "test_model": is_test_model(config.model)}],
                        device=str(devices.resolve_device()))
+    if not processes.main:  # process 0 keeps the record; the others only train beside it
+        return record, train(config, dataset, callback=callback, cancel=cancel, time_budget_s=time_budget_s,
+                             **hooks)
     store = store or default_store()
     with store.run(record):
         with record.stage("train"):

@@ -19,10 +19,15 @@ Layout (DESIGN.md): outputs/training/<name>/checkpoints/step-0000500/… and sta
 the newest two checkpoints are kept. Cancel or an exhausted time budget writes a checkpoint first.
 
 The training copies of the UNet and text encoder are private deep copies: the cached pipeline that generation
-shares is never changed. accelerate is not used in-process: its AcceleratorState is a process-wide singleton, so
+shares is never changed. accelerate's Accelerator is not used in-process: its state is a process-wide singleton, so
 two jobs with different precisions could not run in one server; autocast and gradient accumulation are a few
-plain lines here (fp16 on CUDA gets a GradScaler). Multi-GPU runs would need `accelerate launch` of the CLI;
-that is not wired yet.
+plain lines here (fp16 on CUDA gets a GradScaler).
+
+Several GPUs: the CLI under `accelerate launch --multi_gpu --num_processes N -m pipelines.style_finetune train …`
+(or torchrun). Each process joins the group through accelerate's PartialState, draws its own batch — process r's
+micro-step m uses the generator of global micro-step r·accumulation + m — and the gradients are averaged before
+every optimizer step, so N processes with accumulation k train exactly as one process with accumulation N·k.
+Process 0 alone writes checkpoints, validation images, exports and the run record.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -110,6 +116,57 @@ def training_folder(name: str) -> Path:
     return settings.outputs_dir() / "training" / checked_name(name, "The training's name")
 
 
+# ---------------------------------------------------------------------------------------------- processes
+MAX_GLOBAL_MICRO_STEPS = 64  # step_generator keeps 64 micro-step streams per optimizer step
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a launched multi-process run; on its own it is process 0 of 1."""
+
+    rank: int = 0
+    count: int = 1
+    state: Any = None  # accelerate's PartialState when launched
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wait(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def main_first(self) -> Any:
+        return self.state.main_process_first() if self.state is not None else nullcontext()
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.count == 1:
+            return tensor
+        from accelerate.utils import reduce
+
+        return reduce(tensor, reduction="mean")
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is true on one (a stop must be taken together, or the others hang)."""
+        if self.count == 1:
+            return flag
+        return bool(self.mean(torch.tensor([float(flag)], device=self.state.device)).item() > 0)
+
+
+def launched_processes() -> Processes:
+    """Process 0 of 1, unless a launcher (accelerate launch, torchrun) started several: then accelerate's
+    PartialState joins the process group (NCCL on GPUs, gloo on CPUs) and this process's GPU becomes the device
+    the core loader puts the models on."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.device.type == "cuda":
+        os.environ["ASL_DEVICE"] = str(state.device)
+    return Processes(state.process_index, state.num_processes, state)
+
+
 # ---------------------------------------------------------------------------------------------- models
 @dataclass
 class TrainingModels:
@@ -126,14 +183,20 @@ class TrainingModels:
     placeholder: str = ""  # what the trigger word is replaced with in captions ("<t_0> <t_1>")
     original_embeddings: Any = None  # the matrix before training; rows outside new_ids are restored from it
     unet_dtype: Any = None  # read once: ModelMixin.dtype walks every parameter on each access
+    processes: Processes = field(default_factory=Processes)
 
 
-def load_models(config: TrainConfig, trigger: str, notes: list[str]) -> TrainingModels:
+def load_models(config: TrainConfig, trigger: str, notes: list[str],
+                processes: Processes | None = None) -> TrainingModels:
     from diffusers import DDPMScheduler
 
     from pipelines.diffusion.generate import call_lock
     from pipelines.diffusion.models import base_of, load_pipeline
 
+    processes = processes or Processes()
+    if processes.count * int(config.gradient_accumulation) > MAX_GLOBAL_MICRO_STEPS:
+        raise UserError(f"Processes × gradient accumulation must be at most {MAX_GLOBAL_MICRO_STEPS}, got "
+                        f"{processes.count} × {config.gradient_accumulation}.")
     pipe = load_pipeline(config.model)
     if base_of(pipe) != "sd15":
         raise UserError("Fine-tuning runs on SD 1.5-family models for now; SDXL is not supported yet.")
@@ -147,7 +210,7 @@ def load_models(config: TrainConfig, trigger: str, notes: list[str]) -> Training
     if config.method == "full":
         unet.to(dtype=torch.float32)
     models = TrainingModels(unet, text_encoder, tokenizer, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config),
-                            pipe, device, unet_dtype=unet.dtype)
+                            pipe, device, unet_dtype=unet.dtype, processes=processes)
     if f"{trigger.lower()}</w>" in tokenizer.get_vocab():
         notes.append(f"'{trigger}' is already a word the base model knows; a rare made-up word (e.g. "
                      f"'{trigger}style_x') keeps the style from mixing with that meaning.")
@@ -355,7 +418,10 @@ class TrainingJob:
 def _write_checkpoint(folder: Path, step: int, models: TrainingModels, config: TrainConfig, job: TrainingJob,
                       data_digest: str) -> None:
     """step-NNNNNNN/ is built in a temporary folder and renamed into place, then state.json (atomically), then
-    older step folders beyond the newest KEEP_CHECKPOINTS are removed."""
+    older step folders beyond the newest KEEP_CHECKPOINTS are removed. Process 0 writes; the others wait for it."""
+    if not models.processes.main:
+        models.processes.wait()
+        return
     checkpoints = folder / "checkpoints"
     target = checkpoints / f"step-{step:07d}"
     with atomic_folder(target, replace=True) as tmp:
@@ -371,6 +437,7 @@ def _write_checkpoint(folder: Path, step: int, models: TrainingModels, config: T
         tmp.write_text(json.dumps(state))
     for old in sorted(checkpoints.glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
+    models.processes.wait()
 
 
 def read_state(name: str) -> dict[str, Any] | None:
@@ -419,8 +486,9 @@ def optimizer_step(models: TrainingModels, config: TrainConfig, data: EncodedIma
     """One optimizer step over `gradient_accumulation` micro-batches; returns the mean loss."""
     total = 0.0
     accumulation = int(config.gradient_accumulation)
+    processes = models.processes
     for micro in range(accumulation):
-        generator = step_generator(config.seed, step, micro)
+        generator = step_generator(config.seed, step, processes.rank * accumulation + micro)
         indices = _batch_indices(generator, len(data.mean), int(config.batch_size))
         loss = denoising_loss(models, data, indices, generator, autocast).mean()
         if class_data is not None:
@@ -432,6 +500,12 @@ def optimizer_step(models: TrainingModels, config: TrainConfig, data: EncodedIma
         scaled = loss / accumulation
         (job.scaler.scale(scaled) if job.scaler is not None else scaled).backward()
         total += loss.item() / accumulation
+    if processes.count > 1:  # what DDP does, without wrapping the modules the rest of the loop reads
+        for group in job.optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.grad.copy_(processes.mean(param.grad))
+        total = float(processes.mean(torch.tensor([total], device=processes.state.device)).item())
     if job.scaler is not None:
         job.scaler.step(job.optimizer)
         job.scaler.update()
@@ -462,9 +536,10 @@ def train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback |
     Pressing Train again with the same settings and data resumes from the last checkpoint (resume=True). One
     training of a name runs at a time (a file lock, so also across processes): two would overwrite each other's
     checkpoints and exports."""
-    with _only_training_named(config.name):
-        return _train(config, dataset, callback=callback, cancel=cancel, resume=resume, time_budget_s=time_budget_s,
-                      on_step=on_step, on_validation=on_validation, export=export)
+    processes = launched_processes()
+    with _only_training_named(config.name) if processes.main else nullcontext():
+        return _train(processes, config, dataset, callback=callback, cancel=cancel, resume=resume,
+                      time_budget_s=time_budget_s, on_step=on_step, on_validation=on_validation, export=export)
 
 
 @contextmanager
@@ -485,7 +560,7 @@ def _only_training_named(name: str) -> Iterator[None]:
         lock.release()
 
 
-def _train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback | None,
+def _train(processes: Processes, config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback | None,
            cancel: CancelToken | None, resume: bool, time_budget_s: float | None,
            on_step: Callable[[int, float], None] | None,
            on_validation: Callable[[int, list[Any]], None] | None, export: bool) -> TrainResult:
@@ -504,12 +579,15 @@ def _train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback 
             callback(step, config.steps, message)
 
     report(0, "Loading the base model")
-    models = load_models(config, dataset.trigger, notes)
+    models = load_models(config, dataset.trigger, notes, processes)
     autocast, precision = autocast_for(models.device, config.mixed_precision)
     captions = [_caption_text(caption, dataset.trigger, models.placeholder) for caption in dataset.captions]
     report(0, "Encoding the training images")
     data = encode_images(models, dataset.images, captions)
-    class_data = _class_latents(models, config, dataset, folder, report) if config.prior_preservation else None
+    class_data = None
+    if config.prior_preservation:
+        with processes.main_first():  # process 0 generates the class images, the others then read them
+            class_data = _class_latents(models, config, dataset, folder, report)
     data_digest = dataset.digest()
 
     state = read_state(config.name) if resume else None
@@ -522,17 +600,19 @@ def _train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback 
     if state is not None:
         _resume(folder, state, models, job)
         report(start, f"Resuming from step {start}")
-    else:
+    elif processes.main:
         discard_checkpoints(folder / "checkpoints")
+    processes.wait()
     models.unet.train()
     models.text_encoder.train()
     step = start
     try:
         while step < config.steps:
-            if cancel is not None and cancel.cancelled:
+            cancelled = processes.any(cancel is not None and cancel.cancelled)
+            if cancelled:
                 raise JobCancelled(f"Training cancelled at step {step} of {config.steps}; its checkpoint is saved: "
                                    "press Train again with the same settings to resume.")
-            if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            if processes.any(time_budget_s is not None and time.perf_counter() - started > time_budget_s):
                 break
             phase = phase_at(config, step)
             if phase != job.phase:
@@ -567,7 +647,7 @@ def _train(config: TrainConfig, dataset: Dataset, *, callback: ProgressCallback 
     result.notes.insert(0, f"Precision: {precision}; device: {models.device}.")
     if finished:
         _validate(models, config, dataset.trigger, folder, step, job, on_validation)
-        if export:
+        if export and processes.main:
             from .apply import export_training
 
             report(step, "Exporting")
@@ -615,9 +695,11 @@ def validation_prompt(config: TrainConfig, trigger: str) -> str:
 @torch.no_grad()
 def _validate(models: TrainingModels, config: TrainConfig, trigger: str, folder: Path, step: int, job: TrainingJob,
               on_validation: Callable[[int, list[Any]], None] | None) -> None:
-    """Images at the fixed validation seeds from the model as it is now (diffusers' log_validation)."""
+    """Images at the fixed validation seeds from the model as it is now (diffusers' log_validation); process 0's."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+    if not models.processes.main:
+        return
     models.unet.eval()
     models.text_encoder.eval()
     pipe = StableDiffusionPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
