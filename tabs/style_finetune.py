@@ -77,7 +77,7 @@ def prepare_dataset(files: Any, name: str, trigger: str, resolution: int, face_a
 # ---------------------------------------------------------------------------------------------- 2 train
 def _config(name, model, method, steps, learning_rate, embedding_learning_rate, rank, alpha, vectors, initializer,
             train_text_encoder, prior_preservation, class_prompt, mixed_precision, gradient_checkpointing, adam_8bit,
-            seed, checkpoint_every, validation_every, validation_prompt):
+            seed, checkpoint_every, validation_every, validation_prompt, joint=False):
     from pipelines.style_finetune.config import TrainConfig
 
     return TrainConfig(name=(name or "").strip(), model=model, method=method, steps=int(steps),
@@ -87,7 +87,8 @@ def _config(name, model, method, steps, learning_rate, embedding_learning_rate, 
                        class_prompt=class_prompt, mixed_precision=mixed_precision,
                        gradient_checkpointing=bool(gradient_checkpointing), adam_8bit=bool(adam_8bit), seed=int(seed),
                        checkpoint_every=int(checkpoint_every), validation_every=int(validation_every),
-                       validation_prompt=validation_prompt or "")
+                       validation_prompt=validation_prompt or "",
+                       joint=bool(joint) and method == "embedding+lora")
 
 
 def _captions_from_table(table: Any) -> list[str] | None:
@@ -274,6 +275,9 @@ def build(tab: gr.Tab | None = None) -> None:
                 initializer = gr.Textbox(defaults.initializer, label="Embedding starts from the word")
             with gr.Row():
                 text_encoder = gr.Checkbox(False, label="LoRA on the text encoder too")
+                joint = gr.Checkbox(False, label="Embedding and LoRA together (joint; default: embedding first)",
+                                    info="Only for 'Embedding, then DreamBooth-LoRA': one phase, each at its own "
+                                         "learning rate")
                 prior = gr.Checkbox(False, label="Prior preservation (class images from the base model)")
                 class_prompt = gr.Textbox(defaults.class_prompt, label="Class prompt")
             with gr.Row():
@@ -327,7 +331,7 @@ def build(tab: gr.Tab | None = None) -> None:
 
     settings = [name, model, method, steps, learning_rate, embedding_lr, rank, alpha, vectors, initializer,
                 text_encoder, prior, class_prompt, precision, checkpointing, adam_8bit, seed, checkpoint_every,
-                validation_every, validation_prompt]
+                validation_every, validation_prompt, joint]
     prepare.click(friendly_errors(prepare_dataset),
                   inputs=[files, name, trigger, resolution, face_aware, caption_model],
                   outputs=[crops, captions, dataset_status], api_name="style_prepare", **MODEL_WORK)

@@ -3,6 +3,7 @@ training lowers the denoising loss, and that a resumed run ends bit-identical to
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 
 import numpy as np
@@ -15,6 +16,7 @@ from pipelines.core.safeweights import load_safetensors
 from pipelines.style_finetune.data import Dataset
 from pipelines.style_finetune.train import (
     TrainConfig,
+    check,
     denoising_loss,
     encode_images,
     load_models,
@@ -94,6 +96,24 @@ def test_embedding_phase_changes_only_the_new_token_rows():
     assert all(torch.equal(v, other_before[k]) for k, v in models.text_encoder.state_dict().items()
                if "token_embedding" not in k)
     assert all(torch.equal(v, unet_before[k]) for k, v in models.unet.state_dict().items())
+
+
+@pytest.mark.slow
+def test_joint_training_moves_the_new_rows_and_the_lora_at_their_own_rates_and_nothing_else():
+    cfg = config(method="embedding+lora", joint=True, embedding_learning_rate=5e-3, learning_rate=1e-3)
+    assert {phase_at(cfg, step) for step in range(cfg.steps)} == {"joint"}
+    models, data, _ = setup(cfg)
+    matrix_before = models.text_encoder.get_input_embeddings().weight.detach().clone()
+    job = start_phase(models, cfg, "joint", [])
+    assert [group["lr"] for group in job.optimizer.param_groups] == [5e-3, 1e-3]
+    for step in range(3):
+        optimizer_step(models, cfg, data, None, step, job, nullcontext)
+    matrix = models.text_encoder.get_input_embeddings().weight.detach()
+    new = torch.zeros(matrix.shape[0], dtype=torch.bool)
+    new[models.new_ids] = True
+    assert torch.equal(matrix[~new], matrix_before[~new]) and not torch.equal(matrix[new], matrix_before[new])
+    assert any(p.abs().sum() > 0 for name, p in models.unet.named_parameters() if "lora_B" in name)
+    assert any("Joint" in problem for problem in check(dataclasses.replace(cfg, method="lora"), 4))
 
 
 @pytest.mark.slow

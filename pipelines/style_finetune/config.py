@@ -48,6 +48,7 @@ class TrainConfig:
     method: str = "embedding+lora"
     steps: int = 0  # optimizer steps; 0: sized to the dataset (default_steps)
     embedding_share: float = 0.4  # embedding+lora: the fraction of the steps spent on the embedding
+    joint: bool = False  # embedding+lora: train both together in one phase (each at its own rate) instead
     learning_rate: float = 0.0  # LoRA / full UNet; 0: the method's default (DEFAULT_LR)
     embedding_learning_rate: float = EMBEDDING_LR
     rank: int = 8
@@ -94,12 +95,17 @@ def embedding_steps(config: TrainConfig) -> int:
     if config.method == "embedding":
         return config.steps
     if config.method == "embedding+lora":
+        if config.joint:
+            return config.steps
         return max(1, min(config.steps - 1, round(config.steps * float(config.embedding_share))))
     return 0
 
 
 def phase_at(config: TrainConfig, step: int) -> str:
-    """What optimizer step `step` (0-based) trains: "embedding", "lora" or "full"."""
+    """What optimizer step `step` (0-based) trains: "embedding", "lora", "full", or "joint" (embedding and LoRA
+    together: embedding+lora with `joint`)."""
+    if config.method == "embedding+lora" and config.joint:
+        return "joint"
     if step < embedding_steps(config):
         return "embedding"
     return "full" if config.method == "full" else "lora"
@@ -124,6 +130,8 @@ def check(config: TrainConfig, images: int = 3) -> list[str]:
         problems.append(f"LoRA alpha must be above 0 and at most {4 * MAX_RANK}, got {config.alpha}.")
     if not 1 <= int(config.vectors) <= MAX_VECTORS:
         problems.append(f"Embedding vectors must be between 1 and {MAX_VECTORS}, got {config.vectors}.")
+    if config.joint and config.method != "embedding+lora":
+        problems.append("Joint training is an option of 'Embedding, then DreamBooth-LoRA' only.")
     if not 0.05 <= float(config.embedding_share) <= 0.95:
         problems.append("The embedding phase must be 5–95% of the steps.")
     if not 1 <= int(config.batch_size) <= 16 or not 1 <= int(config.gradient_accumulation) <= 64:

@@ -11,6 +11,7 @@ and `dreambooth/train_dreambooth`):
 - "full": the whole UNet (diffusers' full DreamBooth; needs a ≥ 24 GB GPU for SD 1.5).
 - "embedding+lora" (default, seed 000's combination): phase 1 trains the embedding, phase 2 the LoRA with the
   embedding frozen. The LoRA is attached from the start: its up matrices are zero, so in phase 1 it changes nothing.
+  With `joint`, one phase trains both, each at its own learning rate (two AdamW parameter groups).
 
 Exact resume without pickled RNG states: every random draw of optimizer step s (batch, VAE sample, noise,
 timesteps) comes from a CPU generator seeded with (seed, s, micro-step); a checkpoint holds the trained tensors
@@ -257,22 +258,21 @@ def _add_lora(models: TrainingModels, config: TrainConfig) -> None:
 
 
 def trainable_parameters(models: TrainingModels, phase: str) -> list[torch.nn.Parameter]:
-    """Sets requires_grad for `phase` and returns the parameters the optimizer steps."""
+    """Sets requires_grad for `phase` and returns the parameters the optimizer steps ("joint": the embedding
+    matrix first, then the LoRA weights)."""
     models.unet.requires_grad_(False)
     models.text_encoder.requires_grad_(False)
-    if phase == "embedding":
-        weight = models.text_encoder.get_input_embeddings().weight
-        weight.requires_grad_(True)
-        return [weight]
     if phase == "full":
         models.unet.requires_grad_(True)
         return list(models.unet.parameters())
     params = []
-    for module in (models.unet, models.text_encoder):
-        for name, param in module.named_parameters():
-            if "lora_" in name:
-                param.requires_grad_(True)
-                params.append(param)
+    if phase in ("embedding", "joint"):
+        params.append(models.text_encoder.get_input_embeddings().weight)
+    if phase in ("lora", "joint"):
+        params += [param for module in (models.unet, models.text_encoder)
+                   for name, param in module.named_parameters() if "lora_" in name]
+    for param in params:
+        param.requires_grad_(True)
     return params
 
 
@@ -355,17 +355,19 @@ def autocast_for(device: Any, mixed_precision: str) -> tuple[Callable[[], Any], 
     return (lambda: torch.autocast(kind, dtype=dtype)), choice
 
 
-def _optimizer(params: list[torch.nn.Parameter], lr: float, adam_8bit: bool, notes: list[str]) -> Any:
+def _optimizer(groups: list[dict[str, Any]], adam_8bit: bool, notes: list[str]) -> Any:
+    """AdamW (or bitsandbytes' 8-bit AdamW) over parameter groups, each with its own "lr"."""
+    settings = {"lr": groups[0]["lr"], "betas": (0.9, 0.999), "weight_decay": 1e-2, "eps": 1e-8}
     if adam_8bit:
         try:
             import bitsandbytes as bnb
 
-            return bnb.optim.AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+            return bnb.optim.AdamW8bit(groups, **settings)
         except ImportError:
             note = "8-bit Adam needs bitsandbytes, which is not installed; plain AdamW is used."
             if note not in notes:
                 notes.append(note)
-    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    return torch.optim.AdamW(groups, **settings)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -470,8 +472,14 @@ def _resume(folder: Path, state: dict[str, Any], models: TrainingModels, job: Tr
 def start_phase(models: TrainingModels, config: TrainConfig, phase: str, notes: list[str]) -> TrainingJob:
     from diffusers.optimization import get_scheduler
 
-    lr = config.embedding_learning_rate if phase == "embedding" else config.learning_rate
-    optimizer = _optimizer(trainable_parameters(models, phase), float(lr), config.adam_8bit, notes)
+    params = trainable_parameters(models, phase)
+    if phase == "joint":  # the embedding matrix at its rate, the LoRA at its own
+        groups = [{"params": params[:1], "lr": float(config.embedding_learning_rate)},
+                  {"params": params[1:], "lr": float(config.learning_rate)}]
+    else:
+        lr = config.embedding_learning_rate if phase == "embedding" else config.learning_rate
+        groups = [{"params": params, "lr": float(lr)}]
+    optimizer = _optimizer(groups, config.adam_8bit, notes)
     scheduler = get_scheduler("constant", optimizer=optimizer)
     scaler = None
     if config.mixed_precision in ("auto", "fp16") and models.device.type == "cuda":
@@ -513,7 +521,7 @@ def optimizer_step(models: TrainingModels, config: TrainConfig, data: EncodedIma
         job.optimizer.step()
     job.lr_scheduler.step()
     job.optimizer.zero_grad(set_to_none=True)
-    if job.phase == "embedding":
+    if job.phase in ("embedding", "joint"):
         _restore_other_rows(models)
     return total
 
