@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--lora-scale", type=float, default=1.0)
         sub.add_argument("--size", type=int, default=512)
     compare.add_argument("--count", type=int, default=4)
+    compare.add_argument("--fast-preview", action="store_true", help="LCM-LoRA, 4 steps at CFG 1 (for a CPU)")
     compare.add_argument("--out", default="style_ab")
     evaluate.add_argument("--count", type=int, default=16)
     evaluate.add_argument("--json", default=None)
@@ -101,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "compare":
         output = compare_base_tuned(CompareRequest(tuned=args.tuned, prompt=args.prompt, seed=args.seed,
                                                    count=args.count, steps=args.steps, lora_scale=args.lora_scale,
-                                                   size=args.size), callback=_progress)
+                                                   size=args.size, fast_preview=args.fast_preview),
+                                    callback=_progress)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         output.grid.save(out / "grid.png")
