@@ -12,11 +12,22 @@ every image on every step; ours encodes each image once, which the "example, VAE
 Peak memory: CUDA max allocated, or on the CPU the process's peak resident set, each method in a fresh process.
 The bf16 line trains the LoRA --steps steps in fp32 and in bf16 autocast from the same start and compares the
 step time and the final denoising loss on fixed draws (they should agree within a few %).
---learn STEPS: does each method move what it generates toward the training style? Images of one fixed three-colour
-palette are trained for STEPS steps per method (learning rates raised for a short run); before and after, 4
-images at fixed seeds are sampled (10 DPM-Solver steps, the trigger prompt) and the distance between their latents'
-per-channel mean and std and the training latents' is printed with its relative change (the issue asks for
-≥ 30% less). A longer run, not a test: on the tiny random-weight model it takes minutes.
+--learn [STEPS]: does each method move what it generates toward the training style? The measurement of
+tests/test_style_finetune_learns.py (tests/support/style_learning.py, one copy): 4 images of one flat saturated
+palette, trained per method with its SETTINGS (learning rates raised for a short run, within `check`'s limits;
+STEPS overrides the steps); before and after, 4 latents are sampled at fixed seeds (10 DPM-Solver steps,
+guidance 7.5, the trigger prompt) and the distance between their per-channel mean/std and the training latents'
+is printed with its change. On tiny:sd15, fp32, 2 CPU cores (distance before → after, training time):
+    embedding        17.82 → 17.83 (+0%)   200 steps, batch 4, 4 vectors, lr 5e-3         9 s
+    lora             17.77 → 10.77 (-39%)  400 steps, batch 4, lr 5e-3, rank 8, alpha 32  16 s
+    full             17.77 →  7.79 (-56%)   40 steps, batch 1, lr 1e-3                     1 s
+    embedding+lora   17.82 → 10.57 (-41%)  500 steps (20% embedding), as the two above    23 s
+LoRA's and embedding+lora's figures vary from -38% to -49% with the training seed (0-2).
+Nearly all of the distance is the samples' std (about 9 against the training latents' 0.18): the random UNet's
+noise prediction is unrelated to the noise. Training the UNet (LoRA, full) fixes part of it; an embedding cannot,
+since text reaches the UNet only through cross-attention under the text encoder's final LayerNorm (see
+tests/support/style_learning.py). The tiny VAE encodes every image to nearly the same latents, so on this model
+the check shows that the tuned model learns the training latents, not a palette.
 """
 
 from __future__ import annotations
@@ -152,77 +163,16 @@ def measure_bf16(model: str, size: int, steps: int) -> dict:
     return results
 
 
-LEARN_RATES = {"embedding": {"embedding_learning_rate": 5e-3}, "lora": {"learning_rate": 2e-3},
-               "full": {"learning_rate": 2e-4}, "embedding+lora": {"embedding_learning_rate": 5e-3,
-                                                                    "learning_rate": 2e-3}}
+def measure_learning(model: str, methods: list[str], steps: int) -> None:
+    from tests.support.style_learning import GUIDANCE, SAMPLING_STEPS, SEEDS
+    from tests.support.style_learning import measure_learning as measure
 
-
-def _latent_stats(latents):
-    import torch
-
-    return torch.cat([latents.mean(dim=(0, 2, 3)), latents.std(dim=(0, 2, 3))])
-
-
-def _generated_latents(models, prompt: str, seeds=(1, 2, 3, 4)):
-    import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
-                                   unet=models.unet, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False,
-                                   scheduler=DPMSolverMultistepScheduler.from_config(models.pipe.scheduler.config))
-    pipe.set_progress_bar_config(disable=True)
-    with torch.no_grad():
-        return torch.cat([pipe(prompt, num_inference_steps=10, height=64, width=64, output_type="latent",
-                               generator=torch.Generator().manual_seed(seed)).images for seed in seeds])
-
-
-def measure_learning(model: str, steps: int) -> None:
-    import dataclasses
-
-    from PIL import Image, ImageDraw
-
-    from pipelines.style_finetune.train import (
-        TrainConfig,
-        _caption_text,
-        encode_images,
-        load_models,
-        optimizer_step,
-        phase_at,
-        resolved,
-        start_phase,
-    )
-
-    palette = ((230, 60, 90), (40, 40, 60), (250, 220, 120))
-    images = []
-    for index in range(4):
-        image = Image.new("RGB", (64, 64), palette[2])
-        draw = ImageDraw.Draw(image)
-        for k in range(3):
-            x, y = (index * 13 + k * 17) % 40, (index * 7 + k * 23) % 40
-            draw.ellipse((x, y, x + 20, y + 24), fill=palette[k % 2])
-        images.append(image)
-    print(f"learning check: {steps} steps per method on 4 palette images (64 px); distance of generated latents' "
-          "per-channel mean/std to the training latents'")
-    for method in METHODS:
-        config = resolved(TrainConfig(name="learn", model=model, method=method, steps=steps, mixed_precision="no",
-                                      **LEARN_RATES[method]), len(images))
-        models = load_models(config, "zqstyle", [])
-        prompt = _caption_text("zqstyle, shapes", "zqstyle", models.placeholder)
-        data = encode_images(models, images, [prompt] * len(images))
-        target = _latent_stats(data.mean * models.vae.config.scaling_factor)
-        before = float((_latent_stats(_generated_latents(models, prompt)) - target).norm())
-        job = None
-        for step in range(steps):
-            phase = phase_at(config, step)
-            if job is None or job.phase != phase:
-                job = start_phase(models, config, phase, [])
-            models.unet.train()
-            optimizer_step(models, config, data, None, step, job, nullcontext)
-        models.unet.eval()
-        after = float((_latent_stats(_generated_latents(models, prompt)) - target).norm())
-        print(f"  {method:16} {before:.4f} → {after:.4f} ({100 * (after / before - 1):+.0f}%)  "
-              f"{dataclasses.asdict(config)['learning_rate']:g} / {config.embedding_learning_rate:g}")
+    print(f"learning check (tests/test_style_finetune_learns.py): {len(SEEDS)} latents sampled at fixed seeds "
+          f"({SAMPLING_STEPS} DPM-Solver steps, guidance {GUIDANCE}) before and after training; distance of their "
+          "per-channel mean/std to the training latents' (the issue asks for ≥ 30% less)")
+    for method in methods:
+        result = measure(method, model, **({"steps": steps} if steps else {}))
+        print(f"  {result.line()}  {result.settings}")
 
 
 def main() -> None:
@@ -233,10 +183,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process: one method, JSON out
-    parser.add_argument("--learn", type=int, default=0, metavar="STEPS", help="only the learning check")
+    parser.add_argument("--learn", type=int, nargs="?", const=0, default=None, metavar="STEPS",
+                        help="only the learning check (the test's settings; STEPS: that many steps per method)")
     args = parser.parse_args()
-    if args.learn:
-        measure_learning(args.model, args.learn)
+    if args.learn is not None:
+        measure_learning(args.model, args.methods, args.learn)
         return
     if args.one:
         print(json.dumps(measure_method(args.model, args.one, args.size, args.steps, args.reps)))
