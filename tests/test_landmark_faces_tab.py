@@ -62,3 +62,49 @@ def test_generating_with_the_tiny_unet_is_labelled_as_a_test_model() -> None:
     with pytest.raises(gr.Error, match="prompt"):
         tab.on_generate_controlnet(L.parametric_face().tolist(), "tiny:sd15", "tiny:controlnet", "  ", "", 2, 7, 1,
                                    0, 64, None, "tiny:ip_adapter", 0.6, progress=lambda *a, **k: None)
+
+
+def _faces_zip(tmp_path, count: int = 6, with_labels: bool = True):
+    import zipfile
+
+    from pipelines.landmark_faces import synthetic
+
+    path = tmp_path / "faces.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for index, face in enumerate(synthetic.make_faces(count, 32, seed=3)):
+            buffer = __import__("io").BytesIO()
+            Image.fromarray(face.image).save(buffer, format="PNG")
+            archive.writestr(f"my_faces/face_{index}.png", buffer.getvalue())
+            if with_labels:
+                archive.writestr(f"my_faces/face_{index}.json", L.to_json(face.points, tags=list(face.tags)))
+    return str(path)
+
+
+def test_training_from_the_tab_on_a_zip_adds_the_model_and_history_resumes_it(tmp_path, monkeypatch) -> None:
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+
+    monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path / "outputs"))
+    updates = list(tab.on_train("zip", _faces_zip(tmp_path), "mine", 32, 8, 4, 4, 0, "sample",
+                                progress=lambda *a, **k: None))
+    status, dropdown = updates[-1]
+    assert "4/4" in status or "4 steps" in status, status
+    assert any(label == "Trained here: mine" for label, _ in dropdown["choices"])
+    assert dropdown["value"].endswith("mine.safetensors")
+    faces = tab.on_generate_unet(L.parametric_face().tolist(), dropdown["value"], "smile", 2.0, 2, 0, 1,
+                                 progress=lambda *a, **k: None)[0]
+    assert len(faces) == 1
+    record = next(r for r in default_store().list(tab="Landmark faces") if r.params.get("path") == "train")
+    assert record.params["steps_done"] == 4 and record.params["config"]["data"].endswith("mine")
+    again = rerun(record.id, default_store())  # the same settings: resumes at its last checkpoint, 0 steps to go
+    assert again.status == "done" and again.params["steps_done"] == 4
+
+
+def test_training_input_problems_are_named(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path / "outputs"))
+    train = tab.friendly_errors(tab.on_train)  # as the page calls it
+    with pytest.raises(gr.Error, match="Upload a zip"):
+        list(train("zip", None, "mine", 32, 8, 4, 4, 0, "sample", progress=lambda *a, **k: None))
+    with pytest.raises(gr.Error, match="no face_0.json"):
+        list(train("zip", _faces_zip(tmp_path, with_labels=False), "mine", 32, 8, 4, 4, 0, "sample",
+                   progress=lambda *a, **k: None))

@@ -65,10 +65,11 @@ def _check_sizes(zip_name: str, members: list[tuple[zipfile.ZipInfo, str]], max_
 
 
 def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, *, max_files: int = MAX_FILES,
-                   max_total_bytes: int = MAX_TOTAL_BYTES,
-                   max_ratio: float = MAX_RATIO) -> tuple[list[Path], list[str]]:
+                   max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO,
+                   extra_suffixes: tuple[str, ...] = ()) -> tuple[list[Path], list[str]]:
     """Extract the image entries of a zip into `destination` under their names in the zip; return
-    (paths, skipped-entry messages).
+    (paths, skipped-entry messages). `extra_suffixes` (e.g. (".json",)) extracts the labels that go beside the
+    images too.
 
     Entries with `..` or absolute paths are skipped, as are non-image names and repeated names. Count, declared
     size and compression ratio are checked before anything is written; on any refusal nothing stays written.
@@ -88,7 +89,7 @@ def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, 
             name = _safe_member_name(info.filename)
             if name is None:
                 skipped.append(f"{info.filename}: unsafe path, skipped")
-            elif Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            elif Path(name).suffix.lower() not in (*IMAGE_SUFFIXES, *extra_suffixes):
                 skipped.append(f"{info.filename}: not an image, skipped")
             elif name.lower() in seen:
                 skipped.append(f"{info.filename}: a second file of that name, skipped")

@@ -101,8 +101,13 @@ __getattr__ = lazy_exports(__name__, {
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """(label, source) for the tab's model dropdown: the shipped model first (when present), then the tiny one."""
+    """(label, source) for the tab's model dropdown: the shipped model first (when present), the models trained
+    here (the Train tab, the CLI), then the tiny one."""
+    from pipelines.core import settings
+
     choices = [(SHIPPED_LABEL, str(SHIPPED_MODEL))] if SHIPPED_MODEL.exists() else []
+    trained = sorted((settings.outputs_dir() / "landmark_faces" / "models").glob("*.safetensors"))
+    choices += [(f"Trained here: {path.stem}", str(path)) for path in trained]
     return [*choices, ("tiny (test, random weights: output is noise)", TINY_UNET)]
 
 

@@ -117,7 +117,58 @@ def run_controlnet(points: Any, prompt: str, *, store: RunStore | None = None,
     return core_run(request, tab=TAB, store=store, callback=callback, cancel=cancel, extra_params=extra)
 
 
+def run_train(config: Any, *, zip_path: str | None = None, store: RunStore | None = None,
+              callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
+              time_budget_s: float | None = None) -> tuple[RunRecord, Any]:
+    """Train (or resume) the seed's U-Net as one recorded run. `zip_path`: a zip of images with same-named landmark
+    JSONs, unpacked (safely) into outputs/landmark_faces/data/NAME and trained on; otherwise `config.data`."""
+    import dataclasses
+
+    from pipelines.core import devices, settings
+    from pipelines.core.records import RunRecord, default_store
+
+    from .train import _check, train
+
+    _check(config)
+    if zip_path:
+        config = dataclasses.replace(config, data=str(_unpack_training_zip(zip_path, config.name)))
+    params = {"path": "train", "config": dataclasses.asdict(config)}
+    store = store or default_store()
+    record = RunRecord(tab=TAB, params=params, seed=int(config.seed), attention=devices.attention_backend(),
+                       device=str(devices.resolve_device(config.device or None)))
+    with store.run(record):
+        with record.stage("train"):
+            result = train(config, callback=callback, cancel=cancel, time_budget_s=time_budget_s,
+                           out=settings.outputs_dir() / "landmark_faces" / "models" / f"{config.name}.safetensors")
+        params.update(steps_done=result.steps, finished=result.finished,
+                      final_loss=result.losses[-1] if result.losses else None)
+        if result.path is not None:
+            record.outputs.append(str(result.path))
+    if not result.finished:  # stopped by its time budget: History shows it unfinished, Re-run resumes it
+        record.status = "paused"
+        store.save(record)
+    return record, result
+
+
+def _unpack_training_zip(zip_path: str, name: str) -> Any:
+    from pipelines.core import settings
+    from pipelines.core.archives import extract_images
+    from pipelines.core.errors import checked_name
+    from pipelines.core.jobs import atomic_folder
+
+    target = settings.outputs_dir() / "landmark_faces" / "data" / checked_name(name, "The training's name")
+    with atomic_folder(target, replace=True) as tmp:
+        extract_images(zip_path, tmp, extra_suffixes=(".json",))
+        for nested in [path for path in tmp.rglob("*") if path.is_file() and path.parent != tmp]:
+            nested.rename(tmp / nested.name)  # a zip of a folder: its files, flat beside each other
+    return target
+
+
 def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
+    if params.get("path") == "train":
+        from .train import TrainConfig
+
+        return run_train(TrainConfig(**params["config"]), store=store)[0]
     if params.get("path") == "unet":
         return run_generate(params["points"], params.get("tags", ()), model=params["model"],
                             guidance=params["guidance"], steps=params["steps"], seed=params["seed"],
