@@ -23,7 +23,6 @@ SETTINGS = ["--model", "tiny:sd15", "--method", "lora", "--steps", "3", "--mixed
 def test_two_processes_train_exactly_as_one_accumulating_two_micro_batches(tmp_path, monkeypatch, shared_cache_dir):
     from safetensors.torch import load_file
 
-    from pipelines.core.tiny_models import build
     from pipelines.style_finetune.data import save_dataset
     from pipelines.style_finetune.runs import dataset_folder
     from pipelines.style_finetune.train import training_folder
@@ -32,7 +31,6 @@ def test_two_processes_train_exactly_as_one_accumulating_two_micro_batches(tmp_p
     monkeypatch.setenv("ASL_CACHE", str(shared_cache_dir))
     for name in ("two", "one"):
         save_dataset(palette_dataset(), dataset_folder(name))
-    build("sd15")  # built once here, as a real model is downloaded once, before the processes start
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
     launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                "-m", "pipelines.style_finetune", "train", "--name", "two",

@@ -587,7 +587,11 @@ def _train(processes: Processes, config: TrainConfig, dataset: Dataset, *, callb
             callback(step, config.steps, message)
 
     report(0, "Loading the base model")
-    models = load_models(config, dataset.trigger, notes, processes)
+    # Process 0 builds or downloads the model first, the others then read it: under torch.distributed,
+    # transformers' save_pretrained writes weights on rank 0 only, so a tiny model built by another rank would
+    # lack them.
+    with processes.main_first():
+        models = load_models(config, dataset.trigger, notes, processes)
     autocast, precision = autocast_for(models.device, config.mixed_precision)
     captions = [_caption_text(caption, dataset.trigger, models.placeholder) for caption in dataset.captions]
     report(0, "Encoding the training images")
