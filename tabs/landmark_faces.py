@@ -156,21 +156,16 @@ def _train_job_id(request: gr.Request | None) -> str:
 
 
 @gpu_task(duration=600)
-def on_train(source: str, data_zip: Any, name: str, size: int, width: int, steps: int, batch_size: int, seed: int,
+def on_train(data_zip: Any, name: str, size: int, width: int, steps: int, batch_size: int, seed: int,
              target: str, request: gr.Request = None, progress: gr.Progress = gr.Progress()):
-    """Train (or resume) the seed's U-Net in a worker thread; yields (status, model dropdown) as it goes."""
-    from pipelines.core.errors import UserError
+    """Train (or resume) the seed's U-Net in a worker thread, on the zip when one is given, else on the synthetic
+    faces; yields (status, model dropdown) as it goes."""
     from pipelines.core.jobs import JOBS
     from pipelines.landmark_faces.runs import run_train
     from pipelines.landmark_faces.train import TrainConfig
 
-    zip_path = None
-    if source == "zip":
-        paths = file_paths(data_zip)
-        if not paths:
-            raise UserError("Upload a zip of face images, each with a same-named landmark JSON (as Export JSON "
-                            "writes it, plus \"tags\"), or choose the synthetic faces.")
-        zip_path = paths[0]
+    paths = file_paths(data_zip)
+    zip_path = paths[0] if paths else None
     config = TrainConfig(name=(name or "").strip(), image_size=int(size), width=int(width), steps=int(steps),
                          batch_size=int(batch_size), seed=int(seed), prediction_type=target,
                          checkpoint_every=max(1, int(steps) // 10))
@@ -321,10 +316,8 @@ def build(tab: gr.Tab | None = None) -> None:
                             "writes — and optionally `\"tags\": [\"blonde_hair\", …]`). Pressing Train again with "
                             "the same settings resumes from the last checkpoint. A CPU trains 32 px in minutes; "
                             "the seed's 64 px takes about four times as long.")
-                with gr.Row():
-                    train_source = gr.Radio([("Synthetic cartoon faces", "synthetic"), ("My faces (zip)", "zip")],
-                                            value="synthetic", label="Data")
-                    train_zip = file_input("Faces zip (images + landmark JSONs)", kinds=("zip",))
+                train_zip = file_input("Your faces: a zip of images + landmark JSONs (empty: the synthetic faces)",
+                                       kinds=("zip",))
                 with gr.Row():
                     train_name = gr.Textbox("my_faces", label="Name (names the model file)")
                     train_size = gr.Radio([32, 64], value=32, label="Resolution (px)")
@@ -367,9 +360,9 @@ def build(tab: gr.Tab | None = None) -> None:
                                                sd_seed, size, reference, ip_adapter, reference_scale,
                                                condition_kind, photo_mesh],
                       [sd_gallery, condition, sd_notes], **MODEL_WORK)
-    train_button.click(friendly_errors(on_train), [train_source, train_zip, train_name, train_size, train_width,
-                                                   train_steps, train_batch, train_seed, train_target],
-                       [train_status, unet_model], **MODEL_WORK)
+    train_button.click(friendly_errors(on_train), [train_zip, train_name, train_size, train_width, train_steps,
+                                                   train_batch, train_seed, train_target],
+                       [train_status, unet_model], api_name="landmark_train", **MODEL_WORK)
     train_cancel.click(on_cancel_training, outputs=train_status, concurrency_limit=None, api_name=False)
     compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count, with_reference, sd_model,
                                ip_adapter, reference_scale], [compare_gallery, compare_table, compare_notes],

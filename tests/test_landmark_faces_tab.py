@@ -85,7 +85,7 @@ def test_training_from_the_tab_on_a_zip_adds_the_model_and_history_resumes_it(tm
     from pipelines.core.runs import rerun
 
     monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path / "outputs"))
-    updates = list(tab.on_train("zip", _faces_zip(tmp_path), "mine", 32, 8, 4, 4, 0, "sample",
+    updates = list(tab.on_train(_faces_zip(tmp_path), "mine", 32, 8, 4, 4, 0, "sample",
                                 progress=lambda *a, **k: None))
     status, dropdown = updates[-1]
     assert "4/4" in status or "4 steps" in status, status
@@ -103,8 +103,8 @@ def test_training_from_the_tab_on_a_zip_adds_the_model_and_history_resumes_it(tm
 def test_training_input_problems_are_named(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ASL_OUTPUTS", str(tmp_path / "outputs"))
     train = tab.friendly_errors(tab.on_train)  # as the page calls it
-    with pytest.raises(gr.Error, match="Upload a zip"):
-        list(train("zip", None, "mine", 32, 8, 4, 4, 0, "sample", progress=lambda *a, **k: None))
     with pytest.raises(gr.Error, match="no face_0.json"):
-        list(train("zip", _faces_zip(tmp_path, with_labels=False), "mine", 32, 8, 4, 4, 0, "sample",
+        list(train(_faces_zip(tmp_path, with_labels=False), "mine", 32, 8, 4, 4, 0, "sample",
                    progress=lambda *a, **k: None))
+    with pytest.raises(gr.Error, match="name"):
+        list(train(_faces_zip(tmp_path), "../up", 32, 8, 4, 4, 0, "sample", progress=lambda *a, **k: None))

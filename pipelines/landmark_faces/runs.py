@@ -4,6 +4,7 @@ the diffusion core. Both record the 24 landmarks, so History can re-run either."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import TAB, is_test_model, load_unet
@@ -156,9 +157,14 @@ def _unpack_training_zip(zip_path: str, name: str) -> Any:
     from pipelines.core.errors import checked_name
     from pipelines.core.jobs import atomic_folder
 
+    from .train import DatasetError
+
     target = settings.outputs_dir() / "landmark_faces" / "data" / checked_name(name, "The training's name")
     with atomic_folder(target, replace=True) as tmp:
-        extract_images(zip_path, tmp, extra_suffixes=(".json",))
+        paths, skipped = extract_images(zip_path, tmp, extra_suffixes=(".json",))
+        if not any(path.suffix.lower() != ".json" for path in paths):
+            raise DatasetError(f"{Path(zip_path).name} holds no usable images"
+                               + (": " + "; ".join(skipped[:5]) if skipped else "."))
         for nested in [path for path in tmp.rglob("*") if path.is_file() and path.parent != tmp]:
             nested.rename(tmp / nested.name)  # a zip of a folder: its files, flat beside each other
     return target
