@@ -381,6 +381,19 @@ def test_a_replaced_folder_keeps_the_old_one_until_the_new_one_is_complete(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["step-0000010"]
 
 
+def test_step_checkpoints_keep_the_newest_two_and_never_point_at_missing_weights(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        jobs.write_step_checkpoint(root, step, lambda folder, step=step: (folder / "w").write_text(str(step)),
+                                   {"losses": [1.0] * step})
+    assert sorted(p.name for p in root.iterdir()) == ["state.json", "step-0000020", "step-0000030"]
+    state = jobs.read_step_state(root, "w")
+    assert state["step"] == 30 and state["folder"] == "step-0000030" and len(state["losses"]) == 30
+    assert jobs.read_step_state(root, "optimizer.pt") is None  # names a folder without the required file
+    (root / "step-0000030" / "w").unlink()
+    assert jobs.read_step_state(root, "w") is None
+
+
 def test_job_registry_cancel_reaches_token():
     job_id, token = jobs.JOBS.start()
     assert not token.cancelled and jobs.JOBS.cancel(job_id) and token.cancelled

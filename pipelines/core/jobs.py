@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 # step, total, message
 ProgressCallback = Callable[[int, int, str], None]
@@ -128,6 +129,44 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+CHECKPOINT_STATE = "state.json"
+
+
+def write_step_checkpoint(checkpoints: str | Path, step: int, write_files: Callable[[Path], None],
+                          state: dict[str, Any], keep: int = 2) -> Path:
+    """A training's checkpoint, the one layout every trainer shares: `write_files(folder)` fills a temporary folder
+    that becomes checkpoints/step-NNNNNNN (replacing one of that step only once it is complete), then state.json
+    — `state` plus "step" and "folder" — is written atomically and last, then step folders beyond the newest
+    `keep` are removed. An interrupted write leaves the previous checkpoint and its state.json intact."""
+    import json
+    import shutil
+
+    root = Path(checkpoints)
+    target = root / f"step-{int(step):07d}"
+    with atomic_folder(target, replace=True) as tmp:
+        write_files(tmp)
+    with atomic_path(root / CHECKPOINT_STATE) as tmp:
+        tmp.write_text(json.dumps({**state, "step": int(step), "folder": target.name}))
+    for old in sorted(path for path in root.glob("step-*") if path.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_step_state(checkpoints: str | Path, required: str) -> dict[str, Any] | None:
+    """The last checkpoint's state.json, or None when there is none, it cannot be read, or the step folder it
+    names lacks the file `required` (a checkpoint must never point at missing weights)."""
+    import json
+
+    path = Path(checkpoints) / CHECKPOINT_STATE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return state if (path.parent / str(state.get("folder", "?")) / required).is_file() else None
+
+
 def discard_checkpoints(checkpoints: str | Path) -> None:
     """Remove a training's step-* checkpoint folders and its state file before it starts afresh (other settings or
     no resume), so that "keep the newest two" never keeps an older run's higher-numbered steps over the new ones,
@@ -140,5 +179,5 @@ def discard_checkpoints(checkpoints: str | Path) -> None:
     for entry in root.iterdir():
         if entry.is_dir() and entry.name.startswith("step-"):
             shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name == "state.json":
+        elif entry.name == CHECKPOINT_STATE:
             entry.unlink(missing_ok=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,9 +35,9 @@ from pipelines.core.jobs import (
     CancelToken,
     JobCancelled,
     ProgressCallback,
-    atomic_folder,
-    atomic_path,
     discard_checkpoints,
+    read_step_state,
+    write_step_checkpoint,
 )
 from pipelines.core.safeweights import load_safetensors
 
@@ -253,23 +252,15 @@ def checkpoint_root(name: str) -> Path:
 
 def _write_checkpoint(root: Path, step: int, model: LandmarkUNet, optimizer: torch.optim.Optimizer,
                       state: dict[str, Any]) -> None:
-    folder = root / f"step-{step:07d}"
-    if not folder.exists():
-        with atomic_folder(folder) as tmp:
-            save_unet(model, tmp / "model.safetensors", step=step)
-            torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp / "optimizer.pt")
-    with atomic_path(root / STATE_FILE) as tmp:
-        tmp.write_text(json.dumps({**state, "step": step, "folder": folder.name}))
-    for old in sorted(root.glob("step-*"))[:-2]:  # keep the newest two
-        shutil.rmtree(old, ignore_errors=True)
+    def write(folder: Path) -> None:
+        save_unet(model, folder / "model.safetensors", step=step)
+        torch.save({"step": step, "optimizer": optimizer.state_dict()}, folder / "optimizer.pt")
+
+    write_step_checkpoint(root, step, write, state)
 
 
 def read_state(root: Path) -> dict[str, Any] | None:
-    path = root / STATE_FILE
-    if not path.exists():
-        return None
-    state = json.loads(path.read_text())
-    return state if (root / state.get("folder", "?") / "model.safetensors").exists() else None
+    return read_step_state(root, "model.safetensors")
 
 
 def _restore(root: Path, state: dict[str, Any], model: LandmarkUNet, optimizer: torch.optim.Optimizer) -> None:

@@ -33,7 +33,15 @@ import torch.nn.functional as F
 from pipelines.core import devices, settings
 from pipelines.core.errors import TrainingDiverged, UserError
 from pipelines.core.images import load_image
-from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path, discard_checkpoints
+from pipelines.core.jobs import (
+    CancelToken,
+    JobCancelled,
+    ProgressCallback,
+    atomic_path,
+    discard_checkpoints,
+    read_step_state,
+    write_step_checkpoint,
+)
 from pipelines.core.safeweights import load_safetensors
 
 from . import text as text_mod
@@ -216,36 +224,19 @@ def text_conditioning(config: TrainConfig, image: Any, report: ProgressCallback
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _checkpoint_files(folder: Path, step: int) -> Path:
-    return folder / "checkpoints" / f"step-{step:07d}"
-
-
 def write_checkpoint(folder: Path, step: int, net: MultiScaleDenoiser, ema: Any, optimizer: torch.optim.Optimizer,
                      losses: list[float], digest: str) -> None:
-    """A step folder built beside its final name and renamed into place, then state.json; keep the newest two."""
-    from pipelines.core.jobs import atomic_folder
+    def write(files: Path) -> None:
+        save_model(net, files / "model.safetensors")
+        save_model(ema_copy(net, ema), files / "ema.safetensors")
+        torch.save({"step": step, "optimizer": optimizer.state_dict()}, files / "optimizer.pt")
+        torch.save({"step": step, "ema": ema.state_dict()}, files / "ema.pt")
 
-    target = _checkpoint_files(folder, step)
-    if not target.exists():
-        with atomic_folder(target) as tmp:
-            save_model(net, tmp / "model.safetensors")
-            save_model(ema_copy(net, ema), tmp / "ema.safetensors")
-            torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp / "optimizer.pt")
-            torch.save({"step": step, "ema": ema.state_dict()}, tmp / "ema.pt")
-    state = {"step": step, "folder": target.name, "digest": digest, "losses": losses}
-    with atomic_path(folder / "checkpoints" / STATE_FILE) as tmp:
-        tmp.write_text(json.dumps(state))
-    older = sorted(path for path in (folder / "checkpoints").glob("step-*") if path.is_dir())
-    for old in older[:-2]:
-        shutil.rmtree(old, ignore_errors=True)
+    write_step_checkpoint(folder / "checkpoints", step, write, {"digest": digest, "losses": losses})
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
-    path = folder / "checkpoints" / STATE_FILE
-    if not path.exists():
-        return None
-    state = json.loads(path.read_text())
-    return state if (folder / "checkpoints" / state["folder"] / "ema.pt").exists() else None
+    return read_step_state(folder / "checkpoints", "ema.pt")
 
 
 def restore(folder: Path, state: dict[str, Any], net: MultiScaleDenoiser, ema: Any,

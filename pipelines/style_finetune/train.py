@@ -34,11 +34,9 @@ Process 0 alone writes checkpoints, validation images, exports and the run recor
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -55,9 +53,10 @@ from pipelines.core.jobs import (
     CancelToken,
     JobCancelled,
     ProgressCallback,
-    atomic_folder,
     atomic_path,
     discard_checkpoints,
+    read_step_state,
+    write_step_checkpoint,
 )
 from pipelines.core.safeweights import load_safetensors, save_safetensors
 
@@ -424,34 +423,23 @@ def _write_checkpoint(folder: Path, step: int, models: TrainingModels, config: T
     if not models.processes.main:
         models.processes.wait()
         return
-    checkpoints = folder / "checkpoints"
-    target = checkpoints / f"step-{step:07d}"
-    with atomic_folder(target, replace=True) as tmp:
-        save_safetensors(trained_tensors(models, config), tmp / "adapter.safetensors",
+    def write(files: Path) -> None:
+        save_safetensors(trained_tensors(models, config), files / "adapter.safetensors",
                          {"step": str(step), "method": config.method, "phase": job.phase})
         torch.save({"step": step, "phase": job.phase, "optimizer": job.optimizer.state_dict(),
-                    "scaler": job.scaler.state_dict() if job.scaler is not None else None}, tmp / "optimizer.pt")
-        torch.save(job.lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-    state = {"step": step, "folder": target.name, "config_digest": config.digest(), "data_digest": data_digest,
-             "method": config.method, "total_steps": config.steps, "losses": job.losses[:step],
-             "validation": job.validation, "config": asdict(config)}
-    with atomic_path(checkpoints / STATE_FILE) as tmp:
-        tmp.write_text(json.dumps(state))
-    for old in sorted(checkpoints.glob("step-*"))[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+                    "scaler": job.scaler.state_dict() if job.scaler is not None else None}, files / "optimizer.pt")
+        torch.save(job.lr_scheduler.state_dict(), files / "lr_scheduler.pt")
+
+    state = {"config_digest": config.digest(), "data_digest": data_digest, "method": config.method,
+             "total_steps": config.steps, "losses": job.losses[:step], "validation": job.validation,
+             "config": asdict(config)}
+    write_step_checkpoint(folder / "checkpoints", step, write, state, keep=KEEP_CHECKPOINTS)
     models.processes.wait()
 
 
 def read_state(name: str) -> dict[str, Any] | None:
     """The last checkpoint's state.json of training `name` (step, losses, config…), or None."""
-    path = training_folder(name) / "checkpoints" / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return state if (path.parent / state.get("folder", "?")).is_dir() else None
+    return read_step_state(training_folder(name) / "checkpoints", "adapter.safetensors")
 
 
 def _resume(folder: Path, state: dict[str, Any], models: TrainingModels, job: TrainingJob) -> None:
