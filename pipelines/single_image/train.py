@@ -30,18 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.core import devices, settings
+from pipelines.core import devices, jobs, settings
 from pipelines.core.errors import TrainingDiverged, UserError
 from pipelines.core.images import load_image
-from pipelines.core.jobs import (
-    CancelToken,
-    JobCancelled,
-    ProgressCallback,
-    atomic_path,
-    discard_checkpoints,
-    read_step_state,
-    write_step_checkpoint,
-)
+from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path, discard_checkpoints
 from pipelines.core.safeweights import load_safetensors
 
 from . import text as text_mod
@@ -232,11 +224,11 @@ def write_checkpoint(folder: Path, step: int, net: MultiScaleDenoiser, ema: Any,
         torch.save({"step": step, "optimizer": optimizer.state_dict()}, files / "optimizer.pt")
         torch.save({"step": step, "ema": ema.state_dict()}, files / "ema.pt")
 
-    write_step_checkpoint(folder / "checkpoints", step, write, {"digest": digest, "losses": losses})
+    jobs.write_step_checkpoint(folder / "checkpoints", step, write, {"digest": digest, "losses": losses})
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
-    return read_step_state(folder / "checkpoints", "ema.pt")
+    return jobs.read_step_state(folder / "checkpoints", "ema.pt")
 
 
 def restore(folder: Path, state: dict[str, Any], net: MultiScaleDenoiser, ema: Any,
