@@ -37,8 +37,10 @@ METHOD_CARD = MethodCard(
         "combining DreamBooth with a textual-inversion embedding, and judges the result with FID and a per-image "
         "KL/FID scatter against the real images. The paper gives no recipe; this tab fixes one from the diffusers "
         "training examples: the trigger word's embedding is trained first (only its new rows of the embedding "
-        "matrix change), then a LoRA on the UNet's attention with the embedding frozen. Embedding only, LoRA only "
-        "and the full UNet are switches of the same loop. Base and tuned images are drawn on the same seeds."
+        "matrix change), then a LoRA on the UNet's attention with the embedding frozen (or both jointly). Embedding "
+        "only, LoRA only and the full UNet are switches of the same loop, which also runs on several GPUs under "
+        "`accelerate launch`. Base and tuned images are drawn on the same seeds, with a 4-step LCM-LoRA preview "
+        "for CPUs."
     ),
     inputs="3–200 images of one style (files or a zip), a trigger word, optional BLIP captions you can edit",
     model="an SD 1.5-family checkpoint; trains an embedding (new token rows), a LoRA (peft) or the whole UNet",
@@ -49,7 +51,8 @@ METHOD_CARD = MethodCard(
              "resuming: a stopped training continues exactly where it was"),
     bad_at=("slow without a GPU (the CPU path exists for tests and tiny models)",
             "overfitting with few images (the seed reports it too): watch the validation images",
-            "full UNet fine-tuning needs a GPU with ≥ 24 GB"),
+            "full UNet fine-tuning needs a GPU with ≥ 24 GB",
+            "SD 1.5-family models only: SDXL is not supported"),
     references=(Reference("DreamBooth (Ruiz et al. 2022)", "https://arxiv.org/abs/2208.12242"),
                 Reference("Textual inversion (Gal et al. 2022)", "https://arxiv.org/abs/2208.01618"),
                 Reference("LoRA (Hu et al. 2021)", "https://arxiv.org/abs/2106.09685"),
