@@ -37,7 +37,7 @@ import functools
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,41 @@ def stop_worker(thread: threading.Thread, token: Any, timeout: float = 120.0) ->
     if thread.is_alive():
         token.cancel()
         thread.join(timeout)
+
+
+_STREAM_END = object()
+
+
+def worker_stream(work: Callable[[Callable[[Any], None]], Any], present: Callable[[Any], Any], *, job_id: str,
+                  token: Any, name: str) -> Generator[Any, None, Any]:
+    """Run `work(put)` in a worker thread (start_worker) and yield `present(value)` — a page update — for each value
+    it puts; `result = yield from worker_stream(...)` then gets what `work` returned, or its error raised here.
+    However the stream ends (done, failed, page gone), the worker is stopped (stop_worker) and the job finished."""
+    import queue
+
+    from pipelines.core.jobs import JOBS
+
+    updates: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work(updates.put)
+        except BaseException as err:  # noqa: BLE001 - handed to the request thread, which raises it
+            outcome["error"] = err
+        finally:
+            updates.put(_STREAM_END)
+
+    thread = start_worker(run, name=name)
+    try:
+        while (item := updates.get()) is not _STREAM_END:
+            yield present(item)
+    finally:
+        stop_worker(thread, token)
+        JOBS.finish(job_id, token)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def test_model_note(is_test: bool, reason: str | None = None) -> str:

@@ -3,7 +3,6 @@ U-Net (shipped, trained on synthetic cartoon faces) or with SD 1.5 + an OpenPose
 
 from __future__ import annotations
 
-import queue
 import tempfile
 from typing import Any
 
@@ -20,9 +19,8 @@ from .common import (
     friendly_errors,
     image_input,
     progress_callback,
-    start_worker,
-    stop_worker,
     test_model_note,
+    worker_stream,
 )
 
 SLIDER_LABELS = {
@@ -139,10 +137,11 @@ def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str
 def on_compare(points: Any, model: str, tags: str, guidance: float, steps: int, seed: int, count: int,
                with_reference: bool, sd_model: str, ip_adapter: str, reference_scale: float,
                progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
+    from pipelines.core.loader import is_test_model
     from pipelines.landmark_faces.compare import ReferenceOnly, compare_on_face
 
     reference_only = (ReferenceOnly(model=sd_model, ip_adapter=ip_adapter, scale=float(reference_scale),
-                                    size=64 if sd_model.startswith("tiny:") else 512) if with_reference else None)
+                                    size=64 if is_test_model(sd_model) else 512) if with_reference else None)
     result = compare_on_face(points, _tags(tags), model=model, guidance=guidance, steps=int(steps), seed=int(seed),
                              count=int(count), reference_only=reference_only, callback=progress_callback(progress))
     gallery = [(_enlarge(image), caption) for image, caption in result.gallery]
@@ -170,32 +169,17 @@ def on_train(data_zip: Any, name: str, size: int, width: int, steps: int, batch_
                          batch_size=int(batch_size), seed=int(seed), prediction_type=target,
                          checkpoint_every=max(1, int(steps) // 10))
     job_id, token = JOBS.start(_train_job_id(request))
-    updates: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
     report = progress_callback(progress)
 
-    def callback(step: int, total: int, message: str) -> None:
-        report(step, total, message)
-        updates.put(message)
+    def work(put: Any) -> Any:
+        def callback(step: int, total: int, message: str) -> None:
+            report(step, total, message)
+            put(message)
 
-    def work() -> None:
-        try:
-            outcome["result"] = run_train(config, zip_path=zip_path, callback=callback, cancel=token)
-        except BaseException as err:  # noqa: BLE001 - handed to the request thread, which raises it
-            outcome["error"] = err
-        finally:
-            updates.put(None)
+        return run_train(config, zip_path=zip_path, callback=callback, cancel=token)
 
-    thread = start_worker(work, name="landmark-train")
-    try:
-        while (message := updates.get()) is not None:
-            yield f"Training… {message}", gr.update()
-    finally:
-        stop_worker(thread, token)
-        JOBS.finish(job_id, token)
-    if "error" in outcome:
-        raise outcome["error"]
-    record, result = outcome["result"]
+    record, result = yield from worker_stream(work, lambda message: (f"Training… {message}", gr.update()),
+                                              job_id=job_id, token=token, name="landmark-train")
     choices = _model_choices()
     chosen = str(result.path) if result.path is not None else gr.update()
     yield f"{result.summary} (run {record.id})", gr.update(choices=choices, value=chosen)

@@ -6,7 +6,6 @@ On first open the model the project trained on scikit-image's `coffee` photo is 
 
 from __future__ import annotations
 
-import queue
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from .common import (
     image_editor_input,
     image_input,
     progress_callback,
-    start_worker,
-    stop_worker,
+    worker_stream,
 )
 
 BLIP_CHOICES = [("BLIP base (Salesforce/blip-image-captioning-base)", "Salesforce/blip-image-captioning-base"),
@@ -109,35 +107,17 @@ def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, c
     config = _config(backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip)
     config.check()
     job_id, token = JOBS.start(_job_id("train", request))
-    updates: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
     report = progress_callback(progress)
 
-    def preview(index: int, picture: Any) -> None:
-        updates.put(("preview", index, picture))
+    def work(put: Any) -> Any:
+        return run_train(config, image, callback=report, cancel=token, preview=lambda *update: put(update))
 
-    def work() -> None:
-        try:
-            outcome["result"] = run_train(config, image, callback=report, cancel=token, preview=preview)
-        except BaseException as err:  # noqa: BLE001 - handed to the request thread, which raises it
-            outcome["error"] = err
-        finally:
-            updates.put(("done", 0, None))
+    def present(update: tuple[int, Any]) -> tuple[Any, ...]:
+        index, picture = update
+        return (f"Training… milestone {index}/10 reached (preview: reconstruction from the coarsest scale).",
+                picture, gr.update(), gr.update(), gr.update())
 
-    thread = start_worker(work, name="single-image-train")
-    try:
-        while True:
-            kind, index, picture = updates.get()
-            if kind == "done":
-                break
-            yield (f"Training… milestone {index}/10 reached (preview: reconstruction from the coarsest scale).",
-                   picture, gr.update(), gr.update(), gr.update())
-    finally:
-        stop_worker(thread, token)
-        JOBS.finish(job_id, token)
-    if "error" in outcome:
-        raise outcome["error"]
-    record, result = outcome["result"]
+    record, result = yield from worker_stream(work, present, job_id=job_id, token=token, name="single-image-train")
     captions = result.prompts.table() if result.prompts is not None else []
     path = str(result.model_path)
     yield (result.summary + f" (run {record.id})", gr.update(), path, model_label(path),
