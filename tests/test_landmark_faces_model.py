@@ -252,7 +252,7 @@ def test_a_photo_mesh_drives_the_mediapipe_face_condition_and_its_absence_is_exp
     from skimage import data
 
     from pipelines.core.errors import UserError
-    from pipelines.landmark_faces.runs import CONTROLNET_MEDIAPIPE, controlnet_request, run_controlnet
+    from pipelines.landmark_faces.runs import controlnet_request, run_controlnet
 
     found = L.from_photo(Image.fromarray(data.astronaut()))
     request = controlnet_request(found.points, "1girl", size=64, condition="mediapipe", mesh=found.mesh)
@@ -263,7 +263,6 @@ def test_a_photo_mesh_drives_the_mediapipe_face_condition_and_its_absence_is_exp
         controlnet_request(found.points, "1girl", size=64, condition="mediapipe")
     record, _ = run_controlnet(found.points, "1girl", steps=1, size=64, condition="mediapipe", mesh=found.mesh)
     assert record.params["landmark_faces"]["condition"] == "mediapipe"
-    assert CONTROLNET_MEDIAPIPE.count("/") == 2  # a hub repo with a sub-folder
 
 
 def test_hub_sources_with_a_sub_folder_are_split_and_others_are_not(tmp_path) -> None:
