@@ -96,6 +96,16 @@ def current_owner() -> Owner:
     return owner
 
 
+def current_visitor() -> Owner:
+    """Who is at the other end of this request, in either mode (LOCAL when nobody is known): a judge's identity
+    or a study's creator even on a single-user server, where current_owner() is LOCAL for everyone."""
+    owner = _ACTING.get()
+    if owner is None:
+        for resolver in _RESOLVERS:
+            owner = resolver()
+    return owner or LOCAL
+
+
 @contextmanager
 def acting_as(owner: Owner) -> Iterator[Owner]:
     """Run a block as `owner` (tests, the CLI, or a job that outlives its request)."""
