@@ -4,6 +4,8 @@ Settings come from flags or environment variables (flags win):
   --host / GRADIO_SERVER_NAME (default 127.0.0.1)   --port / GRADIO_SERVER_PORT (default 7860)
   --outputs / ASL_OUTPUTS     --device / ASL_DEVICE  --dtype / ASL_DTYPE   --offline (sets HF_HUB_OFFLINE=1)
   --auth-file FILE / ASL_AUTH="user:password[,user2:password2]"  (basic auth; a file holds one pair a line)
+  --multi-user / --single-user / ASL_MULTI_USER=1|0  (default: multi-user on a Hugging Face Space, where SPACE_ID
+  is set; each visitor then sees only their own work — see pipelines/core/owners.py and the README)
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DISABLE_TELEMETRY", "1")
+# A Space with persistent storage keeps the model hub's downloads there, so they happen once across restarts.
+if os.environ.get("SPACE_ID") and os.path.isdir("/data") and os.access("/data", os.W_OK):
+    os.environ.setdefault("HF_HOME", "/data/huggingface")
 
 TITLE = "Anime Style Lab"
 INTRO = ("Research methods for anime and animation-style images, as tools you can use in the browser. "
@@ -34,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=os.environ.get("ASL_DTYPE"), help="fp16, bf16 or fp32")
     parser.add_argument("--auth-file", default=os.environ.get("ASL_AUTH_FILE"), help="user:password per line")
     parser.add_argument("--offline", action="store_true", help="never contact the model hub")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--multi-user", dest="multi_user", action="store_true", default=None,
+                      help="keep each visitor's work apart (the default on a Hugging Face Space)")
+    mode.add_argument("--single-user", dest="multi_user", action="store_false",
+                      help="one user: everything visible (the default elsewhere)")
     return parser.parse_args(argv)
 
 
@@ -44,6 +54,8 @@ def apply_settings(args: argparse.Namespace) -> None:
             os.environ[name] = str(getattr(args, flag))
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if args.multi_user is not None:
+        os.environ["ASL_MULTI_USER"] = "1" if args.multi_user else "0"
 
 
 def read_auth(auth_file: str | None) -> list[tuple[str, str]] | None:
@@ -62,18 +74,24 @@ def read_auth(auth_file: str | None) -> list[tuple[str, str]] | None:
 def build_app():
     import gradio as gr
 
-    from tabs import TABS
+    from pipelines.core import owners
+    from tabs import TABS, visitors
     from tabs.common import status_banner_markdown
 
-    with gr.Blocks(title=TITLE) as demo:
+    # Lists built now (trained models, runs) belong to no visitor: on a multi-user server they start with the
+    # shared entries only, and each page fills in its visitor's own when it loads (tabs.visitors.owned_list).
+    with owners.acting_as(owners.Owner("session", "page-build")), gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         banner = gr.Markdown(elem_id="status-banner")
         for spec in TABS:
             with gr.Tab(spec.title, id=spec.module.rsplit(".", 1)[-1]) as tab:
                 importlib.import_module(spec.module).build(tab)
-        demo.load(status_banner_markdown, outputs=banner, api_visibility="private")
+        visitors.install(demo)
+        demo.asl_visitor_loaded.then(status_banner_markdown, outputs=banner, api_visibility="private")
+    visitors.check_storage_before_model_work(demo)
     # One model job at a time: models are large and share one device.
     demo.queue(default_concurrency_limit=1)
+    visitors.after_queue(demo)
     return demo
 
 
@@ -82,11 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_settings(args)
     demo = build_app()
-    from pipelines.core import settings
+    from tabs.visitors import launch_options
 
     demo.launch(server_name=args.host, server_port=args.port, auth=read_auth(args.auth_file),
-                allowed_paths=[str(settings.outputs_dir().resolve()), str(Path(__file__).resolve().parent / "assets")],
-                ssr_mode=False, show_error=False)
+                ssr_mode=False, show_error=False, **launch_options())
 
 
 if __name__ == "__main__":

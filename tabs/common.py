@@ -123,9 +123,10 @@ def status_banner_markdown() -> str:
     from pipelines.core import network
 
     from . import method_pipelines
+    from .visitors import banner_lines
 
     status = network.known_offline()
-    lines = []
+    lines = banner_lines()
     if status is not None and status.offline:
         lines.append(f"**Offline:** {status.reason}. Only models already on this machine can be used; "
                      "the *tiny (test, random weights)* models always work but produce noise.")

@@ -63,6 +63,29 @@ def rerun_run(run_id: str) -> tuple[list[str], str]:
     return record.outputs, record.id
 
 
+def delete_run(run_id: str, tab: str | None = ALL) -> tuple[str, list[tuple[str, str]], list[list[Any]]]:
+    """Delete one of the visitor's runs and its images (frees their storage on a shared server)."""
+    record = _store().delete((run_id or "").strip())
+    if record is None:
+        raise KeyError(f"No run with id {run_id!r}. Pick one from the table.")
+    return "", *list_runs(tab)
+
+
+def share_run(run_id: str) -> str:
+    from pipelines.core.sharing import share_run as publish
+
+    token = publish((run_id or "").strip())
+    return (f"Shared. Anyone you give this code can open the run's images and settings under **Open a shared "
+            f"run**: `{token}`")
+
+
+def open_shared_run(token: str) -> tuple[list[str], dict[str, Any]]:
+    from pipelines.core.sharing import open_shared
+
+    shared = open_shared(token)
+    return [str(path) for path in shared.images], shared.record
+
+
 def read_png(file: str | None) -> tuple[list[list[str]], str, str, dict[str, Any], dict[str, Any] | None]:
     """Table rows, prompt, negative prompt, raw metadata and the normalised parameters of a dropped image.
 
@@ -137,8 +160,18 @@ def build(tab: gr.Tab | None = None) -> None:
     with gr.Row():
         run_id = gr.Textbox(label="Run id", scale=3)
         rerun_button = gr.Button("Re-run with the same settings", variant="primary", scale=1)
+    with gr.Row():
+        share_button = gr.Button("Share this run (gives a code)", scale=1)
+        delete_button = gr.Button("Delete this run", variant="stop", scale=1)
+    share_note = gr.Markdown()
     details = gr.JSON(label="Parameters of the run")
     rerun_gallery = gr.Gallery(label="Re-run result", columns=4, height=260)
+    with gr.Accordion("Open a shared run", open=False):
+        with gr.Row():
+            shared_code = gr.Textbox(label="Code someone shared with you", scale=3)
+            open_button = gr.Button("Open", scale=1)
+        shared_gallery = gr.Gallery(label="Shared images", columns=4, height=260)
+        shared_details = gr.JSON(label="Its settings")
 
     list_event = dict(fn=friendly_errors(list_runs), inputs=tab_filter, outputs=[gallery, table])
     refresh.click(**list_event, api_name="history_list")
@@ -150,6 +183,12 @@ def build(tab: gr.Tab | None = None) -> None:
     run_id.change(friendly_errors(show_run), inputs=run_id, outputs=details, api_name="history_show")
     rerun_button.click(friendly_errors(rerun_run), inputs=run_id, outputs=[rerun_gallery, run_id],
                        api_name="history_rerun", **MODEL_WORK)
+
+    share_button.click(friendly_errors(share_run), inputs=run_id, outputs=share_note, api_name="history_share")
+    delete_button.click(friendly_errors(delete_run), inputs=[run_id, tab_filter], outputs=[run_id, gallery, table],
+                        api_name="history_delete")
+    open_button.click(friendly_errors(open_shared_run), inputs=shared_code, outputs=[shared_gallery, shared_details],
+                      api_name="history_open_shared")
 
     with gr.Accordion("Read a PNG (made here, in A1111 / Forge, or in ComfyUI)", open=False):
         png_file = file_input("Drop an image with generation parameters", ("image",))
