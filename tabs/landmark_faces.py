@@ -22,6 +22,7 @@ from .common import (
     test_model_note,
     worker_stream,
 )
+from .visitors import owned_list
 
 SLIDER_LABELS = {
     "yaw": "Yaw (turn left/right, °)", "pitch": "Pitch (down > 0, °)", "roll": "Roll (clockwise > 0, °)",
@@ -248,7 +249,8 @@ def build(tab: gr.Tab | None = None) -> None:
                 exported = gr.File(label="Exported landmarks", interactive=False)
         with gr.Column(scale=1):
             with gr.Tab("Seed's U-Net"):
-                unet_model = gr.Dropdown(_model_choices(), value=default_model(), label="Model")
+                unet_model = owned_list(gr.Dropdown(_model_choices(), value=default_model(), label="Model"),
+                                        _model_choices)
                 tags = gr.Textbox(DEFAULT_TAGS, label="Tags (comma-separated)",
                                   info="hair: black/brown/blonde/pink/silver_hair; eyes: blue/green/purple_eyes; "
                                        "open_mouth, closed_mouth, smile, looking_left/right, closed_eyes")

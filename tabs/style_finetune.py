@@ -19,6 +19,7 @@ from .common import (
     stop_worker,
     test_model_note,
 )
+from .visitors import owned_list
 
 CAPTION_MODELS = [("No captions (trigger word only)", ""),
                   ("BLIP base (Salesforce)", "Salesforce/blip-image-captioning-base"),
@@ -301,7 +302,8 @@ def build(tab: gr.Tab | None = None) -> None:
         exported = gr.File(label="Exported files", file_count="multiple", interactive=False)
     with gr.Accordion("3 · Generate & compare", open=True):
         with gr.Row():
-            tuned = gr.Dropdown(tuned_choices(), label="Trained style", allow_custom_value=True, elem_id="sf-tuned")
+            tuned = owned_list(gr.Dropdown(tuned_choices(), label="Trained style", allow_custom_value=True,
+                                           elem_id="sf-tuned"), tuned_choices)
             prompt = gr.Textbox("", label="Prompt (the trigger word is added when missing)")
             negative = gr.Textbox("", label="Negative prompt")
         with gr.Row():
