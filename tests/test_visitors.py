@@ -154,6 +154,22 @@ def test_sharing_is_explicit_and_only_the_owner_takes_it_back(monkeypatch):
             sharing.open_shared(token)
 
 
+def test_a_request_is_owned_by_its_login_else_its_browser_key_else_its_session():
+    from types import SimpleNamespace
+
+    from tabs.visitors import SessionKeys, owner_of
+
+    keys = SessionKeys()
+    keys.remember("page-1", "k" * 32)
+    oauth = SimpleNamespace(username=None, session_hash="page-1",
+                            session={"oauth_info": {"userinfo": {"preferred_username": "dana"}}})
+    assert owner_of(oauth, keys) == owners.Owner("login", "dana", display="dana")
+    assert owner_of(SimpleNamespace(username="erin", session_hash="page-1"), keys).ident == "erin"  # basic auth
+    assert owner_of(SimpleNamespace(username=None, session_hash="page-1"), keys) == owners.Owner("browser", "k" * 32)
+    assert owner_of(SimpleNamespace(username=None, session_hash="api-2"), keys) == owners.Owner("session", "api-2")
+    assert owner_of(None, keys) is None
+
+
 # ------------------------------------------------------------------------------------- a launched server
 def _red_png(folder: Path) -> Path:
     path = folder / "red.png"
@@ -212,6 +228,22 @@ def test_two_visitors_see_only_their_own_work_and_no_outputs_url_is_served(multi
     # Alice deletes her run: record and images go.
     alice.predict(run_id, "All tabs", api_name="/history_delete")
     assert alice.predict("All tabs", api_name="/history_list")[1]["data"] == []
+
+
+@pytest.mark.slow
+def test_a_visitors_model_is_theirs(multi_user_server, tmp_path):
+    from pipelines.neural_style.network import save_tiny_style
+
+    url, _ = multi_user_server
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    save_tiny_style(tmp_path / "style")
+    upload = tmp_path / "alices_style.safetensors"
+    (tmp_path / "style" / "model.safetensors").rename(upload)
+    alice.predict(handle_file(str(upload)), "alices_style", api_name="/add_style")
+    image = handle_file(str(_red_png(tmp_path)))
+    assert alice.predict([image], "alices_style", 1.0, False, 64, api_name="/stylize")[0]
+    with pytest.raises(Exception, match="[Uu]nknown style"):
+        bob.predict([image], "alices_style", 1.0, False, 64, api_name="/stylize")
 
 
 @pytest.mark.slow
