@@ -80,7 +80,10 @@ def build_app():
 
     # Lists built now (trained models, runs) belong to no visitor: on a multi-user server they start with the
     # shared entries only, and each page fills in its visitor's own when it loads (tabs.visitors.owned_list).
-    with owners.acting_as(owners.Owner("session", "page-build")), gr.Blocks(title=TITLE) as demo:
+    # On a shared server Gradio's own cache (uploads, returned files) is emptied of files older than a day, hourly.
+    delete_cache = (3600, 86400) if owners.multi_user() else None
+    with owners.acting_as(owners.Owner("session", "page-build")), \
+            gr.Blocks(title=TITLE, delete_cache=delete_cache) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         banner = gr.Markdown(elem_id="status-banner")
         for spec in TABS:
