@@ -45,6 +45,12 @@ def model_choices() -> list[tuple[str, str]]:
     return choices()
 
 
+def default_model() -> str:
+    from pipelines.diffusion.models import default_model as default
+
+    return default()
+
+
 def tuned_choices() -> list[str]:
     from pipelines.style_finetune.apply import list_tuned
 
@@ -257,8 +263,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                 interactive=True, wrap=True, elem_id="sf-captions")
     with gr.Accordion("2 · Train", open=True):
         with gr.Row():
-            model = gr.Dropdown(models, value=models[0][1] if models else None, label="Base model",
-                                allow_custom_value=True)
+            model = gr.Dropdown(models, value=default_model(), label="Base model", allow_custom_value=True)
             method = gr.Radio([(label, key) for key, label in METHODS.items()], value=defaults.method,
                               label="Method")
         hint = gr.Markdown()
