@@ -175,8 +175,8 @@ for _entry in (
     CatalogEntry("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5 (base, not anime)",
                  "CreativeML OpenRAIL-M", SD15_PIPELINE_BYTES, SD15_PIPELINE_FILES,
                  repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
-                 verified="the maintained mirror of runwayml/stable-diffusion-v1-5 named in diffusers' docs; its "
-                 "file list not seen from here"),
+                 verified="copies marked 'Duplicate from stable-diffusion-v1-5/stable-diffusion-v1-5' list "
+                 "unet/diffusion_pytorch_model.safetensors 3.44 GB; the repo's own list not seen"),
     # ControlNets (SD 1.5) the tabs use.
     CatalogEntry("controlnet", "lllyasviel/control_v11p_sd15s2_lineart_anime", "ControlNet anime line art (v1.1)",
                  "OpenRAIL", CONTROLNET_BYTES, CONTROLNET_FILES, repo="lllyasviel/control_v11p_sd15s2_lineart_anime",
@@ -215,15 +215,18 @@ for _entry in (
                  "(InvokeAI/ip_adapter_sd_image_encoder)"),
     CatalogEntry("lcm_lora", "latent-consistency/lcm-lora-sdv1-5", "LCM-LoRA for SD 1.5", "OpenRAIL++",
                  135 * MB, ("pytorch_lora_weights.safetensors",), repo="latent-consistency/lcm-lora-sdv1-5",
-                 verified="the file name diffusers' LCM-LoRA docs load; size from the Hub's file list as recalled, "
-                 "not seen from here"),
+                 verified=_HUB_TREE.format("latent-consistency/lcm-lora-sdv1-5", "") + ": "
+                 "pytorch_lora_weights.safetensors 135 MB"),
     CatalogEntry("blip", "Salesforce/blip-image-captioning-base", "BLIP base captioning", "BSD-3-Clause",
-                 990 * MB, ("config.json", "model.safetensors", *PROCESSOR_FILES),
+                 990 * MB, ("config.json", "*.safetensors", *PROCESSOR_FILES),
                  repo="Salesforce/blip-image-captioning-base",
                  verified="transformers' BLIP docs use this id; file list not seen from here"),
+    # The main branch's weights may be only pickles (exact copies list pytorch_model.bin, TF, Flax); transformers then
+    # takes the safetensors conversion from the Hub's PR branch, so only config.json marks it as cached here.
     CatalogEntry("clip", "openai/clip-vit-base-patch32", "CLIP ViT-B/32", "MIT", 605 * MB,
-                 ("config.json", "model.safetensors", *PROCESSOR_FILES), repo="openai/clip-vit-base-patch32",
-                 verified="transformers' CLIP docs use this id; file list not seen from here"),
+                 ("config.json", "*.safetensors", *PROCESSOR_FILES), repo="openai/clip-vit-base-patch32",
+                 verified="exact copies' file lists (model.safetensors 605 MB in a converted copy; the originals' "
+                 "copies tagged PyTorch/TF/JAX only); the original's list not seen"),
     CatalogEntry("dino", "facebook/dinov2-small", "DINOv2 ViT-S/14", "Apache-2.0", 88 * MB,
                  ("config.json", "model.safetensors", *PROCESSOR_FILES), repo="facebook/dinov2-small",
                  verified="transformers' DINOv2 docs use this id; file list not seen from here"),
