@@ -23,6 +23,17 @@ from .common import (
 CAPTION_MODELS = [("No captions (trigger word only)", ""),
                   ("BLIP base (Salesforce)", "Salesforce/blip-image-captioning-base"),
                   ("BLIP — tiny (test, random weights), output is noise", "tiny:blip")]
+
+
+def caption_choices() -> list[tuple[str, str]]:
+    """CAPTION_MODELS with the catalog's licence and download size on the real captioner."""
+    from pipelines.core import catalog
+
+    def label(text: str, source: str) -> str:
+        entry = catalog.entry_for(source) if source else None
+        return f"{text} — {catalog.licence_and_size(entry)}" if entry else text
+
+    return [(label(text, source), source) for text, source in CAPTION_MODELS]
 FULL_HINT = ("⚠️ **Full UNet fine-tuning needs a GPU with ≥ 24 GB** for SD 1.5 (the whole UNet, its gradients and "
              "Adam's two moments). On smaller GPUs choose LoRA or embedding + LoRA.")
 TRAIN_SLOT_S = 600  # what a ZeroGPU slot is asked for; the job checkpoints and pauses before it ends
@@ -255,7 +266,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 resolution = gr.Slider(64, 1024, value=512, step=64, label="Training resolution (px)",
                                        elem_id="sf-resolution")
                 face_aware = gr.Checkbox(False, label="Face-aware crop (MediaPipe; else centre crop)")
-                caption_model = gr.Dropdown(CAPTION_MODELS, value="", label="Captions")
+                caption_model = gr.Dropdown(caption_choices(), value="", label="Captions")
         prepare = gr.Button("Prepare dataset", variant="primary", elem_id="sf-prepare")
         dataset_status = gr.Markdown(elem_id="sf-dataset-status")
         crops = gr.Gallery(label="Training crops", columns=8, height=200)

@@ -226,16 +226,17 @@ def test_two_visitors_asking_at_once_download_once(fake_hub_cache, monkeypatch, 
 def test_download_progress_reaches_the_jobs_bar(fake_hub_cache, monkeypatch, tmp_path):
     import huggingface_hub
 
-    entry = _small_entry(3000)
+    entry = _small_entry(3 * catalog.MB)
     monkeypatch.setattr(downloads, "hub_cache_dir", lambda: tmp_path)
     seen = []
 
     def fake_snapshot_download(repo, *, allow_patterns, tqdm_class):
         assert allow_patterns == list(entry.files)
         files = tqdm_class(total=2, unit="it", desc="Fetching 2 files")  # file count: not a byte figure
-        bytes_bar = tqdm_class(total=3000, unit="B", desc="Reconstructing", name="huggingface_hub.snapshot_download")
+        bytes_bar = tqdm_class(total=3 * catalog.MB, unit="B", desc="Reconstructing",
+                               name="huggingface_hub.snapshot_download")
         for _ in range(3):
-            bytes_bar.update(1000)
+            bytes_bar.update(catalog.MB)
         files.update(2)
         return str(tmp_path)
 
@@ -245,8 +246,9 @@ def test_download_progress_reaches_the_jobs_bar(fake_hub_cache, monkeypatch, tmp
         downloads.fetch_entry(entry)
     finally:
         downloads.report_downloads_to(None)
-    assert [(done, total) for done, total, _ in seen] == [(0, 3000), (1000, 3000), (2000, 3000), (3000, 3000)]
-    assert all("Test model" in message for _, _, message in seen)
+    # in MB: the page shows "done/total" as sizes
+    assert [(done, total) for done, total, _ in seen] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert all("Test model" in message for _, _, message in seen) and "2 of 3 MB" in seen[2][2]
 
 
 def test_the_loader_downloads_a_missing_catalog_model_first(fake_hub_cache, hub_state, monkeypatch):

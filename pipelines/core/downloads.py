@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import network
-from .catalog import CatalogEntry, is_cached, size_text
+from .catalog import MB, CatalogEntry, is_cached, size_text
 from .errors import UserError
 from .jobs import atomic_path
 
@@ -147,9 +147,9 @@ def _progress_bar_class(report: JobProgress, label: str) -> type:
             shown = super().update(n)
             # The byte bar (files written), not the file-count bar or the network-transfer bar.
             if self.unit == "B" and not str(self.desc).startswith("Downloading bytes"):
-                total = int(self.total or 0)
-                report(int(self.n), total, f"Downloading {label}: {size_text(int(self.n))[2:]} of "
-                                           f"{size_text(total)[2:] if total else '?'}")
+                done, total = int(self.n), int(self.total or 0)
+                # in MB, so that the page's "done/total" reads as sizes
+                report(done // MB, total // MB, f"Downloading {label}: {done // MB} of {total // MB or '?'} MB")
             return shown
 
     return JobProgressBar
@@ -170,5 +170,5 @@ def fetch_entry(entry: CatalogEntry) -> str | None:
         report = _JOB_PROGRESS.get()
         tqdm_class = _progress_bar_class(report, entry.label) if report is not None else None
         if report is not None:
-            report(0, entry.size_bytes, f"Downloading {entry.label} ({entry.size_text}), once for this server…")
+            report(0, entry.size_bytes // MB, f"Downloading {entry.label} ({entry.size_text}), once for this server…")
         return snapshot_download(entry.repo, allow_patterns=list(entry.files) or None, tqdm_class=tqdm_class)
