@@ -189,7 +189,8 @@ for _entry in (
                  "weights); ControlNet-1-1-preview's original lists diffusion_pytorch_model.safetensors 1.45 GB"),
     CatalogEntry("controlnet", "lllyasviel/control_v11p_sd15_canny", "ControlNet canny (v1.1)", "OpenRAIL",
                  CONTROLNET_BYTES, CONTROLNET_FILES, repo="lllyasviel/control_v11p_sd15_canny",
-                 verified="same layout as the other v1.1 repos (not seen separately)"),
+                 verified=_HUB_TREE.format("lllyasviel/control_v11p_sd15_canny", "") + " (config.json 996 B, 1.45 GB "
+                 "weights, fp16 safetensors; the list cut off before the fp32 safetensors)"),
     CatalogEntry("controlnet", "lllyasviel/control_v11p_sd15_scribble", "ControlNet scribble (v1.1)", "OpenRAIL",
                  CONTROLNET_BYTES, CONTROLNET_FILES, repo="lllyasviel/control_v11p_sd15_scribble",
                  verified="same layout as the other v1.1 repos (not seen separately)"),
@@ -217,10 +218,14 @@ for _entry in (
                  135 * MB, ("pytorch_lora_weights.safetensors",), repo="latent-consistency/lcm-lora-sdv1-5",
                  verified=_HUB_TREE.format("latent-consistency/lcm-lora-sdv1-5", "") + ": "
                  "pytorch_lora_weights.safetensors 135 MB"),
+    # main holds pytorch_model.bin / tf_model.h5 only; model.safetensors (990 MB) sits in the Hub's conversion PRs,
+    # which transformers fetches itself (use_safetensors=True), so only config.json marks it as cached here.
     CatalogEntry("blip", "Salesforce/blip-image-captioning-base", "BLIP base captioning", "BSD-3-Clause",
                  990 * MB, ("config.json", "*.safetensors", *PROCESSOR_FILES),
                  repo="Salesforce/blip-image-captioning-base",
-                 verified="transformers' BLIP docs use this id; file list not seen from here"),
+                 verified=_HUB_TREE.format("Salesforce/blip-image-captioning-base", "") + " (main 82a3776: "
+                 "config.json, pytorch_model.bin 990 MB, processor files) and its SFconvertbot PRs (model.safetensors "
+                 "990 MB)"),
     # The main branch's weights may be only pickles (exact copies list pytorch_model.bin, TF, Flax); transformers then
     # takes the safetensors conversion from the Hub's PR branch, so only config.json marks it as cached here.
     CatalogEntry("clip", "openai/clip-vit-base-patch32", "CLIP ViT-B/32", "MIT", 605 * MB,
@@ -228,8 +233,9 @@ for _entry in (
                  verified="exact copies' file lists (model.safetensors 605 MB in a converted copy; the originals' "
                  "copies tagged PyTorch/TF/JAX only); the original's list not seen"),
     CatalogEntry("dino", "facebook/dinov2-small", "DINOv2 ViT-S/14", "Apache-2.0", 88 * MB,
-                 ("config.json", "model.safetensors", *PROCESSOR_FILES), repo="facebook/dinov2-small",
-                 verified="transformers' DINOv2 docs use this id; file list not seen from here"),
+                 ("config.json", "model.safetensors", "preprocessor_config.json"), repo="facebook/dinov2-small",
+                 verified=_HUB_TREE.format("facebook/dinov2-small", "") + ": config.json, model.safetensors 88.2 MB, "
+                 "preprocessor_config.json"),
     # Metric networks fetched from fixed URLs by pipelines/metrics (not Hub repos).
     CatalogEntry("inception", "fid-inception", "FID Inception v3 (pytorch-fid / TensorFlow weights)", "Apache-2.0",
                  96 * MB, url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
