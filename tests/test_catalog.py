@@ -324,3 +324,15 @@ def test_single_user_mode_keeps_accepting_paths_and_hub_ids(monkeypatch, tmp_pat
     for source in ("/etc", str(tmp_path), "someone/any-model", "org/repo/sub"):
         loader.check_source(source)
     assert loader.hub_ids_allowed()
+
+
+def test_multi_user_landmark_tab_refuses_a_server_path_as_controlnet(multi_user):
+    """Through the tab's handler, as an API client would send it: a plain message on the page, nothing read."""
+    import gradio as gr
+
+    from pipelines.landmark_faces import landmarks as L
+    from tabs import landmark_faces as tab
+
+    with pytest.raises(gr.Error, match="'/etc' is not a model this server offers"):
+        tab.on_generate_controlnet(L.parametric_face().tolist(), "tiny:sd15", "/etc", "1girl", "", 1, 7, 1, 0, 64,
+                                   None, "tiny:ip_adapter", 0.6, progress=lambda *a, **k: None)
