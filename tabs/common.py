@@ -140,9 +140,12 @@ def status_banner_markdown() -> str:
 def progress_callback(progress: Any) -> Callable[[int, int, str], None]:
     """A pipeline callback(step, total, message) that drives the page's gr.Progress bar (no total: a spinner)."""
 
+    from pipelines.core.downloads import report_downloads_to
+
     def report(step: int, total: int, message: str) -> None:
         progress((step, total) if total else None, desc=message)
 
+    report_downloads_to(report)  # a catalog model downloaded during this request fills the same bar
     return report
 
 

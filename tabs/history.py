@@ -202,10 +202,9 @@ def build(tab: gr.Tab | None = None) -> None:
         # last. RESERVED for the coming "Open in a generating tab" button: it takes its inputs from this state.
         read_parameters = gr.State(None)
         with gr.Row():
-            from pipelines.diffusion.models import model_choices
+            from pipelines.diffusion.models import default_model, model_choices
 
-            choices = model_choices()
-            again_model = gr.Dropdown(choices, value=choices[0][1], allow_custom_value=True, scale=3,
+            again_model = gr.Dropdown(model_choices(), value=default_model(), allow_custom_value=True, scale=3,
                                       label="Model to generate with (a hub id, folder or .safetensors path works too)")
             again_button = gr.Button("Generate again with these settings", variant="primary", scale=1)
         again_gallery = gr.Gallery(label="Generated again", columns=4, height=260)

@@ -201,15 +201,27 @@ def _model_choices() -> list[tuple[str, str]]:
 
 
 def _sd_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Checkpoints, the two face ControlNets and IP-Adapter plus-face: catalog entries (licence, download size), then
+    the test models."""
+    from pipelines.core import catalog
     from pipelines.core.tiny_models import dropdown_choice
-    from pipelines.diffusion.models import model_choices
-    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT, CONTROLNET_MEDIAPIPE, IP_ADAPTER_DEFAULT
+    from pipelines.diffusion.models import controlnet_choices, model_choices
+    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT, CONTROLNET_MEDIAPIPE
 
-    controls = [(f"OpenPose ({CONTROLNET_DEFAULT})", CONTROLNET_DEFAULT),
-                (f"MediaPipe face ({CONTROLNET_MEDIAPIPE})", CONTROLNET_MEDIAPIPE), dropdown_choice("controlnet")]
-    adapters = [(f"IP-Adapter plus-face SD 1.5 ({IP_ADAPTER_DEFAULT})", IP_ADAPTER_DEFAULT),
-                dropdown_choice("ip_adapter")]
+    controls = controlnet_choices([CONTROLNET_DEFAULT, CONTROLNET_MEDIAPIPE])
+    adapters = catalog.choices("ip_adapter") + [dropdown_choice("ip_adapter")]
     return model_choices(), controls, adapters
+
+
+def _sd_defaults() -> tuple[str, str, str]:
+    """A real checkpoint, ControlNet and IP-Adapter whenever they are here or can be fetched; the test trio only
+    offline with nothing cached (a real ControlNet or adapter cannot run on the test UNet)."""
+    from pipelines.diffusion.models import TINY_IP_ADAPTER, default_controlnet, default_model
+    from pipelines.landmark_faces.runs import CONTROLNET_DEFAULT, IP_ADAPTER_DEFAULT
+
+    model = default_model()
+    adapter = TINY_IP_ADAPTER if model.startswith("tiny:") else IP_ADAPTER_DEFAULT
+    return model, default_controlnet(CONTROLNET_DEFAULT, model), adapter
 
 
 def build(tab: gr.Tab | None = None) -> None:
@@ -265,11 +277,12 @@ def build(tab: gr.Tab | None = None) -> None:
                 notes = gr.Markdown(elem_id="lf-notes")
             with gr.Tab("ControlNet (SD 1.5)"):
                 sd_models, controls, adapters = _sd_choices()
+                sd_default, control_default, adapter_default = _sd_defaults()
                 gr.Markdown("The landmarks drawn as OpenPose's 70 face points condition an OpenPose ControlNet; a "
                             "reference face, if you give one, steers the look through IP-Adapter (plus-face). "
                             "Without real SD 1.5 / ControlNet / IP-Adapter weights on this machine only the **test "
                             "models** (random weights, output is noise) can run.")
-                sd_model = gr.Dropdown(sd_models, value=sd_models[-1][1], label="Checkpoint")
+                sd_model = gr.Dropdown(sd_models, value=sd_default, label="Checkpoint")
                 with gr.Row():
                     condition_kind = gr.Radio([("OpenPose face (drawn from the 24 points)", "openpose"),
                                                ("MediaPipe face mesh (from the photo)", "mediapipe")],
@@ -277,7 +290,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                               info="Pair it with its ControlNet: OpenPose ↔ OpenPose, MediaPipe face "
                                                    "mesh ↔ MediaPipe face. The mesh is the photo's, not the edited "
                                                    "points.")
-                    control = gr.Dropdown(controls, value=controls[-1][1], label="ControlNet")
+                    control = gr.Dropdown(controls, value=control_default, label="ControlNet")
                 prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt", elem_id="lf-prompt")
                 negative = gr.Textbox("lowres, bad anatomy", label="Negative prompt")
                 with gr.Row():
@@ -289,7 +302,7 @@ def build(tab: gr.Tab | None = None) -> None:
                     size = gr.Slider(64, 768, value=512, step=64, label="Size", elem_id="lf-sd-size")
                 with gr.Accordion("Reference face (IP-Adapter, optional)", open=False):
                     reference = image_input("Reference face", type="pil", height=200)
-                    ip_adapter = gr.Dropdown(adapters, value=adapters[-1][1], label="IP-Adapter")
+                    ip_adapter = gr.Dropdown(adapters, value=adapter_default, label="IP-Adapter")
                     reference_scale = gr.Slider(0, 1.5, value=0.6, step=0.05, label="Reference strength",
                                                 info="0: ignore the reference; IP-Adapter's usual range is 0.5–1")
                 sd_generate = gr.Button("Generate with ControlNet", elem_id="lf-sd-generate")

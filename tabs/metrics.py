@@ -25,6 +25,12 @@ def metric_choices() -> list[tuple[str, str]]:
     return [(info.name, key) for key, info in METRIC_INFO.items()]
 
 
+def default_network(kind: str) -> str:
+    from pipelines.metrics.features import default_network as default
+
+    return default(kind)
+
+
 def network_choices(kind: str) -> list[tuple[str, str]]:
     from pipelines.metrics.features import network_choices as choices
 
@@ -157,15 +163,15 @@ def build(tab: gr.Tab | None = None) -> None:
         pairing = gr.Radio(list(PAIRING), value="No pairing", label="Pairing with the reference (paired metrics)")
         metrics = gr.CheckboxGroup(metric_choices(), value=default_metrics(), label="Metrics")
         with gr.Row():
-            inception = gr.Dropdown(network_choices("inception"), value=network_choices("inception")[0][1],
+            inception = gr.Dropdown(network_choices("inception"), value=default_network("inception"),
                                     label="Inception network (FID, KID, IS)", elem_id="mt-inception")
-            clip = gr.Dropdown(network_choices("clip"), value=network_choices("clip")[0][1],
+            clip = gr.Dropdown(network_choices("clip"), value=default_network("clip"),
                                label="CLIP model", elem_id="mt-clip")
-            lpips = gr.Dropdown(network_choices("lpips"), value=network_choices("lpips")[0][1],
+            lpips = gr.Dropdown(network_choices("lpips"), value=default_network("lpips"),
                                 label="LPIPS network", elem_id="mt-lpips")
-            nima = gr.Dropdown(network_choices("nima"), value=network_choices("nima")[0][1],
+            nima = gr.Dropdown(network_choices("nima"), value=default_network("nima"),
                                label="NIMA model (aesthetic rating)", elem_id="mt-nima")
-            dino = gr.Dropdown(network_choices("dino"), value=network_choices("dino")[0][1],
+            dino = gr.Dropdown(network_choices("dino"), value=default_network("dino"),
                                label="DINO model (DINO-I)", elem_id="mt-dino")
         with gr.Row():
             n_bootstrap = gr.Slider(100, 5000, value=1000, step=100, label="Bootstrap resamples")

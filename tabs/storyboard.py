@@ -37,9 +37,15 @@ def _model_choices() -> list[tuple[str, str]]:
 
 
 def _control_choices() -> list[tuple[str, str]]:
+    """The storyboard's control types by name, each with its ControlNet's licence and download size."""
+    from pipelines.core import catalog
     from pipelines.core.tiny_models import dropdown_choice
 
-    return [(f"{name} ({source})", name) for name, source in CONTROL_TYPES.items()] + [dropdown_choice("controlnet")]
+    def label(name: str, source: str) -> str:
+        entry = catalog.entry_for(source)
+        return f"{name} ({source})" + (f" — {catalog.licence_and_size(entry)}" if entry else "")
+
+    return [(label(name, source), name) for name, source in CONTROL_TYPES.items()] + [dropdown_choice("controlnet")]
 
 
 def _sketch_of(editor_value: Any) -> Any:
@@ -176,7 +182,10 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
 
 
 def build(tab: gr.Tab | None = None) -> None:
+    from pipelines.diffusion.models import default_controlnet, default_model
+
     models = _model_choices()
+    default = default_model()
     gr.Markdown("Write what happens in each panel, draw the sketches (then redraw, erase in or replace any of "
                 "them), and draw the storyboard over them. " + MAGA_LABEL)
     with gr.Row():
@@ -197,7 +206,7 @@ def build(tab: gr.Tab | None = None) -> None:
         rows.append(row)
     with gr.Accordion("Sketch settings", open=False):
         with gr.Row():
-            sketch_model = gr.Dropdown(models, value=models[0][1], allow_custom_value=True, label="Sketch model")
+            sketch_model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Sketch model")
             sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
             sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps",
                                      elem_id="sb-sketch-steps")
@@ -217,10 +226,10 @@ def build(tab: gr.Tab | None = None) -> None:
 
     with gr.Accordion("Frame settings", open=True):
         with gr.Row():
-            model = gr.Dropdown(models, value=models[0][1], allow_custom_value=True, label="Anime model (SD 1.5)")
+            model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Anime model (SD 1.5)")
             controls = _control_choices()
             # With only the test model here (offline), default to the test ControlNet too: a real one would fail.
-            default_control = "tiny:controlnet" if models[0][1].startswith("tiny:") else DEFAULT_CONTROL
+            default_control = default_controlnet(DEFAULT_CONTROL, default)
             control = gr.Dropdown(controls, value=default_control, allow_custom_value=True, label="ControlNet")
             scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Sketch strength (conditioning scale)")
         with gr.Row():

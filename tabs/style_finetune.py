@@ -24,6 +24,17 @@ from .visitors import owned_list
 CAPTION_MODELS = [("No captions (trigger word only)", ""),
                   ("BLIP base (Salesforce)", "Salesforce/blip-image-captioning-base"),
                   ("BLIP — tiny (test, random weights), output is noise", "tiny:blip")]
+
+
+def caption_choices() -> list[tuple[str, str]]:
+    """CAPTION_MODELS with the catalog's licence and download size on the real captioner."""
+    from pipelines.core import catalog
+
+    def label(text: str, source: str) -> str:
+        entry = catalog.entry_for(source) if source else None
+        return f"{text} — {catalog.licence_and_size(entry)}" if entry else text
+
+    return [(label(text, source), source) for text, source in CAPTION_MODELS]
 FULL_HINT = ("⚠️ **Full UNet fine-tuning needs a GPU with ≥ 24 GB** for SD 1.5 (the whole UNet, its gradients and "
              "Adam's two moments). On smaller GPUs choose LoRA or embedding + LoRA.")
 TRAIN_SLOT_S = 600  # what a ZeroGPU slot is asked for; the job checkpoints and pauses before it ends
@@ -44,6 +55,12 @@ def model_choices() -> list[tuple[str, str]]:
     from pipelines.diffusion.models import model_choices as choices
 
     return choices()
+
+
+def default_model() -> str:
+    from pipelines.diffusion.models import default_model as default
+
+    return default()
 
 
 def tuned_choices() -> list[str]:
@@ -250,7 +267,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 resolution = gr.Slider(64, 1024, value=512, step=64, label="Training resolution (px)",
                                        elem_id="sf-resolution")
                 face_aware = gr.Checkbox(False, label="Face-aware crop (MediaPipe; else centre crop)")
-                caption_model = gr.Dropdown(CAPTION_MODELS, value="", label="Captions")
+                caption_model = gr.Dropdown(caption_choices(), value="", label="Captions")
         prepare = gr.Button("Prepare dataset", variant="primary", elem_id="sf-prepare")
         dataset_status = gr.Markdown(elem_id="sf-dataset-status")
         crops = gr.Gallery(label="Training crops", columns=8, height=200)
@@ -258,8 +275,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                 interactive=True, wrap=True, elem_id="sf-captions")
     with gr.Accordion("2 · Train", open=True):
         with gr.Row():
-            model = gr.Dropdown(models, value=models[0][1] if models else None, label="Base model",
-                                allow_custom_value=True)
+            model = gr.Dropdown(models, value=default_model(), label="Base model", allow_custom_value=True)
             method = gr.Radio([(label, key) for key, label in METHODS.items()], value=defaults.method,
                               label="Method")
         hint = gr.Markdown()

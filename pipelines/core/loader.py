@@ -13,6 +13,7 @@ the loader import the method packages once (methods.discover_methods) before it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import devices, network, settings
+from . import catalog, devices, network, owners, settings
 from .cache import KeyedCache
 from .errors import UserError
 from .methods import discover_methods, discovery_note
@@ -252,15 +253,89 @@ def _plain_reason(err: BaseException, source: str, offline: bool) -> str:
     return text
 
 
+# ---------------------------------------------------------------------------------------------- sources
+ENV_ALLOW_HUB_IDS = "ASL_ALLOW_HUB_IDS"
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
+
+
+class SourceRefused(ModelLoadError):
+    """A multi-user server was asked for a model that is neither in the catalog, nor a file of its models folder,
+    nor (where the host allows downloads) a hub id."""
+
+
+def hub_ids_allowed() -> bool:
+    """Whether a client may name any hub id: ASL_ALLOW_HUB_IDS=1/0, else yes in single-user mode, no on a
+    multi-user server (a visitor could otherwise make the server download anything)."""
+    value = os.environ.get(ENV_ALLOW_HUB_IDS, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return not owners.multi_user()
+
+
+def _allowed_roots() -> list[Path]:
+    """Folders a multi-user server loads files from: the models folder, what the app built or downloaded (its cache,
+    the Hub cache), what it ships (assets) and the current visitor's own outputs (their trained models)."""
+    from .downloads import hub_cache_dir
+
+    roots = [catalog.models_folder(), settings.cache_dir().resolve(), hub_cache_dir().resolve(), ASSETS_DIR]
+    with contextlib.suppress(owners.NoOwner):  # no visitor known: nobody's outputs
+        roots.append(settings.outputs_dir().resolve())
+    return roots
+
+
+def _local_candidates(text: str) -> list[Path]:
+    path = Path(text).expanduser()
+    return [path] if path.is_absolute() else [path, Path("models") / text]
+
+
+def check_source(source: str, subfolder: str | None = None) -> None:
+    """The one gate for model sources a client can name (every load passes here). Single-user mode accepts any path or
+    hub id, as always. On a multi-user server only: test models, catalog models, files under the models folder (and
+    the app's own folders), and hub ids where the host allows downloads (ASL_ALLOW_HUB_IDS=1); anything else — `/etc`,
+    another visitor's folder — is refused in plain words before anything is read."""
+    if not owners.multi_user():
+        return
+    text = str(source).strip()
+    if is_test_model(text) or catalog.entry_for(text, subfolder) is not None:
+        return
+    for candidate in _local_candidates(text):
+        if candidate.exists():
+            resolved = candidate.resolve()
+            if any(resolved == root or resolved.is_relative_to(root) for root in _allowed_roots()):
+                return
+            break
+    else:
+        if _looks_like_hub_id(text) and hub_ids_allowed():
+            return
+    offered = "the models in its lists and the files in its models folder"
+    if hub_ids_allowed():
+        offered += ", or a Hugging Face model id (org/name)"
+    raise SourceRefused(f"'{text}' is not a model this server offers. On this shared server you can choose "
+                        f"{offered}.")
+
+
+def _fetch_catalog_files(source: str, options: dict[str, Any]) -> None:
+    """A catalog model not cached yet is downloaded here, once for all visitors, with the job's progress bar and a
+    free-disk check first (downloads.fetch_entry); other hub ids are left to their library, as before."""
+    entry = catalog.entry_for(source, options.get("subfolder"))
+    if entry is not None and entry.repo:
+        from .downloads import fetch_entry
+
+        fetch_entry(entry)
+
+
 def load_model(family: str, source: str, *, dtype: Any = None, device: Any = None, **options: Any) -> Any:
     """Load (or fetch from the cache) a model of `family` from `source`.
 
     Families: diffusers_pipeline, diffusers_model (class_name=...), transformers (class_name=...),
     open_clip, torch_module, state_dict (filename=...). Raises ModelLoadError with a plain message when it
-    cannot be had.
+    cannot be had (SourceRefused when a multi-user server does not offer `source`).
     """
     if family not in FAMILIES:
         raise ModelLoadError(f"Unknown model family {family!r} (known: {', '.join(sorted(FAMILIES))}).")
+    check_source(str(source), options.get("subfolder"))
     device = devices.resolve_device(device) if not hasattr(device, "type") else device
     dtype = dtype or devices.resolve_dtype(device)
     key = (family, str(source), str(dtype), str(device), _freeze(options))
@@ -271,6 +346,8 @@ def load_model(family: str, source: str, *, dtype: Any = None, device: Any = Non
             path_or_id = resolve_path_or_id(str(source))
             if not Path(path_or_id).exists():
                 offline = network.hub_status().offline
+                if not offline:
+                    _fetch_catalog_files(str(source), options)
             request = LoadRequest(str(source), path_or_id, dtype, device, offline, options)
             log.info("Loading %s model %s on %s", family, source, device)
             model = FAMILIES[family](request)

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import catalog
 from pipelines.core.errors import UserError
-from pipelines.core.loader import MEMORY_PRESETS, TINY_PREFIX, load_model
+from pipelines.core.loader import MEMORY_PRESETS, TINY_PREFIX, check_source, load_model
 from pipelines.core.safeweights import PICKLE_SUFFIXES, refuse_pickle_name
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "configs"
@@ -93,7 +94,10 @@ def load_pipeline(source: str, *, vae: str | None = None, memory: str = "auto") 
     source = str(source).strip()
     if not source:
         raise UserError("Choose a model.")
+    check_source(source)  # before a single file's header is read (multi-user servers take only what they offer)
     refuse_pickle_name(source, "checkpoints")
+    if vae:
+        check_source(str(vae).strip())
     if memory not in MEMORY_PRESETS:
         raise UserError(f"Unknown memory setting {memory!r}; use one of {', '.join(MEMORY_PRESETS)}.")
     options: dict[str, Any] = {"memory": choose_memory_preset(devices.resolve_device()) if memory == "auto"
@@ -127,6 +131,7 @@ def load_controlnet(source: str, *, dtype: Any = None, device: Any = None) -> An
     """A ControlNet from a hub id, a folder, a single .safetensors file, or "org/repo/sub/folder" (a hub repo that
     keeps it in a sub-folder, as CrucibleAI/ControlNetMediaPipeFace keeps its SD 1.5 one in diffusion_sd15)."""
     source = str(source).strip()
+    check_source(source)
     refuse_pickle_name(source, "checkpoints")
     options: dict[str, Any] = {"class_name": "ControlNetModel"}
     if is_single_file(source) and Path(source).exists():
@@ -134,6 +139,9 @@ def load_controlnet(source: str, *, dtype: Any = None, device: Any = None) -> An
     repo, subfolder = hub_subfolder(source)
     if subfolder:
         options["subfolder"] = subfolder
+    entry = catalog.entry_for(source)
+    if entry is not None and entry.variant:  # e.g. the MediaPipe-face ControlNet has only fp16 safetensors
+        options["variant"] = entry.variant
     return load_model("diffusers_model", repo, dtype=dtype, device=device, **options)
 
 
@@ -207,8 +215,37 @@ def local_checkpoints(folder: str | Path = "models") -> list[str]:
     return found
 
 
+TINY_SD15 = f"{TINY_PREFIX}sd15"
+TINY_CONTROLNET = f"{TINY_PREFIX}controlnet"
+TINY_IP_ADAPTER = f"{TINY_PREFIX}ip_adapter"
+
+
 def model_choices() -> list[tuple[str, str]]:
-    """(label, source) pairs for a checkpoint dropdown: the local ones, then the tiny test model."""
+    """(label, source) pairs for a checkpoint dropdown: the local ones, the catalog's SD 1.5 checkpoints (licence and
+    download size), then the tiny test model."""
     from pipelines.core.tiny_models import dropdown_choice
 
-    return [(Path(path).name, path) for path in local_checkpoints()] + [dropdown_choice("sd15")]
+    local = [(Path(path).name, path) for path in local_checkpoints()]
+    return local + catalog.choices("sd15") + [dropdown_choice("sd15")]
+
+
+def default_model() -> str:
+    """A real checkpoint whenever one is here or can be fetched (models folder, cached catalog entry, else the first
+    catalog entry unless the Hub is known to be unreachable); the tiny test model only offline with nothing here."""
+    return catalog.default_source("sd15", TINY_SD15, local=local_checkpoints())
+
+
+def controlnet_choices(sources: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(label, source) pairs for a ControlNet dropdown: the catalog's ControlNets (or only `sources`, in that order),
+    then the tiny test one."""
+    from pipelines.core.tiny_models import dropdown_choice
+
+    chosen = catalog.entries("controlnet") if sources is None else [
+        entry for entry in (catalog.entry_for(source) for source in sources) if entry is not None]
+    return [(catalog.dropdown_label(entry), entry.source) for entry in chosen] + [dropdown_choice("controlnet")]
+
+
+def default_controlnet(preferred: str, model: str) -> str:
+    """`preferred` (a real ControlNet) unless the checkpoint is the tiny test model: a real ControlNet cannot
+    condition a test UNet, so the test pair goes together."""
+    return TINY_CONTROLNET if str(model).startswith(TINY_PREFIX) else preferred

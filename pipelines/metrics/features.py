@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core import loader, settings
+from pipelines.core import catalog, loader, settings
 from pipelines.core.cache import KeyedCache
 from pipelines.core.downloads import read_pth_state_dict
 from pipelines.core.jobs import atomic_path
@@ -141,15 +141,43 @@ def network_choices(kind: str) -> list[tuple[str, str]]:
 
         configured = configured_source()
         if configured:  # the host's model replaces "none configured"
+            register_host_nima(configured)
             entries = [network_for(kind, configured)] + [entry for entry in entries
                                                          if entry.source not in ("", configured)]
     choices = []
     for entry in sorted(entries, key=lambda item: item.test_model):
-        label = entry.label
+        label = _label_with_size(entry)
         if not entry.test_model and is_downloaded(kind, entry.source) is False:
             label += " (downloads on first use)"
         choices.append((label, entry.source))
     return choices
+
+
+def _label_with_size(entry: FeatureNetwork) -> str:
+    """The dropdown label with the catalog's licence and download size for a real network it lists."""
+    known = None if entry.test_model else catalog.entry_for(entry.source)
+    return entry.label if known is None else f"{entry.label} — {known.licence}, {known.size_text}"
+
+
+def default_network(kind: str) -> str:
+    """The dropdown's default: the real network whenever it is here or may be fetched; the tiny test network only
+    when the real one is missing and the Hub is known to be unreachable. NIMA keeps the host's choice."""
+    options = network_choices(kind)
+    first = options[0][1]
+    if kind == "nima" or is_test_network(first) or is_downloaded(kind, first) is not False \
+            or catalog.hub_may_be_used():
+        return first
+    return next((source for _, source in options if is_test_network(source)), first)
+
+
+def register_host_nima(source: str) -> None:
+    """The host's NIMA model (ASL_NIMA_MODEL) is offered to every visitor: list it in the catalog so a multi-user
+    server's source check accepts it wherever the host keeps it."""
+    path = Path(source)
+    size = sum(item.stat().st_size for item in path.rglob("*") if item.is_file()) if path.is_dir() else \
+        (path.stat().st_size if path.is_file() else 0)
+    catalog.register(catalog.CatalogEntry("nima", source, "NIMA (this server's)", "set by the host", size,
+                                          verified="configured by the host (ASL_NIMA_MODEL)"))
 
 
 def _reason_of(err: BaseException) -> str:
@@ -199,7 +227,10 @@ def load_feature_network(kind: str, source: str) -> Any:
             model = loader.load_model("transformers", source, class_name="Dinov2Model", dtype=_float32())
             return model, loader.load_model("transformers", source, class_name="AutoImageProcessor")
         if kind == "nima":
-            from . import nima  # noqa: F401  (registers the architecture)
+            from . import nima  # (registers the architecture)
+
+            if source == nima.configured_source():
+                register_host_nima(source)
 
             return loader.load_model("torch_module", source, dtype=_float32())
         return _load_lpips(source)
