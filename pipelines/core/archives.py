@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
-from .images import ImageInputError, check_image_file
 from .jobs import JobCancelled
 from .userjson import JsonInputError, read_json
 
@@ -122,6 +121,8 @@ def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, 
 
 def check_member(path: Path, name: str) -> str | None:
     """Why an unpacked file cannot be used (a plain message that names it), or None when it can."""
+    from .images import ImageInputError, check_image_file  # Pillow and numpy only when a zip is unpacked
+
     try:
         if path.suffix.lower() == ".json":
             read_json(path, name)

@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import UserError
 
 MAX_BYTES = 1_000_000  # a landmark or label file is a few KB; a megabyte leaves room for long tag lists
@@ -29,6 +27,8 @@ class JsonInputError(UserError, ValueError):
 
 def nesting_depth(data: bytes) -> int:
     """How deep arrays and objects nest in JSON text (strings ignored): "[[1], {}]" is 2."""
+    import numpy as np  # here, not at the top: the core is imported by light paths (History's discovery)
+
     structure = np.frombuffer(_STRING.sub(b"", data), dtype=np.uint8)
     opens = (structure == ord("[")) | (structure == ord("{"))
     closes = (structure == ord("]")) | (structure == ord("}"))
