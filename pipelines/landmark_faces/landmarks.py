@@ -116,8 +116,8 @@ def from_data(data: Any, *, width: float | None = None, height: float | None = N
               name: str = "The landmark file") -> np.ndarray:
     """from_json of JSON already parsed (by core.userjson)."""
     if isinstance(data, dict):
-        width = _pixels(data, "width", name) if "width" in data else width
-        height = _pixels(data, "height", name) if "height" in data else height
+        width = _pixels(data, "width", name) if data.get("width") is not None else width  # null: not given
+        height = _pixels(data, "height", name) if data.get("height") is not None else height
         raw = data.get("points", data.get("landmarks"))
         field = "points" if "points" in data else "landmarks"
     else:
@@ -137,7 +137,7 @@ def _pixels(data: dict, key: str, name: str) -> float:
     """A "width"/"height" field: a positive, finite number of pixels."""
     value = data[key]
     number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(number) and 0 < number <= 1_000_000):
+    if not (math.isfinite(number) and number > 0):
         raise LandmarkError(f'{name}: "{key}" must be the image {key} in pixels, a number above 0 (e.g. 512); '
                             f"got {shown_value(value)}.")
     return number
