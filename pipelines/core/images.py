@@ -44,10 +44,17 @@ def _open(source: ImageSource, name: str) -> Image.Image:
 
 
 def _value_error(name: str, err: ValueError) -> ImageInputError:
+    return ImageInputError(metadata_bomb_message(name, err) or
+                           f"{name} is damaged or incomplete and cannot be read ({err}).")
+
+
+def metadata_bomb_message(name: str, err: ValueError) -> str | None:
+    """The plain message for Pillow's refusal of a PNG text chunk that inflates past its limit (a metadata bomb);
+    None for any other ValueError."""
     if "Decompressed data too large" in str(err) or "Too much memory used in text chunks" in str(err):
-        return ImageInputError(f"{name} is too large to open safely: its embedded text (metadata) would unpack "
-                               "to more than Pillow's safety limit. Save the image again without metadata.")
-    return ImageInputError(f"{name} is damaged or incomplete and cannot be read ({err}).")
+        return (f"{name} is too large to open safely: its embedded text (metadata) would unpack to more than "
+                "Pillow's safety limit. Save the image again without metadata.")
+    return None
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:

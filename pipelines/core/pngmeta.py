@@ -183,7 +183,10 @@ def _metadata_chunks(source: str | os.PathLike | Image.Image) -> dict[str, str]:
     except UnidentifiedImageError as err:  # PIL's text names the server's temporary path: not shown
         raise MetadataReadError(f"{name} is not an image we can read. Drop a PNG (or an A1111 JPEG/WebP).") from err
     except (OSError, ValueError, SyntaxError) as err:  # PIL: cut short, bad chunks, oversized text chunks
-        raise MetadataReadError(f"{name} is damaged or incomplete, so its metadata cannot be read.") from err
+        from .images import metadata_bomb_message
+
+        bomb = metadata_bomb_message(name, err) if isinstance(err, ValueError) else None
+        raise MetadataReadError(bomb or f"{name} is damaged or incomplete, so its metadata cannot be read.") from err
 
 
 def _chunks_of(image: Image.Image, name: str) -> dict[str, str]:
