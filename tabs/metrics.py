@@ -59,11 +59,14 @@ def history_run_choices() -> list[tuple[str, str]]:
 
 
 def set_sources(files: Any, runs: list[str] | None, folder: str | None) -> list[str]:
-    """What one set input names: uploaded files, History runs ("run:ID") and a server folder."""
+    """What one set input names: uploaded files, History runs ("run:ID") and a server folder (marked as a client's
+    path: read only when the host enables folder inputs)."""
+    from pipelines.metrics.imagesets import server_path
+
     paths = file_paths(files)
     paths += list(runs or [])
     if folder and folder.strip():
-        paths.append(folder.strip())
+        paths.append(server_path(folder))
     return paths
 
 

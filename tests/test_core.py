@@ -321,7 +321,9 @@ def test_many_small_members_are_refused_by_the_archive_ratio(tmp_path):
     with pytest.raises(archives.ArchiveError, match="it would unpack from"):
         archives.extract_images(path, tmp_path / "out")
     assert not list((tmp_path / "out").iterdir())
-    small = _zip(tmp_path, {"flat.bmp": b"\0" * 2**20})  # highly compressible but small: fine
+    flat = io.BytesIO()
+    Image.new("RGB", (600, 600)).save(flat, format="BMP")  # a real 1 MB image, highly compressible but small: fine
+    small = _zip(tmp_path, {"flat.bmp": flat.getvalue()})
     assert len(archives.extract_images(small, tmp_path / "small")[0]) == 1
 
 

@@ -5,16 +5,25 @@ images, their declared total size, and the compression ratio of each member and 
 400 KB upload that would unpack to 400 MB is refused by its ratio). While writing, the bytes are counted
 again, so a member whose header lies cannot write more than it declared. If anything is refused part-way,
 every file this call wrote is removed again. Files keep the names (and folders) they have inside the zip.
+
+Each file is also checked as soon as it is written (an image by its header and checksums, a .json label by the
+bounded JSON reader): one that cannot be read is deleted at once and listed with the reason, so a pickle renamed
+.json or a PNG whose header claims 60000×60000 never stays on disk. A job that unpacks into a folder of its own
+does so inside `job_unpack_folder`, which removes the folder again when the job is refused or fails.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
+from .jobs import JobCancelled
+from .userjson import JsonInputError, read_json
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MAX_FILES = 2000
@@ -73,6 +82,7 @@ def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, 
 
     Entries with `..` or absolute paths are skipped, as are non-image names and repeated names. Count, declared
     size and compression ratio are checked before anything is written; on any refusal nothing stays written.
+    Each written file is checked (check_member); one that cannot be read is deleted and listed in the skipped.
     """
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
@@ -97,7 +107,56 @@ def extract_images(zip_path: str | os.PathLike, destination: str | os.PathLike, 
                 seen.add(name.lower())
                 members.append((info, name))
         _check_sizes(zip_name, members, max_files, max_total_bytes, max_ratio)
-        return _write_members(archive, zip_name, members, destination, max_total_bytes), skipped
+        written = _write_members(archive, zip_name, members, destination, max_total_bytes)
+    paths = []
+    for path in written:
+        problem = check_member(path, path.relative_to(destination).as_posix())
+        if problem is None:
+            paths.append(path)
+        else:
+            path.unlink(missing_ok=True)
+            skipped.append(f"{problem} (skipped)")
+    return paths, skipped
+
+
+def check_member(path: Path, name: str) -> str | None:
+    """Why an unpacked file cannot be used (a plain message that names it), or None when it can."""
+    from .images import ImageInputError, check_image_file  # Pillow and numpy only when a zip is unpacked
+
+    try:
+        if path.suffix.lower() == ".json":
+            read_json(path, name)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            check_image_file(path, name)
+    except (ImageInputError, JsonInputError) as err:
+        return str(err).rstrip(".")
+    return None
+
+
+@contextlib.contextmanager
+def job_unpack_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """The folder one job unpacks its uploads into (a training's data, a style's content images), for the length of
+    the job: when the job is refused or fails, what it unpacked there is removed, so nothing a refused upload held
+    stays on the server. It stays when the job succeeds or pauses, and when the user cancels (pressing Train again
+    resumes from the checkpoint, which reads these files). A folder the job did not create or replace (an earlier
+    upload under the same name, kept because this one was refused while unpacking) is left alone."""
+    folder = Path(folder)
+    before = _identity(folder)
+    try:
+        yield folder
+    except Exception as err:
+        if not isinstance(err, JobCancelled) and _identity(folder) != before:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing folder: it changes when the folder is created or replaced by a rename."""
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _write_members(archive: zipfile.ZipFile, zip_name: str, members: list, destination: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,24 @@ def _open(source: ImageSource, name: str) -> Image.Image:
         raise ImageInputError(f"{name} is not an image we can read (use PNG, JPEG, WebP, BMP or TIFF).") from err
     except Image.DecompressionBombError as err:
         raise ImageInputError(f"{name} is too large to open safely. Please downscale it first.") from err
-    except OSError as err:  # e.g. a header cut short: PIL raises it from Image.open itself
+    except (OSError, SyntaxError, EOFError) as err:  # e.g. a header cut short: PIL raises it from Image.open itself
         raise ImageInputError(f"{name} is damaged or incomplete and cannot be read ({err}).") from err
+    except ValueError as err:  # Pillow refuses a compressed text chunk that inflates past its limit (a bomb)
+        raise _value_error(name, err) from err
+
+
+def _value_error(name: str, err: ValueError) -> ImageInputError:
+    return ImageInputError(metadata_bomb_message(name, err) or
+                           f"{name} is damaged or incomplete and cannot be read ({err}).")
+
+
+def metadata_bomb_message(name: str, err: ValueError) -> str | None:
+    """The plain message for Pillow's refusal of a PNG text chunk that inflates past its limit (a metadata bomb);
+    None for any other ValueError."""
+    if "Decompressed data too large" in str(err) or "Too much memory used in text chunks" in str(err):
+        return (f"{name} is too large to open safely: its embedded text (metadata) would unpack to more than "
+                "Pillow's safety limit. Save the image again without metadata.")
+    return None
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
@@ -85,28 +102,56 @@ def load_image(source: ImageSource, max_side: int | None = None, name: str | Non
     label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "The image")
     image = _open(source, label)
     width, height = image.size
-    if min(width, height) < MIN_SIDE:
-        raise ImageInputError(f"{label} is {width}×{height} pixels; it must be at least {MIN_SIDE}×{MIN_SIDE}.")
+    _check_side(label, width, height)
     factor = _downscale_factor(image.size, max_side)
     if image.format == "JPEG" and factor < 1.0:
         image.draft("RGB", (max(1, int(width * factor)), max(1, int(height * factor))))
     if image.size[0] * image.size[1] > MAX_DECODE_PIXELS:
-        megapixels = width * height / 1e6
-        raise ImageInputError(
-            f"{label} is {width}×{height} ({megapixels:.0f} megapixels), more than the "
-            f"{MAX_DECODE_PIXELS // 1_000_000} megapixels this app will decode. Please downscale it first."
-        )
+        raise _too_many_pixels(label, width, height)
     try:
         image = ImageOps.exif_transpose(image) or image
         image.load()
         image = _to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, EOFError) as err:
         raise ImageInputError(f"{label} is damaged or incomplete and cannot be read ({err}).") from err
+    except ValueError as err:
+        raise _value_error(label, err) from err
     factor = _downscale_factor(image.size, max_side)
     if factor < 1.0:
         new_size = (max(1, round(image.size[0] * factor)), max(1, round(image.size[1] * factor)))
         image = image.resize(new_size, Image.Resampling.LANCZOS)
     return image
+
+
+def _check_side(label: str, width: int, height: int) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise ImageInputError(f"{label} is {width}×{height} pixels; it must be at least {MIN_SIDE}×{MIN_SIDE}.")
+
+
+def _too_many_pixels(label: str, width: int, height: int) -> ImageInputError:
+    return ImageInputError(f"{label} is {width}×{height} ({width * height / 1e6:.0f} megapixels), more than the "
+                           f"{MAX_DECODE_PIXELS // 1_000_000} megapixels this app will decode. Please downscale it "
+                           "first.")
+
+
+def check_image_file(path: str | os.PathLike, name: str | None = None) -> None:
+    """Raise ImageInputError unless `path` is an image load_image can read, judged from its header and (PNG) chunk
+    checksums without decoding the pixels: what unpacking checks for each file, so a bad one never stays."""
+    label = name or Path(path).name
+    image = _open(path, label)
+    with image:
+        width, height = image.size
+        _check_side(label, width, height)
+        # A JPEG is decoded at up to 1/8 scale when a smaller size is asked for (Image.draft in load_image).
+        limit = MAX_DECODE_PIXELS * (64 if image.format == "JPEG" else 1)
+        if width * height > limit:
+            raise _too_many_pixels(label, width, height)
+        try:
+            image.verify()
+        except (OSError, SyntaxError, EOFError, struct.error) as err:
+            raise ImageInputError(f"{label} is damaged or incomplete and cannot be read ({err}).") from err
+        except ValueError as err:
+            raise _value_error(label, err) from err
 
 
 def to_array(image: Image.Image) -> np.ndarray:

@@ -25,6 +25,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .errors import UserError
 from .jobs import atomic_path
+from .userjson import JsonInputError, parse_json
 
 PARAMETERS_KEY = "parameters"
 JSON_KEY = "asl_json"
@@ -99,7 +100,7 @@ def read_png_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
     with Image.open(path) as image:
         text = dict(getattr(image, "text", {}) or image.info)
     if JSON_KEY in text:
-        return json.loads(text[JSON_KEY])
+        return parse_json(text[JSON_KEY], f"The metadata of {Path(path).name}", max_bytes=MAX_METADATA_CHARS * 4)
     if PARAMETERS_KEY in text:
         return parse_a1111(text[PARAMETERS_KEY])
     return None
@@ -160,8 +161,8 @@ def _shown(chunks: dict[str, str], key: str) -> dict[str, str]:
 
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):  # a damaged or hostile chunk is treated as absent
+        return parse_json(text, max_bytes=MAX_METADATA_CHARS * 4)
+    except JsonInputError:  # a damaged or hostile chunk is treated as absent
         return None
 
 
@@ -182,7 +183,10 @@ def _metadata_chunks(source: str | os.PathLike | Image.Image) -> dict[str, str]:
     except UnidentifiedImageError as err:  # PIL's text names the server's temporary path: not shown
         raise MetadataReadError(f"{name} is not an image we can read. Drop a PNG (or an A1111 JPEG/WebP).") from err
     except (OSError, ValueError, SyntaxError) as err:  # PIL: cut short, bad chunks, oversized text chunks
-        raise MetadataReadError(f"{name} is damaged or incomplete, so its metadata cannot be read.") from err
+        from .images import metadata_bomb_message
+
+        bomb = metadata_bomb_message(name, err) if isinstance(err, ValueError) else None
+        raise MetadataReadError(bomb or f"{name} is damaged or incomplete, so its metadata cannot be read.") from err
 
 
 def _chunks_of(image: Image.Image, name: str) -> dict[str, str]:

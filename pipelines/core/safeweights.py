@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UserError
+from .userjson import JsonInputError, parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +56,8 @@ def check_safetensors(path: str | os.PathLike) -> dict:
     except OSError as err:
         raise UnsafeWeightsError(f"Cannot read {name}: {err.strerror or err}.") from err
     try:
-        header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        header = parse_json(header_bytes, name, max_bytes=MAX_HEADER_BYTES)  # bounded nesting, too
+    except JsonInputError as err:
         raise UnsafeWeightsError(f"{name} is not a safetensors file: its header is not valid JSON.") from err
     if not isinstance(header, dict):
         raise UnsafeWeightsError(f"{name} is not a safetensors file: unexpected header.")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from pipelines.core.errors import UserError
 from pipelines.core.seeds import MAX_SEED
 
+from .prompts import MAX_LORA_WEIGHT, extract_lora_tags
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -34,7 +36,6 @@ MIN_CFG, MAX_CFG = 1.0, 30.0
 MAX_BATCH = 8
 MAX_CLIP_SKIP = 12
 MAX_CONTROLNETS = 3
-MAX_LORA_WEIGHT = 4.0
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,20 @@ def check(request: GenerateRequest) -> list[str]:
             problems.append(f"ControlNet {index}: start and end must satisfy 0 ≤ start < end ≤ 1, "
                             f"got {unit.start} and {unit.end}.")
     for name, weight in request.loras:
-        if abs(float(weight)) > MAX_LORA_WEIGHT:
+        if not -MAX_LORA_WEIGHT <= float(weight) <= MAX_LORA_WEIGHT:  # also refuses nan
             problems.append(f"LoRA {name}: weight must be between -{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}.")
+    problems += _prompt_tag_problems(request)
+    return problems
+
+
+def _prompt_tag_problems(request: GenerateRequest) -> list[str]:
+    """What is wrong with the `<lora:…>` tags of the prompts (a weight past the limit, no name), before loading."""
+    problems = []
+    for text in dict.fromkeys([request.prompt, *request.prompts]):
+        try:
+            extract_lora_tags(text)
+        except UserError as err:
+            problems.append(str(err))
     return problems
 
 

@@ -10,7 +10,6 @@ export misses for A1111 (SD-1.5's `lora_te_` prefix, `text_model.` in the text-e
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import UserError
-from pipelines.core.safeweights import check_safetensors, load_safetensors, refuse_pickle_name
+from pipelines.core.safeweights import MAX_HEADER_BYTES, check_safetensors, load_safetensors, refuse_pickle_name
+from pipelines.core.userjson import parse_json, read_json
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -183,7 +183,7 @@ def _peft_adapter_config(path: Path) -> dict:
     """peft keeps lora_alpha in adapter_config.json beside adapter_model.safetensors (plain JSON, safe to read)."""
     config_path = path.with_name("adapter_config.json")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        config = read_json(config_path) if config_path.is_file() else {}
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
@@ -192,7 +192,8 @@ def _peft_adapter_config(path: Path) -> dict:
 def _unprefixed_adapter_metadata(metadata: Mapping[str, str]) -> dict:
     """A peft file may carry its LoraConfig (r, lora_alpha, …) as JSON under diffusers' metadata key."""
     try:
-        config = json.loads(metadata.get("lora_adapter_metadata") or "{}")
+        config = parse_json(metadata.get("lora_adapter_metadata") or "{}", "The LoRA's adapter metadata",
+                            max_bytes=MAX_HEADER_BYTES)
     except ValueError:
         return {}
     return config if isinstance(config, dict) and "lora_alpha" in config else {}
@@ -201,7 +202,8 @@ def _unprefixed_adapter_metadata(metadata: Mapping[str, str]) -> dict:
 def _fold_diffusers_alpha(state_dict: dict, metadata: Mapping[str, str]) -> dict:
     """diffusers' save_lora_weights stores each part's LoraConfig as "<part>.<field>" in `lora_adapter_metadata`."""
     try:
-        adapter = json.loads(metadata.get("lora_adapter_metadata") or "{}")
+        adapter = parse_json(metadata.get("lora_adapter_metadata") or "{}", "The LoRA's adapter metadata",
+                             max_bytes=MAX_HEADER_BYTES)
     except ValueError:
         return state_dict
     if not isinstance(adapter, dict):

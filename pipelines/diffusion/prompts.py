@@ -29,6 +29,9 @@ SDXL_POOLED_KEY = "clip_g"  # the encoder whose pooled output SDXL takes, and th
 
 # A1111's extra-network tag `<lora:name:te[:unet]>` (named args te=/unet=/dyn= allowed); `lyco` is its alias.
 LORA_TAG = re.compile(r"<(?:lora|lyco):([^>]+)>")
+# The largest LoRA weight either way, for `<lora:name:w>` tags and GenerateRequest.loras alike: past a few times
+# its trained strength a LoRA only burns the image, and weights far past it overflow half-precision activations.
+MAX_LORA_WEIGHT = 4.0
 
 
 # ---------------------------------------------------------------------------------------------- text only
@@ -61,6 +64,9 @@ def _lora_tag(tag: str, body: str) -> LoraTag:
         weight = float(weight_text)
     except ValueError:
         raise UserError(f"The weight in {tag} is not a number: write it as <lora:name:0.8>.") from None
+    if not -MAX_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT:  # also refuses nan
+        raise UserError(f"The weight in {tag} must be between -{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}, as for "
+                        "any LoRA (e.g. <lora:name:0.8>).")
     return LoraTag(positional[0], weight)
 
 

@@ -95,45 +95,102 @@ def to_json(points: Any, **extra: Any) -> str:
     return json.dumps(payload, indent=1)
 
 
-def from_json(text: str | bytes, *, width: float | None = None, height: float | None = None) -> np.ndarray:
+def from_json(text: str | bytes, *, width: float | None = None, height: float | None = None,
+              name: str = "The landmark file") -> np.ndarray:
     """Points from our JSON (named points), or a plain list of 24 [x, y] pairs (the seed's files).
 
     Pixel coordinates (any value above 1) are divided by `width`/`height`, or by the JSON's own "width"/"height"
-    (the seed stored 0–512 pixels); without either they are refused with a clear message.
+    (the seed stored 0–512 pixels); without either they are refused with a clear message. The text is read by the
+    core's bounded JSON reader (size and nesting); every field that is wrong is named with what it takes.
     """
+    from pipelines.core.userjson import JsonInputError, parse_json
+
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LandmarkError(f"The landmark file is not valid JSON ({err}).") from None
+        data = parse_json(text, name)
+    except JsonInputError as err:
+        raise LandmarkError(str(err)) from None
+    return from_data(data, width=width, height=height, name=name)
+
+
+def from_data(data: Any, *, width: float | None = None, height: float | None = None,
+              name: str = "The landmark file") -> np.ndarray:
+    """from_json of JSON already parsed (by core.userjson)."""
     if isinstance(data, dict):
-        width, height = data.get("width", width), data.get("height", height)
+        width = _pixels(data, "width", name) if data.get("width") is not None else width  # null: not given
+        height = _pixels(data, "height", name) if data.get("height") is not None else height
         raw = data.get("points", data.get("landmarks"))
-        if isinstance(raw, dict):
-            missing = [name for name in NAMES if name not in raw]
-            if missing:
-                raise LandmarkError(f"The landmark file lacks {', '.join(missing[:4])}"
-                                    f"{' …' if len(missing) > 4 else ''} (it needs all {COUNT} named points).")
-            raw = [raw[name] for name in NAMES]
+        field = "points" if "points" in data else "landmarks"
     else:
-        raw = data
+        raw, field = data, None
     if raw is None:
-        raise LandmarkError('The landmark file has no "points" (a list of 24 [x, y] or an object by name).')
-    try:
-        array = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LandmarkError("The landmark file's points are not pairs of numbers.") from None
-    if array.ndim == 2 and array.shape[0] == COUNT and array.size and np.nanmax(array) > 1.0:
+        raise LandmarkError(f'{name} has no "points" (a list of 24 [x, y] or an object by name).')
+    array = _point_array(raw, name, field)
+    if array.size and np.nanmax(array) > 1.0:
         if not width or not height:
-            raise LandmarkError("The landmarks are in pixels (values above 1) but the file gives no width/height.")
+            raise LandmarkError(f"{name}: the landmarks are in pixels (values above 1) but the file gives no "
+                                '"width"/"height" (the image size in pixels).')
         array = array / np.array([float(width), float(height)])
-    return check_points(array, where="The landmark file's points")
+    return check_points(array, where=f"{name}'s points")
+
+
+def _pixels(data: dict, key: str, name: str) -> float:
+    """A "width"/"height" field: a positive, finite number of pixels."""
+    value = data[key]
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise LandmarkError(f'{name}: "{key}" must be the image {key} in pixels, a number above 0 (e.g. 512); '
+                            f"got {shown_value(value)}.")
+    return number
+
+
+def shown_value(value: Any) -> str:
+    """A value from a user's JSON as a message quotes it: short, and a list or object by its kind."""
+    text = json.dumps(value) if not isinstance(value, (dict, list)) else type(value).__name__.replace(
+        "dict", "an object").replace("list", "a list")
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _point_array(raw: Any, name: str, field: str | None) -> np.ndarray:
+    """(24, 2) floats from a list of [x, y] pairs or an object {landmark name: [x, y]}; names the wrong entry."""
+    where = f'{name}\'s "{field}"' if field else name
+    if isinstance(raw, dict):
+        unknown = [key for key in raw if key not in INDEX]
+        missing = [key for key in NAMES if key not in raw]
+        if missing:
+            raise LandmarkError(f"{where} lacks {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} (it needs "
+                                f"all {COUNT} named points"
+                                + (f"; unknown names: {', '.join(map(str, unknown[:3]))}" if unknown else "") + ").")
+        pairs = [(f'"{key}"', raw[key]) for key in NAMES]
+    elif isinstance(raw, list):
+        if len(raw) != COUNT:
+            raise LandmarkError(f"{where} must hold {COUNT} points ([x, y] pairs), one per landmark; it holds "
+                                f"{len(raw)}.")
+        pairs = [(f"point {i + 1} ({NAMES[i]})", value) for i, value in enumerate(raw)]
+    else:
+        raise LandmarkError(f"{where} must be a list of {COUNT} [x, y] pairs or an object of named [x, y] pairs; "
+                            f"got {shown_value(raw)}.")
+    return np.array([_pair(value, f"{where}: {label}") for label, value in pairs], dtype=np.float64)
+
+
+def _pair(value: Any, label: str) -> tuple[float, float]:
+    numbers = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers:
+        raise LandmarkError(f"{label} must be [x, y], two numbers (0–1, or pixels with a width and height); "
+                            f"got {shown_value(value)}.")
+    return float(value[0]), float(value[1])
 
 
 def load_json(path: str | Path) -> np.ndarray:
+    """Points from a landmark file (read by the core's bounded JSON reader)."""
+    from pipelines.core.userjson import JsonInputError, read_json
+
     path = Path(path)
-    if path.stat().st_size > 1_000_000:
-        raise LandmarkError(f"{path.name} is too large for a landmark file (over 1 MB).")
-    return from_json(path.read_bytes())
+    try:
+        data = read_json(path)
+    except JsonInputError as err:
+        raise LandmarkError(str(err)) from None
+    return from_data(data, name=path.name)
 
 
 # ---------------------------------------------------------------------------------------------- flips

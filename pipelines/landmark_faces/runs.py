@@ -122,17 +122,35 @@ def run_train(config: Any, *, zip_path: str | None = None, store: RunStore | Non
               callback: ProgressCallback | None = None, cancel: CancelToken | None = None,
               time_budget_s: float | None = None) -> tuple[RunRecord, Any]:
     """Train (or resume) the seed's U-Net as one recorded run. `zip_path`: a zip of images with same-named landmark
-    JSONs, unpacked (safely) into outputs/landmark_faces/data/NAME and trained on; otherwise `config.data`."""
+    JSONs, unpacked (safely, each file checked as it is written) into outputs/landmark_faces/data/NAME and trained
+    on; otherwise `config.data`. When the job is refused or fails, the unpacked folder is removed again."""
+    import dataclasses
+
+    from pipelines.core import settings
+    from pipelines.core.archives import job_unpack_folder
+    from pipelines.core.errors import checked_name
+
+    from .train import _check
+
+    _check(config)
+    options = {"store": store, "callback": callback, "cancel": cancel, "time_budget_s": time_budget_s}
+    if not zip_path:
+        return _recorded_train(config, **options)
+    target = settings.outputs_dir() / "landmark_faces" / "data" / checked_name(config.name, "The training's name")
+    with job_unpack_folder(target):
+        _unpack_training_zip(zip_path, target)
+        return _recorded_train(dataclasses.replace(config, data=str(target)), **options)
+
+
+def _recorded_train(config: Any, *, store: RunStore | None, callback: ProgressCallback | None,
+                    cancel: CancelToken | None, time_budget_s: float | None) -> tuple[RunRecord, Any]:
     import dataclasses
 
     from pipelines.core import devices, settings
     from pipelines.core.records import RunRecord, default_store
 
-    from .train import _check, train
+    from .train import train
 
-    _check(config)
-    if zip_path:
-        config = dataclasses.replace(config, data=str(_unpack_training_zip(zip_path, config.name)))
     params = {"path": "train", "config": dataclasses.asdict(config)}
     store = store or default_store()
     record = RunRecord(tab=TAB, params=params, seed=int(config.seed), attention=devices.attention_backend(),
@@ -151,23 +169,24 @@ def run_train(config: Any, *, zip_path: str | None = None, store: RunStore | Non
     return record, result
 
 
-def _unpack_training_zip(zip_path: str, name: str) -> Any:
-    from pipelines.core import settings
+def _unpack_training_zip(zip_path: str, target: Path) -> None:
+    """The zip's images and landmark JSONs, flat in `target` (replacing an earlier upload of the same name)."""
     from pipelines.core.archives import extract_images
-    from pipelines.core.errors import checked_name
     from pipelines.core.jobs import atomic_folder
 
     from .train import DatasetError
 
-    target = settings.outputs_dir() / "landmark_faces" / "data" / checked_name(name, "The training's name")
     with atomic_folder(target, replace=True) as tmp:
         paths, skipped = extract_images(zip_path, tmp, extra_suffixes=(".json",))
-        if not any(path.suffix.lower() != ".json" for path in paths):
-            raise DatasetError(f"{Path(zip_path).name} holds no usable images"
-                               + (": " + "; ".join(skipped[:5]) if skipped else "."))
+        labels = {path.with_suffix("") for path in paths if path.suffix.lower() == ".json"}
+        images = [path for path in paths if path.suffix.lower() != ".json"]
+        unlabelled = [f"{path.name}: no {path.stem}.json" for path in images if path.with_suffix("") not in labels]
+        if len(unlabelled) == len(images):  # nothing to train on: say why each file was dropped
+            reasons = skipped + unlabelled
+            raise DatasetError(f"{Path(zip_path).name} holds no usable image with a same-named landmark JSON"
+                               + (": " + "; ".join(reasons[:5]) if reasons else "."))
         for nested in [path for path in tmp.rglob("*") if path.is_file() and path.parent != tmp]:
             nested.rename(tmp / nested.name)  # a zip of a folder: its files, flat beside each other
-    return target
 
 
 def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:

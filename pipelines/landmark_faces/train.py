@@ -134,12 +134,14 @@ def synthetic_data(config: TrainConfig) -> FaceData:
                     [f.tags for f in faces], synthetic.TAGS)
 
 
-def _tags_of(value: Any) -> tuple[str, ...]:
+def _tags_of(value: Any, name: str) -> tuple[str, ...]:
+    """A label's "tags": a list of words or one comma-separated string; L.LandmarkError names anything else."""
     if isinstance(value, str):
         return tuple(tag.strip() for tag in value.split(",") if tag.strip())
-    if isinstance(value, (list, tuple)):
-        return tuple(str(tag).strip() for tag in value if str(tag).strip())
-    return ()
+    if isinstance(value, list) and all(isinstance(tag, str) for tag in value):
+        return tuple(tag.strip() for tag in value if tag.strip())
+    raise L.LandmarkError(f'{name}: "tags" must be a list of words or one comma-separated string (e.g. '
+                          f'"smile, blue eyes"); got {L.shown_value(value)}.')
 
 
 def folder_data(folder: str | os.PathLike, size: int) -> FaceData:
@@ -147,6 +149,7 @@ def folder_data(folder: str | os.PathLike, size: int) -> FaceData:
     from PIL import Image
 
     from pipelines.core.images import ImageInputError, load_image
+    from pipelines.core.userjson import JsonInputError, read_json
 
     root = Path(folder)
     if not root.is_dir():
@@ -162,15 +165,15 @@ def folder_data(folder: str | os.PathLike, size: int) -> FaceData:
             continue
         try:
             picture = load_image(path, max_side=4096, name=path.name)
-            text = label.read_text()
-            found = L.from_json(text, width=picture.width, height=picture.height)  # says what is wrong with it
-            data = json.loads(text)
-        except (L.LandmarkError, ImageInputError, OSError, UnicodeDecodeError) as err:
+            data = read_json(label)  # bounded in size and nesting
+            found = L.from_data(data, width=picture.width, height=picture.height, name=label.name)
+            found_tags = _tags_of(data.get("tags", ()), label.name) if isinstance(data, dict) else ()
+        except (L.LandmarkError, ImageInputError, JsonInputError, OSError) as err:
             skipped.append(f"{path.name}: {err}")
             continue
         images.append(np.asarray(picture.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)))
         points.append(found)
-        tags.append(_tags_of(data.get("tags", ())) if isinstance(data, dict) else ())
+        tags.append(found_tags)
     if not images:
         raise DatasetError(f"None of the {len(files)} images in {root.name} can be used: " + "; ".join(skipped[:5]))
     vocabulary = tuple(sorted({tag for row in tags for tag in row}))

@@ -1,4 +1,10 @@
-"""Image sets for comparison: from files, zips, History runs or (admin-enabled) folders, and their pairing."""
+"""Image sets for comparison: from files, zips, History runs or (admin-enabled) folders, and their pairing.
+
+A path typed into the UI's folder field comes from the client, not from an upload: the tab marks it with
+`server_path()`, and such a source is read only when the host switched folder inputs on. Otherwise it is refused
+before the disk is touched, with one answer for every path (an existing file, a folder, /etc/passwd or nothing
+at all), so the field can neither read the server's files nor tell which exist.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ RUN_PREFIX = "run:"
 MAX_IMAGES = 5000
 MAX_SIDE = 1024  # long side kept for metrics; larger inputs are downscaled (and flagged)
 ENV_ALLOW_FOLDERS = "ASL_ALLOW_FOLDER_INPUTS"
+SERVER_PATH_PREFIX = "server-path:"
+FOLDERS_OFF = ("Paths on the server are switched off here (the host can enable them with ASL_ALLOW_FOLDER_INPUTS); "
+               "upload the images or a zip instead.")
 
 
 def set_hash(images: Sequence[np.ndarray]) -> str:
@@ -103,8 +112,18 @@ def folders_allowed() -> bool:
     return os.environ.get(ENV_ALLOW_FOLDERS, "").lower() in ("1", "true", "yes", "on")
 
 
+def server_path(text: str) -> str:
+    """A path a client typed (a folder, or a file, on the server): a source load_image_set reads only when folder
+    inputs are on. Recorded runs keep the mark, so History's re-run is held to the same rule."""
+    return SERVER_PATH_PREFIX + str(text).strip()
+
+
 def _expand(source: str | os.PathLike, work_dir: Path, skipped: list[str], allow_folders: bool) -> list[Path]:
     text = str(source)
+    if text.startswith(SERVER_PATH_PREFIX):
+        if not allow_folders:
+            raise ValueError(FOLDERS_OFF)  # before any look at the disk: no answer depends on what exists
+        text = text.removeprefix(SERVER_PATH_PREFIX)
     if text.startswith(RUN_PREFIX):
         from pipelines.core.records import default_store
 

@@ -363,14 +363,12 @@ def run_train_style(style_image: str, content_images: Sequence[str], *, name: st
 
     Content may include zips: they are unpacked under outputs/training/NAME/content-RUN/ (the run's inputs, for
     History's re-run), and that folder is removed again when the run fails, e.g. because the zip or its images
-    are refused. A failed or cancelled training is recorded too (History shows why); the checkpoint stays for
-    a resume.
+    are refused (core.archives.job_unpack_folder). A failed or cancelled training is recorded too (History shows
+    why); the checkpoint stays for a resume.
     """
-    import shutil
-
     from pipelines.core import devices, settings
+    from pipelines.core.archives import job_unpack_folder
     from pipelines.core.images import load_image
-    from pipelines.core.jobs import JobCancelled
     from pipelines.core.records import RunRecord, default_store
     from pipelines.core.runs import save_input_copy
 
@@ -381,12 +379,8 @@ def run_train_style(style_image: str, content_images: Sequence[str], *, name: st
                               **{key: value for key, value in options.items() if key not in ("callback", "cancel")}}
     record = RunRecord(tab=TAB, params=params, attention=devices.attention_backend())
     unpacked = settings.outputs_dir() / "training" / clean_style_name(name) / f"content-{record.id}"
-    try:
+    with job_unpack_folder(unpacked):
         return _recorded_training(record, store, style_copy, content_images, unpacked, name, options)
-    except BaseException as err:
-        if not isinstance(err, JobCancelled):  # a cancelled run resumes from these files; a failed one is over
-            shutil.rmtree(unpacked, ignore_errors=True)
-        raise
 
 
 def _recorded_training(record: RunRecord, store: RunStore, style_copy: str, content_images: Sequence[str],

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core import settings
-from pipelines.core.errors import UserError
+from pipelines.core.errors import UserError, checked_name
 from pipelines.core.jobs import atomic_folder, atomic_path
 
 if TYPE_CHECKING:
@@ -199,7 +199,9 @@ def _tuned_from(info: dict[str, Any]) -> Tuned:
 
 
 def load_tuned(name: str) -> Tuned:
-    path = settings.outputs_dir() / "training" / str(name) / "export" / INFO_FILE
+    """A finished training by its name, checked like every name that becomes a path (no "..", no slashes)."""
+    name = checked_name(name, "The trained style's name")
+    path = settings.outputs_dir() / "training" / name / "export" / INFO_FILE
     if not path.is_file():
         raise UserError(f"No finished training named {name!r}; train one in step 2 first.")
     return _tuned_from(json.loads(path.read_text()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -22,6 +23,12 @@ EMBEDDING_LR = 5e-4
 LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 MAX_STEPS, MAX_RANK, MAX_VECTORS = 20_000, 128, 16
+# Smallest intervals between checkpoints and between validation images. A checkpoint of the full UNet is ~3.4 GB
+# (fp32) plus its optimizer state, written in seconds, and a validation renders images at `validation_steps` each:
+# one per step would multiply a run's time and disk traffic many times over. At every 50 (checkpoints) and every
+# 25 steps (validation) they cost a few percent of a run. A short run may go down to 5% of its steps, so a test or
+# a 100-step trial can still checkpoint (resume) and preview more than once.
+MIN_CHECKPOINT_EVERY, MIN_VALIDATION_EVERY, MIN_INTERVAL_SHARE = 50, 25, 0.05
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 STATE_FILE = "state.json"
 KEEP_CHECKPOINTS = 2
@@ -147,7 +154,21 @@ def check(config: TrainConfig, images: int = 3) -> list[str]:
         problems.append("Give an initializer word for the embedding (e.g. 'illustration').")
     if not 1 <= len(config.validation_seeds) <= 8 or not 1 <= int(config.validation_steps) <= 150:
         problems.append("Give 1–8 validation seeds and 1–150 validation sampling steps.")
+    steps = int(config.steps) or default_steps(images)
+    for label, value, floor, zero in (
+            ("Checkpoint every", config.checkpoint_every, MIN_CHECKPOINT_EVERY, "every 10% of the steps"),
+            ("Validation every", config.validation_every, MIN_VALIDATION_EVERY, "only at the end")):
+        least = smallest_interval(floor, steps)
+        if int(value) != 0 and not least <= int(value) <= MAX_STEPS:
+            problems.append(f"{label} must be 0 ({zero}) or {least}–{MAX_STEPS} steps for a {steps}-step run, got "
+                            f"{value}: more often would spend more time writing checkpoints and rendering than "
+                            "training.")
     return problems
+
+
+def smallest_interval(floor: int, steps: int) -> int:
+    """The smallest checkpoint or validation interval for a run of `steps` steps: `floor`, or 5% of a short run."""
+    return max(1, min(floor, math.ceil(steps * MIN_INTERVAL_SHARE)))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -9,6 +9,7 @@ tests/test_bad_files.py.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import struct
 import zipfile
@@ -23,7 +24,7 @@ from PIL import Image
 @dataclass(frozen=True)
 class BadFile:
     name: str
-    kind: str  # what it pretends to be: "image", "zip" or "safetensors"
+    kind: str  # what it pretends to be: "image", "zip", "safetensors" or "json"
     valid_image: bool  # an unusual but valid image every image input must accept
     problem: str  # the problem as an input of its kind words it, a regular expression ("" for valid images)
 
@@ -42,6 +43,19 @@ def huge_header_png(width: int = 20000, height: int = 20000) -> bytes:
     """A few hundred bytes whose header claims width × height pixels (decoding it would need gigabytes)."""
     header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
     return b"\x89PNG\r\n\x1a\n" + header + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+
+
+def text_bomb_png(inflated_bytes: int = 4 * 2**20) -> bytes:
+    """A valid 48×40 PNG with a zTXt (compressed text) chunk that inflates to `inflated_bytes`, past Pillow's 1 MB
+    text limit (ImageFile.SAFEBLOCK): a few KB that make Pillow raise "Decompressed data too large" while opening."""
+    png = _png_bytes(_photo())
+    bomb = _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b" " * inflated_bytes, 9))
+    return png[:33] + bomb + png[33:]  # right after the 8-byte signature and the 25-byte IHDR chunk
+
+
+def deep_json(depth: int = 100_000) -> bytes:
+    """JSON nested `depth` lists deep: Python's json module ends in RecursionError on it."""
+    return b"[" * depth + b"]" * depth
 
 
 def _photo(size: tuple[int, int] = (48, 40)) -> Image.Image:
@@ -70,6 +84,10 @@ CORPUS: tuple[BadFile, ...] = (
     BadFile("zip_slip.zip", "zip", False, r"unsafe path|holds no images|no usable images"),
     BadFile("zip_bomb.zip", "zip", False, r"zip bomb"),
     BadFile("pickle.safetensors", "safetensors", False, r"not a safetensors file"),
+    BadFile("text_bomb.png", "image", False, r"too large to open safely"),
+    BadFile("deep_nesting.json", "json", False, r"levels deep"),
+    BadFile("width_abc.json", "json", False, r'"width" must be the image width in pixels'),
+    BadFile("bad_labels.zip", "zip", False, r"no usable image|no usable images|holds no images"),
 )
 
 
@@ -102,6 +120,15 @@ def _contents(name: str) -> bytes:
         return _zip({"holiday.png": b"\0" * (40 * 2**20)})
     if name == "pickle.safetensors":
         return pickle.dumps({"weight": [1.0, 2.0, 3.0]})
+    if name == "text_bomb.png":
+        return text_bomb_png()
+    if name == "deep_nesting.json":
+        return deep_json()
+    if name == "width_abc.json":
+        return json.dumps({"width": "abc", "height": 512, "points": [[100, 100]] * 24}).encode()
+    if name == "bad_labels.zip":  # what a refused landmark-training zip held: nothing in it may stay on disk
+        return _zip({"face.png": huge_header_png(60000, 60000), "face.json": pickle.dumps({"points": []}),
+                     "deep.png": text_bomb_png(), "deep.json": deep_json()})
     raise KeyError(name)
 
 
