@@ -11,6 +11,7 @@ from pipelines.diffusion.generate import GenerateRequest, call_lock, generate
 from pipelines.diffusion.models import load_pipeline
 from pipelines.storyboard.memory import (
     FrameMemory,
+    KeyValueBank,
     frame_attention,
     memory_frames,
     memory_layers,
@@ -93,7 +94,7 @@ def chunked(chunk: int, scope: str = "all") -> list[torch.Tensor]:
     """The final latents of each frame drawn in chunks of `chunk` frames, each chunk reading the keys and values
     the earlier chunks kept in the bank (chunks of one: a user adding panels one at a time)."""
     pipe = load_pipeline("tiny:sd15")
-    layers, bank, finals = memory_layers(pipe.unet, START_LAYER), {}, []
+    layers, bank, finals = memory_layers(pipe.unet, START_LAYER), KeyValueBank(), []
     for first in range(0, len(PROMPTS), chunk):
         prompts = PROMPTS[first:first + chunk]
         memory = FrameMemory(frames=len(prompts), guided=True, layers=layers, start_step=START_STEP, scope=scope,
