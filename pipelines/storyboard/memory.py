@@ -15,10 +15,10 @@ frames' keys and values from `FrameMemory.bank` and adding its own when `keep` i
 sequential generation (a panel added later); smaller chunks are the fallback when a lockstep batch does not fit
 in memory.
 
-The bank is bounded (issue #19): only the frames a later chunk reads are kept ("previous" keeps one frame per
-chunk, "first" only frame 1), and past `KeyValueBank.ram_budget_mb` the entries go to a temporary folder on disk
-(safetensors, read back when a later chunk needs them, removed when the call ends). The frames stay exactly the
-same; a spilled bank costs disk writes and reads (bench/bench_storyboard.py measures them).
+The bank is bounded (issue #19): only the frames a later chunk reads are kept ("previous" the last frame drawn,
+"first" only frame 1, "all" every one), and past `KeyValueBank.ram_budget_mb` the entries go to a temporary
+folder on disk (safetensors, read back when a later chunk needs them, removed when the call ends). The frames
+stay exactly the same; a spilled bank costs disk writes and reads (bench/bench_storyboard.py measures them).
 
 Steps: S counts sampler steps, not UNet passes (Heun, DPM2 and DPM++ SDE call the UNet twice a step): the step hook
 moves `step` (sampler steps) and `unet_pass` (UNet passes, which key the bank and the token subsets) on.
@@ -121,7 +121,7 @@ class KeyValueBank:
     def __init__(self, ram_budget_mb: float = DEFAULT_BANK_RAM_MB, device: str | None = None) -> None:
         self.ram_budget_bytes = int(ram_budget_mb * 2**20)
         self.device = device  # where kept keys/values wait (e.g. "cpu" to spare a GPU); None: where made
-        self.ram_bytes = self.disk_bytes = 0
+        self.ram_bytes = self.disk_bytes = self.peak_ram_bytes = 0  # disk: bytes ever written
         self._entries: dict[tuple[str, int], list[Any]] = {}
         self._folder: Path | None = None
         self._spilled = 0
@@ -142,9 +142,22 @@ class KeyValueBank:
         if self.ram_bytes + size <= self.ram_budget_bytes:
             entries.append(kept)
             self.ram_bytes += size
+            self.peak_ram_bytes = max(self.peak_ram_bytes, self.ram_bytes)
             return
         entries.append(self._spill(kept))
         self.disk_bytes += size
+
+    def release(self, layer: str, unet_pass: int, frame: int) -> None:
+        """Forget a frame no later frame reads (its RAM or its file)."""
+        entries = self._entries.get((layer, unet_pass), [])
+        entry = entries[frame] if frame < len(entries) else None
+        if isinstance(entry, Path):
+            entry.unlink(missing_ok=True)
+        elif entry is not None:
+            self.ram_bytes -= sum(key.numel() * key.element_size() + value.numel() * value.element_size()
+                                  for key, value in entry)
+        if entry is not None:
+            entries[frame] = None
 
     def get(self, layer: str, unet_pass: int, frame: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         entry = self._entries.get((layer, unet_pass), [])[frame] if frame < self.count(layer, unet_pass) else None
@@ -348,6 +361,9 @@ def _keep(key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: st
         raise RuntimeError(f"Chunk from frame {memory.first_frame + 1} found {stored} frames in the memory "
                            f"bank at {layer}, pass {memory.unet_pass}: chunks must run in frame order")
     chunk_end = memory.first_frame + frames
+    for earlier in range(memory.first_frame):  # read by this batch for the last time ("previous" scope)
+        if not needed_later(earlier, chunk_end, memory.scope):
+            memory.bank.release(layer, memory.unet_pass, earlier)
     for frame in range(frames):
         needed = needed_later(memory.first_frame + frame, chunk_end, memory.scope)
         memory.bank.add(layer, memory.unet_pass, [(key[branch * frames + frame], value[branch * frames + frame])
