@@ -104,6 +104,66 @@ def test_memory_on_and_off_share_the_first_frame(monkeypatch: pytest.MonkeyPatch
     assert on.seconds_per_frame > 0 and on.peak_memory_mb > 0
 
 
+def test_memory_acts_even_when_auto_picks_another_preset_between_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"auto" decides from free GPU memory at each load; here it answers "none", then "low", then "none", ... .
+    The memory must still act on the pipeline that draws the frames (issue #22)."""
+    import itertools
+
+    from pipelines.core import loader
+    from pipelines.storyboard import memory as memory_module
+    from pipelines.storyboard.generate import generate_storyboard
+
+    made: list = []
+
+    class CountedMemory(memory_module.FrameMemory):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            made.append(self)
+
+    presets = itertools.cycle(["none", "low"])
+    monkeypatch.setattr(loader, "choose_memory_preset", lambda device: next(presets))
+    monkeypatch.setattr(memory_module, "FrameMemory", CountedMemory)
+    output = generate_storyboard(board())
+    assert output.memory_on and len(made) == 1 and made[0].attended > 0
+
+
+def test_frames_without_the_memory_they_asked_for_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the memory processors were not on the pipeline that drew the frames, the call fails loudly."""
+    import contextlib
+
+    from pipelines.storyboard import memory as memory_module
+    from pipelines.storyboard.generate import generate_storyboard
+
+    monkeypatch.setattr(memory_module, "frame_attention", lambda unet: contextlib.nullcontext())
+    with pytest.raises(RuntimeError, match="memory attention did not act"):
+        generate_storyboard(board(steps=2))
+
+
+def test_the_text_only_panel_hook_leaves_other_threads_calls_alone() -> None:
+    """The ControlNet is shared by every base pipeline (cached per source) while each pipeline has its own lock:
+    a call through another pipeline, in another thread, must get the ControlNet's plain output."""
+    import threading
+
+    import torch
+
+    from pipelines.storyboard.generate import _text_only_panels
+
+    class Residuals(torch.nn.Module):  # a ControlNet's output shape: (down residuals, mid residual)
+        def forward(self, sample):
+            return [sample, sample * 2], sample * 3
+
+    controlnet, sample = Residuals(), torch.ones(4, 2, 3, 3)  # [uncond 2 frames | cond 2 frames]
+    seen: dict = {}
+    with _text_only_panels(controlnet, [1], frames=2):
+        ours = controlnet(sample)
+        other = threading.Thread(target=lambda: seen.setdefault("other", controlnet(sample)))
+        other.start()
+        other.join()
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(-1, 1, 1, 1)  # panel 2 zeroed in both CFG halves
+    assert torch.equal(ours[1], sample * 3 * mask) and torch.equal(ours[0][1], sample * 2 * mask)
+    assert torch.equal(seen["other"][1], sample * 3) and torch.equal(seen["other"][0][0], sample)
+
+
 def test_a_recorded_storyboard_saves_every_output_and_reruns_to_the_same_frames() -> None:
     from pipelines.core.records import default_store
     from pipelines.core.runs import rerun
