@@ -46,8 +46,12 @@ def test_canny_lines_and_what_each_controlnet_sees_match_opencv() -> None:
 
 def test_sketches_per_panel_and_regenerating_one_panel() -> None:
     request = SketchRequest(prompts=PROMPTS, seed=5, steps=2, width=64, height=64)
-    all_panels = generate_sketches(request)
+    progress: list = []
+    all_panels = generate_sketches(request, callback=lambda done, total, text: progress.append((done, total, text)))
     assert all_panels.seeds == [5, 6, 7] and len(all_panels.sketches) == 3 and all_panels.test_model
+    # progress over all three sketches (3 × 2 steps), rising, naming the sketch
+    assert [done for done, _, _ in progress] == [1, 2, 3, 4, 5, 6] and {total for _, total, _ in progress} == {6}
+    assert progress[-1][2] == "Sketch 3 of 3, step 2/2"
     again = generate_sketches(request, panels=[1])
     assert again.panels == [1] and np.array_equal(np.asarray(again.sketches[0]), np.asarray(all_panels.sketches[1]))
     assert set(np.unique(np.asarray(all_panels.sketches[0].convert("L")))) <= {0, 255}
@@ -215,6 +219,15 @@ def test_out_of_memory_falls_back_to_smaller_chunks_with_the_same_frames(monkeyp
         core.DeviceOutOfMemory("The device ran out of memory; set Memory to 'low'")))
     with pytest.raises(UserError, match="Memory to 'low'"):
         run_storyboard(request)
+
+
+def test_the_character_line_and_each_panel_prompt_are_kept_apart() -> None:
+    from pipelines.storyboard.request import with_prefix
+
+    assert board(prefix="anime style", prompts=("she wakes up",), sketches=()).panel_prompts() == (
+        "anime style, she wakes up",)
+    assert with_prefix("1boy, red scarf,", "sitting") == "1boy, red scarf, sitting"
+    assert with_prefix("", " sitting ") == "sitting" and with_prefix("1boy", "") == "1boy"
 
 
 @pytest.mark.parametrize(("change", "words"), [
