@@ -163,6 +163,7 @@ class _FrameDrawer:
     notes: list[str]
     chunk: int = 0  # frames per call; 0: all at once
     bank_ram_mb: float = DEFAULT_BANK_RAM_MB  # RAM for earlier chunks' keys and values; the rest goes to disk
+    bank: Any = None  # the last draw's KeyValueBank (closed; its byte counts stay), for the notes and the bench
 
     def draw(self, core_request: GenerateRequest, *, callback: ProgressCallback | None = None,
              cancel: CancelToken | None = None, **_unused: Any) -> GenerateOutput:
@@ -192,8 +193,8 @@ class _FrameDrawer:
         from .memory import KeyValueBank, frame_attention
 
         frames, outputs = len(core_request.prompts), []
-        bank = KeyValueBank(self.bank_ram_mb,
-                            device="cpu" if getattr(self.pipe.device, "type", "cpu") != "cpu" else None)
+        bank = self.bank = KeyValueBank(self.bank_ram_mb,
+                                        device="cpu" if getattr(self.pipe.device, "type", "cpu") != "cpu" else None)
         with contextlib.closing(bank), call_lock(self.pipe), frame_attention(self.pipe.unet):
             for first in range(0, frames, self.chunk):
                 last = min(first + self.chunk, frames)
