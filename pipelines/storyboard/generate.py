@@ -207,8 +207,9 @@ class _FrameDrawer:
                 _check_memory_acted(memory, int(self.request.steps))
             if bank.disk_bytes:
                 self.notes.append(f"The earlier frames' attention memory outgrew its {self.bank_ram_mb:g} MB of RAM: "
-                                  f"{bank.ram_bytes / 2**20:.0f} MB stayed in RAM and {bank.disk_bytes / 2**20:.0f} "
-                                  "MB went to a temporary file (same frames, slower; deleted now).")
+                                  f"at most {bank.peak_ram_bytes / 2**20:.0f} MB stayed in RAM and "
+                                  f"{bank.disk_bytes / 2**20:.0f} MB went to a temporary file (same frames, slower; "
+                                  "deleted now).")
         return outputs[0] if len(outputs) == 1 else _joined(outputs)
 
     def _memory(self, first: int, last: int, frames: int, bank: Any) -> Any:
