@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.core.errors import UserError
 from pipelines.core.gpu import gpu_task
 from pipelines.storyboard.memory import DEFAULT_START_LAYER, DEFAULT_START_STEP_OF_50, SCOPES, SD15_TRANSFORMER_BLOCKS
 from pipelines.storyboard.request import (
@@ -72,21 +73,21 @@ def show_panels(count: int) -> list[Any]:
 
 
 def _sketch_request(count: int, prefix: str, prompts: tuple[str, ...], model: str, seed: int, steps: int,
-                    method: str, block: int, c: int, low: int, high: int) -> Any:
+                    size: int, method: str, block: int, c: int, low: int, high: int) -> Any:
     from pipelines.storyboard.request import LineSettings, SketchRequest
 
     lines = LineSettings(method, int(block), int(c), int(low), int(high))
     return SketchRequest(prompts=_panel_prompts(count, prompts), prefix=prefix or "", model=model, seed=int(seed),
-                         steps=int(steps), lines=lines)
+                         steps=int(steps), width=int(size), height=int(size), lines=lines)
 
 
 @gpu_task
-def draw_sketches(count: int, prefix: str, model: str, seed: int, steps: int, method: str, block: int, c: int,
-                  low: int, high: int, panel: int, *prompts: str, progress=gr.Progress()) -> list[Any]:
+def draw_sketches(count: int, prefix: str, model: str, seed: int, steps: int, size: int, method: str, block: int,
+                  c: int, low: int, high: int, panel: int, *prompts: str, progress=gr.Progress()) -> list[Any]:
     """Sketches for every panel (panel = 0) or only panel `panel` (1-based); the editors of the others are kept."""
     from pipelines.storyboard.sketches import generate_sketches
 
-    request = _sketch_request(count, prefix, prompts, model, seed, steps, method, block, c, low, high)
+    request = _sketch_request(count, prefix, prompts, model, seed, steps, size, method, block, c, low, high)
     panels = None if not panel else [int(panel) - 1]
     output = generate_sketches(request, panels, callback=progress_callback(progress))
     updates: list[Any] = [gr.update() for _ in range(MAX_PANELS)]
@@ -170,14 +171,18 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
     from pipelines.storyboard.compare import sweep
 
     def numbers(text: str, low: int, high: int, what: str) -> list[int]:
-        values = [int(item) for item in str(text).replace(" ", "").split(",") if item]
+        wanted = f"list 1 to 6 whole numbers from {low} to {high}, separated by commas, e.g. {low},{(low + high) // 2}"
+        try:
+            values = [int(item) for item in str(text).replace(" ", "").split(",") if item]
+        except ValueError as err:
+            raise UserError(f"{what}: {text!r} is not a list of numbers; {wanted}.") from err
         if not values or any(not low <= value <= high for value in values) or len(values) > 6:
-            raise ValueError(f"List 1 to 6 {what} from {low} to {high}, separated by commas (got {text!r}).")
+            raise UserError(f"{what}: {wanted} (got {text!r}).")
         return values
 
     request = _board_request(*args[:15], values=args[15:])
-    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "start blocks"),
-                   numbers(steps, 0, 50, "start steps"), callback=progress_callback(progress))
+    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Start blocks L"),
+                   numbers(steps, 0, 50, "Start steps S"), callback=progress_callback(progress))
     return result.image
 
 
@@ -193,16 +198,18 @@ def build(tab: gr.Tab | None = None) -> None:
         load = gr.Button("Load example", scale=1)
     with gr.Row():
         count = gr.Slider(MIN_PANELS, MAX_PANELS, value=DEFAULT_PANELS, step=1, label="Panels", elem_id="sb-count")
-        prefix = gr.Textbox(label="Character and style (put before every panel's prompt)", scale=3,
+        prefix = gr.Textbox(label="Character and style (put before every panel's prompt, with a comma)", scale=3,
                             elem_id="sb-prefix")
     prompts, editors, rows = [], [], []
     for index in range(MAX_PANELS):
         with gr.Row(visible=index < DEFAULT_PANELS) as row:
             prompts.append(gr.Textbox(label=f"Panel {index + 1}", lines=3, scale=1, elem_id=f"sb-prompt-{index}"))
+            # No layers panel: it covered most of a returned sketch; the sketch is one layer anyway.
             editors.append(image_editor_input(f"Sketch {index + 1} (draw, erase, or upload your own)",
-                                              type="pil", height=300, scale=1, elem_id=f"sb-sketch-{index}",
+                                              type="pil", height=360, scale=1, elem_id=f"sb-sketch-{index}",
                                               brush=gr.Brush(colors=["#000000"], default_size=3),
-                                              eraser=gr.Eraser(default_size=12)))
+                                              eraser=gr.Eraser(default_size=12), layers=False,
+                                              canvas_size=(512, 512)))
         rows.append(row)
     with gr.Accordion("Sketch settings", open=False):
         with gr.Row():
@@ -210,6 +217,8 @@ def build(tab: gr.Tab | None = None) -> None:
             sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
             sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps",
                                      elem_id="sb-sketch-steps")
+            sketch_size = gr.Slider(256, 1024, value=512, step=64, label="Sketch size (px; smaller is faster)",
+                                    elem_id="sb-sketch-size")
         with gr.Row():
             method = gr.Radio(list(LINE_METHODS), value=LINE_METHODS[0], label="Clean lines with")
             block = gr.Slider(3, 51, value=15, step=2, label="Adaptive block size")
@@ -222,7 +231,7 @@ def build(tab: gr.Tab | None = None) -> None:
         redraw = gr.Button("Redraw this panel")
         order = gr.Textbox(label="New order (e.g. 2,1,3,4)")
         reorder = gr.Button("Reorder panels")
-    sketch_status = gr.Markdown(elem_id="sb-sketch-status")
+    sketch_status = gr.Markdown(elem_id="sb-sketch-status", min_height=60)  # room for the progress bar
 
     with gr.Accordion("Frame settings", open=True):
         with gr.Row():
@@ -268,13 +277,17 @@ def build(tab: gr.Tab | None = None) -> None:
 
     settings = [count, prefix, negative, model, control, scale, steps, cfg, seed, size, memory_on, start_layer,
                 start_step, scope, ratio]
-    sketch_inputs = [count, prefix, sketch_model, sketch_seed, sketch_steps, method, block, c, low, high]
+    sketch_inputs = [count, prefix, sketch_model, sketch_seed, sketch_steps, sketch_size, method, block, c, low,
+                     high]
     load.click(load_example, inputs=example, outputs=[count, prefix, *prompts, *editors], api_visibility="private")
     count.change(show_panels, inputs=count, outputs=rows, api_visibility="private")
+    # Progress in the status line, full width ("Sketch 2 of 4, step 5/25"), not clipped over each small editor.
     sketch_all.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, gr.State(0), *prompts],
-                     outputs=[*editors, sketch_status], api_name="storyboard_sketches", **MODEL_WORK)
+                     outputs=[*editors, sketch_status], api_name="storyboard_sketches",
+                     show_progress_on=[sketch_status], **MODEL_WORK)
     redraw.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, redraw_panel, *prompts],
-                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", **MODEL_WORK)
+                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", show_progress_on=[sketch_status],
+                 **MODEL_WORK)
     reorder.click(friendly_errors(reorder_panels), inputs=[order, count, *prompts, *editors],
                   outputs=[*prompts, *editors], api_visibility="private")
     draw.click(friendly_errors(draw_storyboard), inputs=[*settings, *prompts, *editors],

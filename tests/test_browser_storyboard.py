@@ -58,8 +58,11 @@ def test_sketch_edit_and_draw_a_storyboard_while_another_session_draws_its_own(a
         _prepare(first, app_url, "1boy, red scarf,", 1)
         first.get_by_text("Sketch settings").click()
         set_number(first, "sb-sketch-steps", 2)
+        set_number(first, "sb-sketch-size", 256)
         first.locator("#sb-sketch-all").click()
         first.locator("#sb-sketch-status").get_by_text(re.compile("Sketches in")).wait_for()
+        # the returned sketch is the editor's only layer: no Layers panel is drawn over it (issue #22)
+        assert first.locator("#sb-sketch-0").get_by_text("Layers").count() == 0
         canvas = first.locator("#sb-sketch-1 canvas").first
         box = canvas.bounding_box()
         first.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)

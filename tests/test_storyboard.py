@@ -46,8 +46,12 @@ def test_canny_lines_and_what_each_controlnet_sees_match_opencv() -> None:
 
 def test_sketches_per_panel_and_regenerating_one_panel() -> None:
     request = SketchRequest(prompts=PROMPTS, seed=5, steps=2, width=64, height=64)
-    all_panels = generate_sketches(request)
+    progress: list = []
+    all_panels = generate_sketches(request, callback=lambda done, total, text: progress.append((done, total, text)))
     assert all_panels.seeds == [5, 6, 7] and len(all_panels.sketches) == 3 and all_panels.test_model
+    # progress over all three sketches (3 × 2 steps), rising, naming the sketch
+    assert [done for done, _, _ in progress] == [1, 2, 3, 4, 5, 6] and {total for _, total, _ in progress} == {6}
+    assert progress[-1][2] == "Sketch 3 of 3, step 2/2"
     again = generate_sketches(request, panels=[1])
     assert again.panels == [1] and np.array_equal(np.asarray(again.sketches[0]), np.asarray(all_panels.sketches[1]))
     assert set(np.unique(np.asarray(all_panels.sketches[0].convert("L")))) <= {0, 255}
@@ -104,6 +108,66 @@ def test_memory_on_and_off_share_the_first_frame(monkeypatch: pytest.MonkeyPatch
     assert on.seconds_per_frame > 0 and on.peak_memory_mb > 0
 
 
+def test_memory_acts_even_when_auto_picks_another_preset_between_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"auto" decides from free GPU memory at each load; here it answers "none", then "low", then "none", ... .
+    The memory must still act on the pipeline that draws the frames (issue #22)."""
+    import itertools
+
+    from pipelines.core import loader
+    from pipelines.storyboard import memory as memory_module
+    from pipelines.storyboard.generate import generate_storyboard
+
+    made: list = []
+
+    class CountedMemory(memory_module.FrameMemory):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            made.append(self)
+
+    presets = itertools.cycle(["none", "low"])
+    monkeypatch.setattr(loader, "choose_memory_preset", lambda device: next(presets))
+    monkeypatch.setattr(memory_module, "FrameMemory", CountedMemory)
+    output = generate_storyboard(board())
+    assert output.memory_on and len(made) == 1 and made[0].attended > 0
+
+
+def test_frames_without_the_memory_they_asked_for_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the memory processors were not on the pipeline that drew the frames, the call fails loudly."""
+    import contextlib
+
+    from pipelines.storyboard import memory as memory_module
+    from pipelines.storyboard.generate import generate_storyboard
+
+    monkeypatch.setattr(memory_module, "frame_attention", lambda unet: contextlib.nullcontext())
+    with pytest.raises(RuntimeError, match="memory attention did not act"):
+        generate_storyboard(board(steps=2))
+
+
+def test_the_text_only_panel_hook_leaves_other_threads_calls_alone() -> None:
+    """The ControlNet is shared by every base pipeline (cached per source) while each pipeline has its own lock:
+    a call through another pipeline, in another thread, must get the ControlNet's plain output."""
+    import threading
+
+    import torch
+
+    from pipelines.storyboard.generate import _text_only_panels
+
+    class Residuals(torch.nn.Module):  # a ControlNet's output shape: (down residuals, mid residual)
+        def forward(self, sample):
+            return [sample, sample * 2], sample * 3
+
+    controlnet, sample = Residuals(), torch.ones(4, 2, 3, 3)  # [uncond 2 frames | cond 2 frames]
+    seen: dict = {}
+    with _text_only_panels(controlnet, [1], frames=2):
+        ours = controlnet(sample)
+        other = threading.Thread(target=lambda: seen.setdefault("other", controlnet(sample)))
+        other.start()
+        other.join()
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(-1, 1, 1, 1)  # panel 2 zeroed in both CFG halves
+    assert torch.equal(ours[1], sample * 3 * mask) and torch.equal(ours[0][1], sample * 2 * mask)
+    assert torch.equal(seen["other"][1], sample * 3) and torch.equal(seen["other"][0][0], sample)
+
+
 def test_a_recorded_storyboard_saves_every_output_and_reruns_to_the_same_frames() -> None:
     from pipelines.core.records import default_store
     from pipelines.core.runs import rerun
@@ -155,6 +219,15 @@ def test_out_of_memory_falls_back_to_smaller_chunks_with_the_same_frames(monkeyp
         core.DeviceOutOfMemory("The device ran out of memory; set Memory to 'low'")))
     with pytest.raises(UserError, match="Memory to 'low'"):
         run_storyboard(request)
+
+
+def test_the_character_line_and_each_panel_prompt_are_kept_apart() -> None:
+    from pipelines.storyboard.request import with_prefix
+
+    assert board(prefix="anime style", prompts=("she wakes up",), sketches=()).panel_prompts() == (
+        "anime style, she wakes up",)
+    assert with_prefix("1boy, red scarf,", "sitting") == "1boy, red scarf, sitting"
+    assert with_prefix("", " sitting ") == "sitting" and with_prefix("1boy", "") == "1boy"
 
 
 @pytest.mark.parametrize(("change", "words"), [

@@ -10,7 +10,7 @@ from PIL import Image
 from tabs import storyboard as tab
 
 PROMPTS = ("1boy, outdoors,", "1boy, outdoors, sitting, on a bench")
-SKETCH_SETTINGS = (2, "", "tiny:sd15", 3, 2, "adaptive", 15, 8, 100, 200)  # count … canny high
+SKETCH_SETTINGS = (2, "", "tiny:sd15", 3, 2, 64, "adaptive", 15, 8, 100, 200)  # count … size … canny high
 
 
 def padded(values: list) -> list:
@@ -29,6 +29,7 @@ def test_sketches_fill_the_editors_and_a_redraw_touches_only_its_panel() -> None
     outputs = tab.draw_sketches(*SKETCH_SETTINGS, 0, *padded(list(PROMPTS)))
     sketches, status = outputs[:tab.MAX_PANELS], outputs[-1]
     assert all(isinstance(image, Image.Image) for image in sketches[:2]) and "random weights" in status
+    assert sketches[0].size == (64, 64)  # the sketch size setting
     redrawn = tab.draw_sketches(*SKETCH_SETTINGS, 2, *padded(list(PROMPTS)))
     assert isinstance(redrawn[1], Image.Image) and not isinstance(redrawn[0], Image.Image)  # panel 1 kept
     assert np.array_equal(np.asarray(redrawn[1]), np.asarray(sketches[1]))
@@ -55,5 +56,11 @@ def test_the_storyboard_from_edited_sketches_and_the_on_off_comparison() -> None
 def test_bad_storyboards_are_answered_in_words() -> None:
     with pytest.raises(gr.Error, match="Panel 2 has no prompt"):
         tab.friendly_errors(tab.draw_storyboard)(*settings(), *padded(["a girl", " "]), *padded([None, None]))
-    with pytest.raises(gr.Error, match="start blocks"):
+    with pytest.raises(gr.Error, match="Start blocks L"):
         tab.friendly_errors(tab.sweep_grid)("0,99", "10", *settings(), *padded(list(PROMPTS)), *padded([None, None]))
+    # not numbers at all: the field and what it takes, not Python's "invalid literal for int()"
+    for blocks, steps, field in (("a,b", "10", "Start blocks L"), ("0,4", "x", "Start steps S")):
+        with pytest.raises(gr.Error, match=f"{field}: .* is not a list of numbers; list 1 to 6 whole numbers") as err:
+            tab.friendly_errors(tab.sweep_grid)(blocks, steps, *settings(), *padded(list(PROMPTS)),
+                                                *padded([None, None]))
+        assert "invalid literal" not in str(err.value)

@@ -167,12 +167,13 @@ class _Resources:
     adapter: LoadedAdapter | None = None  # the reference image's IP-Adapter
 
 
-def _load(request: GenerateRequest) -> _Resources:
+def _load(request: GenerateRequest, pipe: Any = None) -> _Resources:
     from .library import find_embeddings, resolve_loras
     from .models import controlnet_for, load_pipeline
     from .prompts import extract_lora_tags
 
-    pipe = load_pipeline(request.model, vae=request.vae, memory=request.memory)
+    if pipe is None:
+        pipe = load_pipeline(request.model, vae=request.vae, memory=request.memory)
     controlnets = [controlnet_for(pipe, unit.model) for unit in request.controlnets]
     prompts, tags = [], {}
     for text in request.prompts or [request.prompt] * int(request.batch_size):
@@ -262,9 +263,11 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
              cancel: CancelToken | None = None, on_preview: PreviewCallback | None = None,
              preview_every: int = 0, state: Any = None,
              cross_attention_kwargs: Mapping[str, Any] | None = None,
-             on_latents: LatentsCallback | None = None) -> GenerateOutput:
+             on_latents: LatentsCallback | None = None, pipe: Any = None) -> GenerateOutput:
     """Generate `request.batch_size` images. `state` and `cross_attention_kwargs` let a method (storyboard's
-    MAGA) carry per-call state into its attention processors; the step hook moves `state.step` on."""
+    MAGA) carry per-call state into its attention processors; the step hook moves `state.step` on. `pipe`: the
+    cached pipeline to draw with when the caller already loaded it for this request (and put its processors on
+    it); otherwise it is loaded here."""
     from . import steps
     from .ip_adapter import applied_ip_adapter
     from .lora import applied_loras
@@ -274,14 +277,14 @@ def generate(request: GenerateRequest, *, callback: ProgressCallback | None = No
 
     raise_for_problems(request)
     started = time.perf_counter()
-    res = _load(request)
+    res = _load(request, pipe)
     control_images = _control_images(request, res.notes)
     seeds = seeds_for(request)
     scheduler = make_scheduler(request.sampler, request.schedule, res.pipe.scheduler.config, seeds=seeds)
     call_pipe = pipeline_for_call(res.pipe, scheduler, res.controlnets)
     latents, generators = _initial_noise(request, res.pipe)
     # total=None: the hook reads the pipeline's own count, which second-order samplers (Heun, DPM2, DPM++ SDE)
-    # make about twice the steps; `state.step` counts UNet passes.
+    # make about twice the steps; `state.step` counts sampler steps, `state.unet_pass` UNet passes.
     step_hook = steps.hook(callback, cancel, state, total=None, preview_every=preview_every,
                            on_preview=on_preview, sdxl=base_of(res.pipe) == "sdxl", on_latents=on_latents)
     # The lock: LoRAs and an IP-Adapter go into the shared cached modules for this call, so calls on one pipeline

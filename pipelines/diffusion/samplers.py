@@ -33,12 +33,19 @@ How A1111 discretizes (modules/sd_samplers_kdiffusion.py, sd_schedulers.py, sd_s
 | LCM               | LCMScheduler (50 original steps)                                         | own          | -      |
 (U Uniform, K Karras, E Exponential; "own": only Automatic, the sampler's own timesteps.)
 
+The DPM++ 2M family (2M, 2M SDE, 2M SDE Heun) runs on `a1111_schedulers.A1111DPMSolverMultistepScheduler`:
+diffusers' multistep solver with A1111's start (noise * sigma_0, where diffusers starts at noise *
+sqrt(1 + sigma_0^2)) and the continuous timesteps A1111 hands the UNet (diffusers rounds or truncates them). With
+the same noise it gives k-diffusion's `sample_dpmpp_2m` latents to float error (tests/test_diffusion_samplers.py).
+
 Where this differs from A1111 (diffusers has no switch for it):
 - DPM2 and DPM2 a: A1111 also drops the next-to-last sigma (it asks for n+1 sigmas); diffusers does not.
 - DPM++ 2M (and 2M SDE) cannot do A1111's "Uniform": diffusers' linspace for that class stops at sigma(t~999/n),
   not at sigma_min, so it is refused rather than approximated. "SGM Uniform" is left out for the same reason:
   diffusers' documented match (`timestep_spacing="trailing"`) lands up to one training step off A1111's (~1 % sigma).
 - DDIM/PLMS with n not dividing 1000: A1111's range() yields more than n timesteps (31 for n=30); diffusers n.
+- DPM++ 2M SDE and 2M SDE Heun: the step noise is Gaussian noise from the generator, A1111's is a Brownian tree
+  (see Noise below), so their images differ from A1111's for the same seed; the deterministic part is A1111's.
 - UniPC follows A1111's defaults (variant bh1, time_uniform, order 3, lower order final, no denoise to zero);
   diffusers rounds the timesteps to integers (A1111 keeps them continuous): sigmas agree to ~0.2 %.
 - LCM: diffusers' LCMScheduler spaces its steps over the 50 original LCM timesteps as the LCM paper does
@@ -244,6 +251,17 @@ def _accepted_keys(scheduler_class: type) -> frozenset[str]:
     return frozenset(inspect.signature(scheduler_class.__init__).parameters) - {"self"}
 
 
+def _scheduler_class(name: str) -> type:
+    """The diffusers class by name; the multistep DPM-Solver as its A1111-start, continuous-t subclass."""
+    if name == "DPMSolverMultistepScheduler":
+        from .a1111_schedulers import A1111DPMSolverMultistepScheduler
+
+        return A1111DPMSolverMultistepScheduler
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
 def make_scheduler(sampler: str, schedule: str, base_config: Mapping[str, Any], *,
                    seeds: Sequence[int] = ()) -> SchedulerMixin:
     """A new diffusers scheduler for an A1111 sampler and schedule type, built from the model's scheduler config
@@ -255,9 +273,7 @@ def make_scheduler(sampler: str, schedule: str, base_config: Mapping[str, Any], 
     spec, label = _resolve(sampler, schedule)
     if label == AUTOMATIC:
         label = spec.default_schedule or AUTOMATIC
-    import diffusers
-
-    scheduler_class = getattr(diffusers, spec.scheduler_class)
+    scheduler_class = _scheduler_class(spec.scheduler_class)
     accepted = _accepted_keys(scheduler_class)
     overrides = dict(_NEUTRAL) | dict(spec.overrides) | dict(_SCHEDULE_OVERRIDES.get(label, ()))
     if spec.own_noise and seeds:

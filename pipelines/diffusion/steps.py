@@ -2,8 +2,9 @@
 
 Pass `hook(...)` as diffusers' `callback_on_step_end`. It raises `JobCancelled` when the user cancels (diffusers'
 `interrupt` would return half-denoised images silently), reports progress, moves a per-call state object's
-`step` on (e.g. storyboard's FrameMemory), and every `preview_every` steps hands cheap RGB previews of the
-latents to `on_preview`. It returns `{}` because diffusers expects a dict of tensors to replace.
+`step` (sampler steps) and `unet_pass` (UNet passes) on (e.g. storyboard's FrameMemory), and every
+`preview_every` steps hands cheap RGB previews of the latents to `on_preview`. It returns `{}` because diffusers
+expects a dict of tensors to replace.
 """
 
 from __future__ import annotations
@@ -50,15 +51,23 @@ def hook(callback: ProgressCallback | None = None, cancel: CancelToken | None = 
          total: int | None = None, preview_every: int = 0, on_preview: PreviewCallback | None = None,
          sdxl: bool = False, message: str = "Denoising",
          on_latents: LatentsCallback | None = None) -> Callable[..., dict]:
-    """A `callback_on_step_end` for one call. `state.step`, when present, is set to the next step's index.
-    `on_latents` sees the latents after every step (for methods that compare runs step by step)."""
+    """A `callback_on_step_end` for one call (diffusers calls it after every UNet pass). `state.step`, when present,
+    is set to the sampler steps done and `state.unet_pass` to the UNet passes done: second-order samplers (Heun,
+    DPM2, DPM++ SDE) make two passes a step, and a step is done when their scheduler is back in its first order.
+    `on_latents` sees the latents after every pass (for methods that compare runs step by step)."""
+    sampler_steps = 0  # this call's; the hook is made per call
 
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+        nonlocal sampler_steps
         if cancel is not None:
             cancel.raise_if_cancelled()
         done = step + 1
+        if getattr(getattr(pipe, "scheduler", None), "state_in_first_order", True):
+            sampler_steps += 1
         if state is not None and hasattr(state, "step"):
-            state.step = done
+            state.step = sampler_steps
+        if state is not None and hasattr(state, "unet_pass"):
+            state.unet_pass = done
         steps = total or getattr(pipe, "num_timesteps", None) or done
         if callback is not None:
             callback(done, steps, f"{message}: step {done}/{steps}")

@@ -2,13 +2,20 @@
 
 All panels denoise in one batch (lockstep, panel i with seed + i), which is what MAGA's causal frame order needs
 (memory.py). A panel without a sketch is drawn from its text alone: its ControlNet residuals are zeroed for that
-panel only, by a forward hook held for the call. The memory attention goes onto the shared cached UNet only
-inside the pipeline's call lock and comes off again after.
+panel only, by a forward hook held for the call (the ControlNet is cached per source and may serve several base
+pipelines at once, so the hook acts only in the thread that holds it). The memory attention goes onto the shared
+cached UNet only inside the pipeline's call lock and comes off again after.
+
+The memory preset is resolved once ("auto" looks at free GPU memory, which may change between two loads), the
+pipeline loaded with it is the one the processors go on, and that same pipeline draws the frames; a call in which
+the memory should have acted and did not fails rather than return frames without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import UserError
 
+from .memory import DEFAULT_BANK_RAM_MB
 from .request import CONTROL_TYPES, StoryboardRequest, check
 
 if TYPE_CHECKING:
@@ -75,6 +83,16 @@ def frames_request(request: StoryboardRequest, notes: list[str]) -> GenerateRequ
                            clip_skip=int(request.clip_skip), controlnets=units, memory=request.memory_preset)
 
 
+def resolved_preset(preset: str) -> str:
+    """The memory preset "auto" stands for now (decided once per storyboard, so every load gets the same one)."""
+    if preset != "auto":
+        return preset
+    from pipelines.core import devices
+    from pipelines.core.loader import choose_memory_preset
+
+    return choose_memory_preset(devices.resolve_device())
+
+
 @contextlib.contextmanager
 def _text_only_panels(controlnet: Any, panels: Sequence[int], frames: int) -> Iterator[None]:
     """Zero the ControlNet's residuals for `panels` (its batch is [uncond frames | cond frames])."""
@@ -82,7 +100,11 @@ def _text_only_panels(controlnet: Any, panels: Sequence[int], frames: int) -> It
         yield
         return
 
+    owner = threading.get_ident()
+
     def zero_panels(_module: Any, _inputs: Any, output: Any) -> Any:
+        if threading.get_ident() != owner:  # another pipeline's call on the shared ControlNet: not ours to change
+            return None
         down, mid = output[0], output[1]
         keep = _panel_mask(panels, frames, down[0].shape[0], down[0])
         return ([sample * keep for sample in down], mid * keep, *output[2:])
@@ -114,8 +136,8 @@ def generate_storyboard(request: StoryboardRequest, *, callback: ProgressCallbac
     if problems:
         raise UserError(" ".join(problems))
     notes: list[str] = []
-    core_request = frames_request(request, notes)
-    pipe = load_pipeline(request.model, memory=request.memory_preset)
+    core_request = dataclasses.replace(frames_request(request, notes), memory=resolved_preset(request.memory_preset))
+    pipe = load_pipeline(request.model, memory=core_request.memory)
     controlnet = controlnet_for(pipe, core_request.controlnets[0].model) if core_request.controlnets else None
     drawer = _FrameDrawer(request, pipe, controlnet, notes)
     started = time.perf_counter()
@@ -140,6 +162,8 @@ class _FrameDrawer:
     controlnet: Any
     notes: list[str]
     chunk: int = 0  # frames per call; 0: all at once
+    bank_ram_mb: float = DEFAULT_BANK_RAM_MB  # RAM for earlier chunks' keys and values; the rest goes to disk
+    bank: Any = None  # the last draw's KeyValueBank (closed; its byte counts stay), for the notes and the bench
 
     def draw(self, core_request: GenerateRequest, *, callback: ProgressCallback | None = None,
              cancel: CancelToken | None = None, **_unused: Any) -> GenerateOutput:
@@ -166,21 +190,29 @@ class _FrameDrawer:
                         cancel: CancelToken | None) -> GenerateOutput:
         from pipelines.diffusion.generate import call_lock, generate
 
-        from .memory import frame_attention
+        from .memory import KeyValueBank, frame_attention
 
-        frames, bank, outputs = len(core_request.prompts), {}, []
-        with call_lock(self.pipe), frame_attention(self.pipe.unet):
+        frames, outputs = len(core_request.prompts), []
+        bank = self.bank = KeyValueBank(self.bank_ram_mb,
+                                        device="cpu" if getattr(self.pipe.device, "type", "cpu") != "cpu" else None)
+        with contextlib.closing(bank), call_lock(self.pipe), frame_attention(self.pipe.unet):
             for first in range(0, frames, self.chunk):
                 last = min(first + self.chunk, frames)
                 memory = self._memory(first, last, frames, bank)
                 with _text_only_panels(self.controlnet, self._missing(first, last), last - first):
                     outputs.append(generate(_chunk_request(core_request, first, last),
                                             callback=_chunk_progress(callback, first, last, frames), cancel=cancel,
-                                            state=memory,
+                                            state=memory, pipe=self.pipe,
                                             cross_attention_kwargs={"memory": memory} if memory else None))
+                _check_memory_acted(memory, int(self.request.steps))
+            if bank.disk_bytes:
+                self.notes.append(f"The earlier frames' attention memory outgrew its {self.bank_ram_mb:g} MB of RAM: "
+                                  f"at most {bank.peak_ram_bytes / 2**20:.0f} MB stayed in RAM and "
+                                  f"{bank.disk_bytes / 2**20:.0f} MB went to a temporary file (same frames, slower; "
+                                  "deleted now).")
         return outputs[0] if len(outputs) == 1 else _joined(outputs)
 
-    def _memory(self, first: int, last: int, frames: int, bank: dict) -> Any:
+    def _memory(self, first: int, last: int, frames: int, bank: Any) -> Any:
         from .memory import FrameMemory, memory_layers, scaled_start_layer, scaled_start_step
 
         settings = self.request.memory
@@ -190,20 +222,26 @@ class _FrameDrawer:
         return FrameMemory(frames=last - first, guided=float(self.request.cfg_scale) > 1,
                            layers=memory_layers(unet, scaled_start_layer(unet, settings.start_layer)),
                            start_step=scaled_start_step(int(self.request.steps), settings.start_step_of_50),
-                           scope=settings.scope, sample_ratio=settings.sample_ratio, rng=_rng(self.request.seed),
-                           first_frame=first, keep=last < frames, bank=bank,
-                           bank_device="cpu" if getattr(self.pipe.device, "type", "cpu") != "cpu" else None)
+                           scope=settings.scope, sample_ratio=settings.sample_ratio, seed=int(self.request.seed),
+                           first_frame=first, keep=last < frames, bank=bank)
 
     def _missing(self, first: int, last: int) -> list[int]:
         return [index - first for index, sketch in enumerate(self.request.sketches)
                 if sketch is None and first <= index < last]
 
 
+def _check_memory_acted(memory: Any, steps: int) -> None:
+    """Fail loudly when the memory attention should have run and never did (its processors were not on the
+    pipeline that drew the frames): frames without it must not pass for frames with it."""
+    if memory is None or not memory.layers or memory.start_step >= steps or memory.attended:
+        return
+    raise RuntimeError("The memory attention did not act on the pipeline that drew the frames (its processors were "
+                       "not installed there); nothing was saved. Please try again.")
+
+
 def _chunk_request(core_request: GenerateRequest, first: int, last: int) -> GenerateRequest:
     """Frames first…last-1 of the request: their prompts and sketches, and the seeds they have in the whole batch
     (the core gives image i the seed + i)."""
-    import dataclasses
-
     if (first, last) == (0, len(core_request.prompts)):
         return core_request
     units = tuple(dataclasses.replace(unit, image=tuple(unit.image)[first:last]) for unit in core_request.controlnets)
@@ -225,8 +263,6 @@ def _chunk_progress(callback: ProgressCallback | None, first: int, last: int,
 
 
 def _joined(outputs: list[GenerateOutput]) -> GenerateOutput:
-    import dataclasses
-
     head = outputs[0]
     notes = list(dict.fromkeys(note for output in outputs for note in output.notes))
     return dataclasses.replace(
@@ -245,12 +281,6 @@ def _free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _rng(seed: int) -> Any:
-    from pipelines.core.seeds import cpu_generator
-
-    return cpu_generator(int(seed))
 
 
 def _reset_peak_memory() -> None:

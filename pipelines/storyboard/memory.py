@@ -15,6 +15,21 @@ frames' keys and values from `FrameMemory.bank` and adding its own when `keep` i
 sequential generation (a panel added later); smaller chunks are the fallback when a lockstep batch does not fit
 in memory.
 
+The bank is bounded (issue #19): only the frames a later chunk reads are kept ("previous" the last frame drawn,
+"first" only frame 1, "all" every one), and past `KeyValueBank.ram_budget_mb` the entries go to a temporary
+folder on disk (safetensors, read back when a later chunk needs them, removed when the call ends). The frames
+stay exactly the same; a spilled bank costs disk writes and reads (bench/bench_storyboard.py measures them).
+
+Steps: S counts sampler steps, not UNet passes (Heun, DPM2 and DPM++ SDE call the UNet twice a step): the step hook
+moves `step` (sampler steps) and `unet_pass` (UNet passes, which key the bank and the token subsets) on.
+
+With "tokens kept" below 1, the subset of memory tokens for frame n at a layer and UNet pass is drawn from a
+generator keyed by (seed, n, layer, pass, CFG branch), so it is the same whether frame n is drawn in one batch, in
+chunks, or with more panels after it.
+
+Under a memory preset that slices attention ("low", "lowest"), the processor keeps the pipeline's own processor
+for every call it does not change and computes its memory attention in the same slices of heads.
+
 Nothing here is global. The processor holds only its layer's name; everything about one call lives in a
 `FrameMemory` that the caller creates, passes as `cross_attention_kwargs={"memory": memory}` and moves on with
 the step hook (`memory.step`). With `memory=None` the processor is plain SDPA attention.
@@ -22,10 +37,15 @@ the step hook (`memory.step`). With `memory=None` the processor is plain SDPA at
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +55,10 @@ SCOPES = ("all", "previous", "first")
 SD15_TRANSFORMER_BLOCKS = 16
 DEFAULT_START_LAYER = 8
 DEFAULT_START_STEP_OF_50 = 24
+# RAM the chunked fallback may give earlier frames' keys and values before it spills them to disk. SD 1.5 at 512 px
+# keeps ~52 MB per frame and sampler step (fp16, layers 8-15, both CFG branches): 2 GiB holds ~1.5 frames of 26
+# steps, beside the models on a small Space.
+DEFAULT_BANK_RAM_MB = 2048
 _SECTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
 
 
@@ -84,6 +108,96 @@ def scaled_start_step(steps: int, start_of_50: int = DEFAULT_START_STEP_OF_50) -
     return round(start_of_50 * steps / 50)
 
 
+def needed_later(frame: int, chunk_end: int, scope: str) -> bool:
+    """Whether a frame before `chunk_end` is read by any frame from `chunk_end` on (then a chunk must keep it)."""
+    return {"all": True, "previous": frame == chunk_end - 1, "first": frame == 0}[scope]
+
+
+class KeyValueBank:
+    """Earlier chunks' keys and values: (layer, UNet pass) -> per storyboard frame, one (keys, values) per CFG
+    branch, or None for a frame no later chunk reads. Up to `ram_budget_mb` in memory (on `device`), the rest in a
+    temporary folder that goes when the bank is closed or dropped."""
+
+    def __init__(self, ram_budget_mb: float = DEFAULT_BANK_RAM_MB, device: str | None = None) -> None:
+        self.ram_budget_bytes = int(ram_budget_mb * 2**20)
+        self.device = device  # where kept keys/values wait (e.g. "cpu" to spare a GPU); None: where made
+        self.ram_bytes = self.disk_bytes = self.peak_ram_bytes = 0  # disk: bytes ever written
+        self._entries: dict[tuple[str, int], list[Any]] = {}
+        self._folder: Path | None = None
+        self._spilled = 0
+        self._cleanup: Any = None
+
+    def count(self, layer: str, unet_pass: int) -> int:
+        return len(self._entries.get((layer, unet_pass), []))
+
+    def add(self, layer: str, unet_pass: int, branches: list[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+        """The next frame's keys and values (None: not needed later)."""
+        entries = self._entries.setdefault((layer, unet_pass), [])
+        if branches is None:
+            entries.append(None)
+            return
+        kept = [(key.detach().to(self.device) if self.device else key.detach(),
+                 value.detach().to(self.device) if self.device else value.detach()) for key, value in branches]
+        size = sum(key.numel() * key.element_size() + value.numel() * value.element_size() for key, value in kept)
+        if self.ram_bytes + size <= self.ram_budget_bytes:
+            entries.append(kept)
+            self.ram_bytes += size
+            self.peak_ram_bytes = max(self.peak_ram_bytes, self.ram_bytes)
+            return
+        entries.append(self._spill(kept))
+        self.disk_bytes += size
+
+    def release(self, layer: str, unet_pass: int, frame: int) -> None:
+        """Forget a frame no later frame reads (its RAM or its file)."""
+        entries = self._entries.get((layer, unet_pass), [])
+        entry = entries[frame] if frame < len(entries) else None
+        if isinstance(entry, Path):
+            entry.unlink(missing_ok=True)
+        elif entry is not None:
+            self.ram_bytes -= sum(key.numel() * key.element_size() + value.numel() * value.element_size()
+                                  for key, value in entry)
+        if entry is not None:
+            entries[frame] = None
+
+    def get(self, layer: str, unet_pass: int, frame: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        entry = self._entries.get((layer, unet_pass), [])[frame] if frame < self.count(layer, unet_pass) else None
+        if entry is None:
+            raise RuntimeError(f"The memory bank holds no keys for frame {frame + 1} at {layer}, pass {unet_pass}")
+        if isinstance(entry, Path):
+            from safetensors.torch import load_file
+
+            tensors = load_file(entry)
+            return [(tensors[f"key{branch}"], tensors[f"value{branch}"]) for branch in range(len(tensors) // 2)]
+        return entry
+
+    def _spill(self, kept: list[tuple[torch.Tensor, torch.Tensor]]) -> Path:
+        from safetensors.torch import save_file
+
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="asl-frame-memory-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
+        tensors = {}
+        for branch, (key, value) in enumerate(kept):
+            tensors[f"key{branch}"] = key.to("cpu").contiguous()
+            tensors[f"value{branch}"] = value.to("cpu").contiguous()
+        self._spilled += 1
+        path = self._folder / f"{self._spilled}.safetensors"
+        save_file(tensors, str(path))
+        return path
+
+    def close(self) -> None:
+        """Drop everything (the spill folder too)."""
+        self._entries.clear()
+        if self._cleanup is not None:
+            self._cleanup()
+
+
+def _subset_seed(seed: int, frame: int, layer: str, unet_pass: int, branch: int) -> int:
+    """A seed for one frame's token subset at one layer and UNet pass (stable across runs and processes)."""
+    digest = hashlib.blake2b(f"{seed}|{frame}|{layer}|{unet_pass}|{branch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
 @dataclass
 class FrameMemory:
     """One storyboard call's memory state (created per call, dropped when it returns)."""
@@ -91,19 +205,20 @@ class FrameMemory:
     frames: int  # frames in this call's batch
     guided: bool  # the batch is [uncond frames | cond frames] under classifier-free guidance
     layers: frozenset[str]  # attention layers where memory is used (see memory_layers)
-    start_step: int  # from this step index on (0-based, in the pipeline's own steps)
+    start_step: int  # from this sampler step on (0-based)
     scope: str = "all"
     sample_ratio: float = 1.0  # fraction of memory tokens kept (1 = all)
-    step: int = 0  # moved on by the step hook, never counted in here
-    rng: torch.Generator | None = None  # token sampling draws from this
+    seed: int = 0  # the storyboard's seed: token subsets are drawn from generators keyed by it (module doc)
+    step: int = 0  # sampler steps done, moved on by the step hook, never counted in here
+    unet_pass: int = 0  # UNet passes done (two per step for Heun, DPM2), moved on by the step hook
     # Chunks: this call's batch is the storyboard's frames first_frame, first_frame + 1, …; frames before it are
-    # read from `bank` ((layer, step) -> one [(keys, values) per CFG branch] per frame, in frame order), and with
-    # `keep` this call's frames are added to it for the chunks after it. One lockstep batch needs neither.
+    # read from `bank`, and with `keep` this call's frames are added to it for the chunks after it (those frames
+    # up to `chunk_end`). One lockstep batch needs neither.
     first_frame: int = 0
     keep: bool = False
-    bank: dict[tuple[str, int], list[list[tuple[torch.Tensor, torch.Tensor]]]] = field(default_factory=dict)
-    bank_device: str | None = None  # where kept keys/values wait (e.g. "cpu" to spare a GPU); None: where made
+    bank: KeyValueBank = field(default_factory=KeyValueBank)
     trace: list[tuple[str, int, int, tuple[int, ...]]] | None = None  # (layer, step, frame, memory frames) if kept
+    attended: int = 0  # memory attention calls made (the caller checks that the memory acted)
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -116,19 +231,33 @@ class FrameMemory:
 
 
 class CrossFrameAttention:
-    """An attention processor that holds only the name of the layer it sits on (see the module docstring)."""
+    """An attention processor that holds only the name of its layer and the processor it stands in for (the
+    pipeline's own: plain SDPA, or sliced attention under a low-memory preset), which does every call the memory
+    does not change."""
 
-    def __init__(self, layer: str) -> None:
+    def __init__(self, layer: str, original: Any = None) -> None:
         self.layer = layer
+        self.original = original
+        self.slice_size = getattr(original, "slice_size", None)  # SlicedAttnProcessor's heads per slice
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  memory: FrameMemory | None = None) -> torch.Tensor:
         if memory is None or encoder_hidden_states is not None or not memory.active(self.layer):
+            return self._as_before(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        memory.attended += 1
+        return _frame_attention(attn, hidden_states, memory, self.layer, self.slice_size)
+
+    def _as_before(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any, attention_mask: Any,
+                   temb: Any) -> torch.Tensor:
+        original = self.original
+        if original is None:
             from diffusers.models.attention_processor import AttnProcessor2_0
 
-            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        return _frame_attention(attn, hidden_states, memory, self.layer)
+            original = AttnProcessor2_0()
+        extra = {"temb": temb} if temb is not None else {}  # SlicedAttnProcessor takes no temb
+        return original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                        attention_mask=attention_mask, **extra)
 
 
 def _heads(attn: Any, tensor: torch.Tensor) -> torch.Tensor:
@@ -136,7 +265,8 @@ def _heads(attn: Any, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.view(batch, tokens, attn.heads, inner // attn.heads).transpose(1, 2)
 
 
-def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory, layer: str) -> torch.Tensor:
+def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory, layer: str,
+                     slice_size: int | None = None) -> torch.Tensor:
     """Self-attention where each frame also attends to its memory frames' keys and values (per CFG branch)."""
     import torch
 
@@ -151,7 +281,7 @@ def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory
     value = _heads(attn, attn.to_v(hidden_states))
     branches = 2 if memory.guided else 1
     frames = query.shape[0] // branches
-    outputs = [_attend_frame(query, key, value, memory, layer, branch, frame, frames)
+    outputs = [_attend_frame(query, key, value, memory, layer, branch, frame, frames, slice_size)
                for branch in range(branches) for frame in range(frames)]
     if memory.keep:
         _keep(key, value, memory, layer, branches, frames)
@@ -165,12 +295,10 @@ def _frame_attention(attn: Any, hidden_states: torch.Tensor, memory: FrameMemory
 
 
 def _attend_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str,
-                  branch: int, frame: int, frames: int) -> torch.Tensor:
+                  branch: int, frame: int, frames: int, slice_size: int | None = None) -> torch.Tensor:
     """One frame of the batch. Its keys are its own plus its memory frames' (from the batch, or from the bank for
     frames of earlier chunks). When those are the frames just before it in the batch ("all" and "previous" in
     one lockstep batch) they are one slice of the branch's frames: a view, no copy (key order does not matter)."""
-    import torch.nn.functional as F
-
     first = memory.first_frame
     chosen = memory_frames(first + frame, memory.scope)
     index = branch * frames + frame
@@ -183,18 +311,33 @@ def _attend_frame(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
         values = _as_token_rows(value)[:, :, start * tokens:(index + 1) * tokens]
     else:
         keys, values = _with_memory((key[index], value[index]),
-                                    _remembered(key, value, memory, layer, branch, chosen, frames), memory)
-    return F.scaled_dot_product_attention(query[index:index + 1], keys, values)
+                                    _remembered(key, value, memory, layer, branch, chosen, frames), memory,
+                                    _subset_seed(memory.seed, first + frame, layer, memory.unet_pass, branch))
+    return _attention(query[index:index + 1], keys, values, slice_size)
+
+
+def _attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slice_size: int | None) -> torch.Tensor:
+    """SDPA over [1, heads, tokens, dim]; with `slice_size`, that many heads at a time (as SlicedAttnProcessor)."""
+    import torch
+    import torch.nn.functional as F
+
+    heads = query.shape[1]
+    if not slice_size or slice_size >= heads:
+        return F.scaled_dot_product_attention(query, keys, values)
+    return torch.cat([F.scaled_dot_product_attention(query[:, start:start + slice_size],
+                                                     keys[:, start:start + slice_size],
+                                                     values[:, start:start + slice_size])
+                      for start in range(0, heads, slice_size)], dim=1)
 
 
 def _remembered(key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str, branch: int,
                 chosen: list[int], frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The (keys, values) of the storyboard frames `chosen`: earlier chunks' from the bank, this batch's own."""
-    first, stored = memory.first_frame, memory.bank.get((layer, memory.step), [])
+    first = memory.first_frame
     remembered = []
     for earlier in chosen:
         if earlier < first:
-            kept_key, kept_value = stored[earlier][branch]
+            kept_key, kept_value = memory.bank.get(layer, memory.unet_pass, earlier)[branch]
             remembered.append((kept_key.to(key.device, key.dtype), kept_value.to(value.device, value.dtype)))
         else:
             row = branch * frames + earlier - first
@@ -211,23 +354,26 @@ def _as_token_rows(tensor: torch.Tensor) -> torch.Tensor:
 
 def _keep(key: torch.Tensor, value: torch.Tensor, memory: FrameMemory, layer: str, branches: int,
           frames: int) -> None:
-    """Add this batch's frames' keys and values to the bank, for the chunks after it."""
-    stored = memory.bank.setdefault((layer, memory.step), [])
-    if len(stored) != memory.first_frame:
-        raise RuntimeError(f"Chunk from frame {memory.first_frame + 1} found {len(stored)} frames in the memory "
-                           f"bank at {layer}, step {memory.step}: chunks must run in frame order")
-
-    def kept(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.detach().to(memory.bank_device) if memory.bank_device else tensor.detach()
-
+    """Add this batch's frames' keys and values to the bank, for the chunks after it (only those a later frame
+    reads; the others as None)."""
+    stored = memory.bank.count(layer, memory.unet_pass)
+    if stored != memory.first_frame:
+        raise RuntimeError(f"Chunk from frame {memory.first_frame + 1} found {stored} frames in the memory "
+                           f"bank at {layer}, pass {memory.unet_pass}: chunks must run in frame order")
+    chunk_end = memory.first_frame + frames
+    for earlier in range(memory.first_frame):  # read by this batch for the last time ("previous" scope)
+        if not needed_later(earlier, chunk_end, memory.scope):
+            memory.bank.release(layer, memory.unet_pass, earlier)
     for frame in range(frames):
-        stored.append([(kept(key[branch * frames + frame]), kept(value[branch * frames + frame]))
-                       for branch in range(branches)])
+        needed = needed_later(memory.first_frame + frame, chunk_end, memory.scope)
+        memory.bank.add(layer, memory.unet_pass, [(key[branch * frames + frame], value[branch * frames + frame])
+                                                  for branch in range(branches)] if needed else None)
 
 
 def _with_memory(own: tuple[torch.Tensor, torch.Tensor], remembered: list[tuple[torch.Tensor, torch.Tensor]],
-                 memory: FrameMemory) -> tuple[torch.Tensor, torch.Tensor]:
-    """[1, heads, own + memory tokens, dim] keys and values; memory tokens optionally subsampled."""
+                 memory: FrameMemory, subset_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[1, heads, own + memory tokens, dim] keys and values; memory tokens optionally subsampled (the subset drawn
+    from a generator seeded with `subset_seed`, so it depends only on the frame, layer, pass and branch)."""
     import torch
 
     if not remembered:
@@ -236,7 +382,9 @@ def _with_memory(own: tuple[torch.Tensor, torch.Tensor], remembered: list[tuple[
     values = torch.cat([item[1] for item in remembered], dim=1)
     if memory.sample_ratio < 1:
         keep = max(1, round(keys.shape[1] * memory.sample_ratio))
-        chosen = torch.randperm(keys.shape[1], generator=memory.rng)[:keep].to(keys.device)
+        from pipelines.core.seeds import cpu_generator
+
+        chosen = torch.randperm(keys.shape[1], generator=cpu_generator(subset_seed))[:keep].to(keys.device)
         keys, values = keys[:, chosen], values[:, chosen]
     return (torch.cat([own[0], keys], dim=1).unsqueeze(0), torch.cat([own[1], values], dim=1).unsqueeze(0))
 
@@ -244,9 +392,11 @@ def _with_memory(own: tuple[torch.Tensor, torch.Tensor], remembered: list[tuple[
 @contextmanager
 def frame_attention(unet: Any) -> Iterator[None]:
     """Put CrossFrameAttention on every attention layer for the block, and the original processors back after
-    (also on errors). Hold the pipeline's call lock around it: the processors live on the shared cached UNet."""
+    (also on errors). Each keeps the processor it replaces for the calls it does not change (sliced attention under
+    a low-memory preset). Hold the pipeline's call lock around it: the processors live on the shared cached UNet."""
     original = unet.attn_processors
-    unet.set_attn_processor({name: CrossFrameAttention(name.removesuffix(".processor")) for name in original})
+    unet.set_attn_processor({name: CrossFrameAttention(name.removesuffix(".processor"), processor)
+                             for name, processor in original.items()})
     try:
         yield
     finally:

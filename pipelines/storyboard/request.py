@@ -101,7 +101,16 @@ class StoryboardRequest:
     memory_preset: str = "auto"
 
     def panel_prompts(self) -> tuple[str, ...]:
-        return tuple(f"{self.prefix.strip()} {prompt.strip()}".strip() for prompt in self.prompts)
+        return tuple(with_prefix(self.prefix, prompt) for prompt in self.prompts)
+
+
+def with_prefix(prefix: str, prompt: str) -> str:
+    """The character line, then the panel's prompt, with a comma between them unless the character line already
+    ends in a separator ("anime style" + "she wakes up" -> "anime style, she wakes up")."""
+    prefix, prompt = str(prefix).strip(), str(prompt).strip()
+    if not prefix or not prompt:
+        return prefix or prompt
+    return f"{prefix} {prompt}" if prefix.endswith((",", ".", ";", ":", "BREAK")) else f"{prefix}, {prompt}"
 
 
 def _check_panels(prompts: tuple[str, ...]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import UserError
 
-from .request import SKETCH_NEGATIVE, SKETCH_TEMPLATE, LineSettings, SketchRequest, check_sketches
+from .request import SKETCH_NEGATIVE, SKETCH_TEMPLATE, LineSettings, SketchRequest, check_sketches, with_prefix
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -72,13 +72,12 @@ def generate_sketches(request: SketchRequest, panels: Sequence[int] | None = Non
     started = time.perf_counter()
     drawn, seeds, notes, test_model = [], [], [], False
     for count, panel in enumerate(chosen):
-        prompt = SKETCH_TEMPLATE.format(prompt=f"{request.prefix.strip()} {request.prompts[panel].strip()}".strip())
+        prompt = SKETCH_TEMPLATE.format(prompt=with_prefix(request.prefix, request.prompts[panel]))
         one = GenerateRequest(prompt=prompt, negative_prompt=SKETCH_NEGATIVE, model=request.model,
                               sampler=request.sampler, schedule="Automatic", steps=request.steps,
                               cfg_scale=request.cfg_scale, seed=request.seed + panel, width=request.width,
                               height=request.height, clip_skip=request.clip_skip)
-        step_callback = None if callback is None else (
-            lambda step, total, _text, count=count: callback(step, total, f"Sketch {count + 1}/{len(chosen)}"))
+        step_callback = None if callback is None else _sketch_progress(callback, count, len(chosen))
         output = generate(one, callback=step_callback, cancel=cancel)
         drawn.append(output.images[0])
         seeds.append(one.seed)
@@ -86,6 +85,15 @@ def generate_sketches(request: SketchRequest, panels: Sequence[int] | None = Non
         test_model = test_model or output.test_model
     sketches = [clean_lines(image, request.lines) for image in drawn]
     return SketchOutput(sketches, drawn, chosen, seeds, time.perf_counter() - started, notes, test_model)
+
+
+def _sketch_progress(callback: ProgressCallback, count: int, sketches: int) -> ProgressCallback:
+    """One sketch's steps as progress over all the sketches asked for ("Sketch 2 of 4, step 5/25")."""
+
+    def report(step: int, total: int, _message: str) -> None:
+        callback(count * total + step, sketches * total, f"Sketch {count + 1} of {sketches}, step {step}/{total}")
+
+    return report
 
 
 def reordered(items: Sequence[Any], order: Sequence[int]) -> list[Any]:
