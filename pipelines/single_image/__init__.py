@@ -7,7 +7,8 @@ BLIP prompts chosen by CLIP, a prompt contrastive loss and text edits.
     output.images[0].save("variation.png")
 
 Modules: `model.py` (scales, forward process, the FCN and U-Net backbones), `train.py` (the resumable job, LM
-milestones), `sample.py` (variations, per-scale images, text edits in a region), `text.py` (BLIP captions, CLIP
+milestones), `sample.py` (variations, per-scale images, text edits in a region), `gpnn.py` (GPNN: patch
+nearest-neighbour variations with no training, the bar to beat), `text.py` (BLIP captions, CLIP
 scores, P*/P+/P−, contrastive loss, prompt augmentation), `runs.py` (recorded runs, ablation), `__main__.py` (CLI).
 Importing this package is cheap: torch loads on first use.
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "edit": "sample", "reconstruct": "sample",
     "caption_prompts": "text", "PromptSet": "text", "augment_prompt": "text", "contrastive_loss": "text",
     "run_variations": "runs", "run_edit": "runs", "run_ablation": "runs", "shipped_model": "runs",
+    "GPNNSettings": "gpnn", "gpnn_variations": "gpnn",
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
