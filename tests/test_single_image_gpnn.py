@@ -158,3 +158,17 @@ def test_bad_settings_are_clear_errors():
         gpnn_variations(_photo(32), 1, 0, GPNNSettings(patch=6))
     with pytest.raises(UserError, match="1–16"):
         gpnn_variations(_photo(32), 0, 0, FAST)
+
+
+def test_compare_scores_patch_nn_against_the_pooled_reference():
+    """pipelines.metrics.compare's patch_nn: each image against the reference images' patches (repeats once)."""
+    from pipelines.metrics import compare
+
+    source = np.asarray(_photo(16))
+    noise = [np.asarray(_noise_image(16, 20, seed=s)) for s in (4, 5)]
+    report = compare([source, np.fliplr(source).copy()], noise, reference=[source, source], metrics=["patch_nn"],
+                     n_bootstrap=50)
+    row = report.row("patch_nn")
+    assert row.a == pytest.approx(np.mean([0.0, _brute_patch_distance(np.fliplr(source), source)]), abs=1e-3)
+    assert row.b == pytest.approx(np.mean([_brute_patch_distance(n, source) for n in noise]), rel=1e-3)
+    assert row.better == "A"

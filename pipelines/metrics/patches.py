@@ -87,18 +87,21 @@ def patch_nn_distance(image: Any, source: Any, patch: int = DEFAULT_PATCH,
     """Mean over the image's p×p patches of the RMS pixel difference (0–1 units) to the nearest source patch.
 
     0 = every patch of the image occurs in the source (a copy, or a rearrangement of its patches); the images
-    may differ in size. Both are uint8 H×W×C arrays (or PIL images) with the same channels.
+    may differ in size. Both are uint8 H×W×C arrays (or PIL images) with the same channels; `source` may be a
+    list of images, whose patches are pooled.
     """
-    query, key = _unit_tensor(image), _unit_tensor(source)
-    if query.shape[1] != key.shape[1]:
-        raise ValueError(f"images with different channel counts: {query.shape[1]} and {key.shape[1]}")
-    for name, tensor in (("image", query), ("source", key)):
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    query = _unit_tensor(image)
+    keys = [_unit_tensor(item) for item in sources]
+    for name, tensor in (("image", query), *(("source", key) for key in keys)):
+        if tensor.shape[1] != query.shape[1]:
+            raise ValueError(f"images with different channel counts: {query.shape[1]} and {tensor.shape[1]}")
         if min(tensor.shape[-2:]) < patch:
             raise ValueError(f"the {name} ({tensor.shape[-1]}×{tensor.shape[-2]}) is smaller than a {patch}×{patch} "
                              "patch")
     with torch.no_grad():
-        _, squared = nearest_patches(extract_patches(query, patch), extract_patches(key, patch),
-                                     max_elements=max_elements)
+        pooled = torch.cat([extract_patches(key, patch) for key in keys])
+        _, squared = nearest_patches(extract_patches(query, patch), pooled, max_elements=max_elements)
     values = query.shape[1] * patch * patch
     return float((squared / values).sqrt().mean())
 
