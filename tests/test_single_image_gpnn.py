@@ -172,3 +172,23 @@ def test_compare_scores_patch_nn_against_the_pooled_reference():
     assert row.a == pytest.approx(np.mean([0.0, _brute_patch_distance(np.fliplr(source), source)]), abs=1e-3)
     assert row.b == pytest.approx(np.mean([_brute_patch_distance(n, source) for n in noise]), rel=1e-3)
     assert row.better == "A"
+
+
+def test_ablation_sets_gpnn_beside_the_trained_model_with_the_shuffled_control():
+    """GPNN trains nothing, keeps the source's patches (below the control) and its row's patch-NN distance is the
+    brute-force value for its variations."""
+    from pipelines.single_image.runs import CONTROL_ROW, GPNN_VARIANT, run_ablation
+
+    source = _photo(32)
+    result = run_ablation(source, [GPNN_VARIANT, "baseline"], steps=20, width=16, count=2, seed=0,
+                          metrics=["patch_nn"])
+    rows = {row["variant"]: row for row in result.rows}
+    assert set(rows) == {GPNN_VARIANT, "baseline", CONTROL_ROW}
+    gpnn, baseline, control = rows[GPNN_VARIANT], rows["baseline"], rows[CONTROL_ROW]
+    assert gpnn["train_seconds"] == 0 and baseline["train_seconds"] > 0
+    expected = np.mean([_brute_patch_distance(np.asarray(image), np.asarray(source))
+                        for image in result.images[GPNN_VARIANT]])
+    assert gpnn["patch_nn"] == pytest.approx(expected, abs=2e-4)
+    assert control["patch_nn"] == pytest.approx(_brute_patch_distance(shuffled_tiles(np.asarray(source), 7, 0),
+                                                                       np.asarray(source)), abs=2e-4)
+    assert gpnn["patch_nn"] < control["patch_nn"] and gpnn["diversity"] > 0
