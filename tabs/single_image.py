@@ -13,7 +13,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 from pipelines.single_image.request import MAX_COUNT, MAX_SIZE_MULTIPLIER, MAX_START_SCALES, model_header
-from pipelines.single_image.runs import ABLATION_VARIANTS, shipped_card, shipped_model
+from pipelines.single_image.runs import ABLATION_CHOICES, GPNN_VARIANT, shipped_card, shipped_model
 
 from .common import (
     MODEL_WORK,
@@ -156,6 +156,38 @@ def make_variations(model_path: str, count: int, seed: int, start_scale: int, wi
             f"{len(output.images)} variations in {output.seconds:.1f} s (seeds {seeds}; run {record.id}).")
 
 
+def model_source(model_path: str) -> Any:
+    """The image the model was trained on, shown beside its variations (None when there is no model)."""
+    if not model_path or not Path(model_path).exists():
+        return None
+    from pipelines.single_image.sample import load
+    from pipelines.single_image.train import tensor_image
+
+    return tensor_image(load(model_path).source_image())
+
+
+@gpu_task
+def make_gpnn_variations(image: str | None, model_path: str, count: int, seed: int, iterations: int,
+                         progress=gr.Progress()) -> tuple[list, list, str, Any]:
+    """GPNN (no training) on the uploaded image, or on the current model's training image when none is uploaded."""
+    from pipelines.core.errors import UserError
+    from pipelines.single_image.gpnn import GPNNSettings
+    from pipelines.single_image.runs import run_gpnn
+
+    source = image or model_source(model_path)
+    if source is None:
+        raise UserError("Upload an image first: GPNN makes variations of it with no training.")
+    record, output = run_gpnn(source, int(count), int(seed), GPNNSettings(iterations=int(iterations)),
+                              callback=progress_callback(progress))
+    per_scale = [(picture, f"scale {index}") for index, picture in enumerate(output.per_scale[0])]
+    seeds = ", ".join(str(value) for value in output.seeds)
+    from pipelines.single_image.train import prepare_image
+
+    return (list(zip(output.images, [f"GPNN seed {value}" for value in output.seeds], strict=True)), per_scale,
+            f"{len(output.images)} GPNN variations in {output.seconds:.1f} s, no training (seeds {seeds}; "
+            f"run {record.id}). " + " ".join(output.notes), prepare_image(source)[0])
+
+
 def show_augmentations(prompt: str) -> str:
     from pipelines.single_image.text import augment_prompt
 
@@ -211,12 +243,13 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
     result = run_ablation(image, list(variants or []), steps=int(steps), count=int(count), seed=int(seed),
                           prompt=prompt or "a photo", blip_model=blip, clip_model=clip,
                           callback=progress_callback(progress))
-    columns = ["variant", "clip_i", "ssim", "psnr", "lpips", "nima", "diversity", "lpips_diversity",
-               "seconds_per_variation"]
+    columns = ["variant", "patch_nn", "diversity", "train_seconds", "seconds_per_variation", "clip_i", "ssim", "psnr",
+               "lpips", "nima", "lpips_diversity"]
     rows = [[row.get(column) for column in columns] for row in result.rows]
     if result.test_models:  # a random-weight network's score is never shown as a real one
+        clip_column = columns.index("clip_i")
         for row in rows:
-            row[1] = None if row[1] is None else f"{row[1]} (test CLIP: not a real score)"
+            row[clip_column] = None if row[clip_column] is None else f"{row[clip_column]} (test CLIP: not a real score)"
     gallery = [(images[0], name) for name, images in result.images.items()]
     notes = [*result.warnings, *(f"{key}: {why}" for key, why in result.skipped.items())]
     return rows, gallery, "\n\n".join(notes) or "All metrics computed."
@@ -259,8 +292,17 @@ def build(tab: gr.Tab | None = None) -> None:
         with gr.Row():
             width_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Width ×")
             height_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Height ×")
-        generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
-        gallery = gr.Gallery(label="Variations", columns=4, elem_id="si-gallery")
+        with gr.Row():
+            generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
+            gpnn_button = gr.Button("GPNN variations (no training)", elem_id="si-gpnn")
+            gpnn_iterations = gr.Slider(1, 10, value=10, step=1, label="GPNN iterations per scale (the paper: 10; "
+                                        "fewer is faster on a CPU)")
+        gr.Markdown("**GPNN** (Granot et al., CVPR 2022) rearranges the image's own 7×7 patches by nearest-neighbour "
+                    "search, scale by scale, from a noisy coarsest scale: no training, the bar the trained model has "
+                    "to reach. It uses the uploaded image (else the model's) and the Number and Seed above.")
+        with gr.Row():
+            source_view = gr.Image(label="Source", interactive=False, scale=1, elem_id="si-source")
+            gallery = gr.Gallery(label="Variations", columns=4, elem_id="si-gallery", scale=3)
         scales = gr.Gallery(label="The first variation at each scale", columns=6)
         var_status = gr.Markdown(elem_id="si-var-status")
     with gr.Tab("Text edit"):
@@ -282,16 +324,19 @@ def build(tab: gr.Tab | None = None) -> None:
     with gr.Tab("Ablation"):
         gr.Markdown("The seed's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
                     "same seeds are sampled, and every variation is scored against the source by the Metrics "
-                    "pipeline. Diversity is SinGAN's: per-pixel std across variations over the source's std.")
-        variants = gr.CheckboxGroup(list(ABLATION_VARIANTS), value=["baseline", "+U-Net"], label="Variants")
+                    "pipeline. **GPNN** (no training) stands beside them as the bar. Patch-NN: the mean distance of "
+                    "each 7×7 patch of a variation to its nearest source patch (lower keeps the source's patches; "
+                    "the control row is the source cut into 7×7 tiles and shuffled). Diversity is SinGAN's: "
+                    "per-pixel std across variations over the source's std (0 = copies).")
+        variants = gr.CheckboxGroup(ABLATION_CHOICES, value=["baseline", "+U-Net", GPNN_VARIANT], label="Variants")
         with gr.Row():
             ablation_steps = gr.Slider(50, 5000, value=400, step=50, label="Training steps per variant")
             ablation_count = gr.Slider(2, 8, value=4, step=1, label="Variations per variant")
             ablation_prompt = gr.Textbox(label="Arbitrary prompt", value="a photo")
         ablation_button = gr.Button("Run the ablation", variant="primary")
-        ablation_table = gr.Dataframe(headers=["variant", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA",
-                                               "diversity (pixel std, SinGAN)", "diversity (LPIPS)", "s/variation"],
-                                      interactive=False)
+        ablation_table = gr.Dataframe(headers=["variant", "patch-NN distance", "diversity (pixel std, SinGAN)",
+                                               "training s", "s/variation", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA",
+                                               "diversity (LPIPS)"], interactive=False)
         ablation_gallery = gr.Gallery(label="One variation per variant", columns=5)
         ablation_notes = gr.Markdown()
 
@@ -303,7 +348,11 @@ def build(tab: gr.Tab | None = None) -> None:
     stop.click(cancel_training, outputs=status, concurrency_limit=None, api_name="single_image_cancel")
     generate.click(friendly_errors(make_variations),
                    inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone],
-                   outputs=[gallery, scales, var_status], api_name="single_image_variations", **MODEL_WORK)
+                   outputs=[gallery, scales, var_status], api_name="single_image_variations", **MODEL_WORK
+                   ).then(model_source, inputs=model_path, outputs=source_view, api_visibility="private")
+    gpnn_button.click(friendly_errors(make_gpnn_variations),
+                      inputs=[image, model_path, count, var_seed, gpnn_iterations],
+                      outputs=[gallery, scales, var_status, source_view], api_name="single_image_gpnn", **MODEL_WORK)
     edit_prompt.change(show_augmentations, inputs=edit_prompt, outputs=augmentations, api_visibility="private")
     load_region.click(friendly_errors(source_for_editor), inputs=model_path, outputs=region,
                       api_visibility="private")

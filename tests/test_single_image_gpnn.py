@@ -192,3 +192,18 @@ def test_ablation_sets_gpnn_beside_the_trained_model_with_the_shuffled_control()
     assert control["patch_nn"] == pytest.approx(_brute_patch_distance(shuffled_tiles(np.asarray(source), 7, 0),
                                                                        np.asarray(source)), abs=2e-4)
     assert gpnn["patch_nn"] < control["patch_nn"] and gpnn["diversity"] > 0
+
+
+def test_tab_makes_gpnn_variations_of_the_upload_and_history_repeats_them(tmp_path):
+    import re
+
+    from pipelines.core.runs import rerun
+    from tabs import single_image as tab
+
+    path = tmp_path / "cat.png"
+    _photo(32).save(path)
+    gallery, scales, readout, source = tab.make_gpnn_variations(str(path), "", 2, 3, 1, progress=lambda *a, **k: None)
+    assert len(gallery) == 2 and "no training" in readout and "seeds 3, 4" in readout
+    assert source.size == (48, 32) and gallery[0][0].size == (48, 32) and len(scales) >= 2
+    again = rerun(re.search(r"run ([0-9a-f]{12})", readout).group(1))
+    np.testing.assert_array_equal(np.asarray(Image.open(again.outputs[1])), np.asarray(gallery[1][0]))
