@@ -6,6 +6,7 @@ On first open the model the project trained on scikit-image's `coffee` photo is 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,16 @@ def model_label(model_path: str) -> str:
                 f"(at {size[0]}×{size[1]}, {card.get('steps', '?')} steps, seed "
                 f"{card.get('config', {}).get('seed', 0)}; command and figures in assets/single_image/). "
                 "Upload your own image to train on it.")
+    from pipelines.single_image.runs import model_name
+
     metadata = model_header(str(path))
     text = metadata.get("prompt")
+    name = model_name(path)
     note = ""
     if metadata.get("text_encoder_test_model") == "true":
         note = " ⚠️ Its text came from a test CLIP with random weights."
-    return (f"**Model:** trained on your {metadata.get('trained_on', 'image')}, {metadata.get('steps', '?')} steps"
+    return ((f"**Model “{name}”:**" if name else "**Model:**")
+            + f" trained on your {metadata.get('trained_on', 'image')}, {metadata.get('steps', '?')} steps"
             + (f", conditioned on “{text}”" if text else "") + "." + note)
 
 
@@ -77,26 +82,44 @@ def _config(backbone: str, text_mode: str, prompt: str, contrastive: bool, steps
                        steps=int(steps), width=int(width), seed=int(seed), blip_model=blip, clip_model=clip)
 
 
+# Seconds per training step by (size, backbone, width, batch, precision): probing takes seconds, so a slider
+# change that alters none of these (steps, seed, prompt) reuses the last probe. Timings only, no user data.
+_PROBED: dict[tuple, float] = {}
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 10 else f"{minutes:.0f} min"
+
+
 def estimate(image: str | None, backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int,
              width: int, seed: int, blip: str, clip: str) -> str:
-    """The time estimate shown before training (and what the upload will be trained at)."""
+    """The time estimate shown before training (and what the upload will be trained at): a few real training
+    steps are timed on this machine as it is now, then scaled to the step count."""
     if not image:
         return "Upload an image to see how long training will take."
-    from pipelines.single_image.train import estimate_seconds, prepare_image
+    from pipelines.single_image.train import measure_seconds_per_step, prepare_image
 
     try:
         prepared, notes = prepare_image(image)
+        config = _config(backbone, "none", "", False, steps, width, seed, blip, clip)
+        key = (prepared.size, config.backbone, config.width, config.batch_size, config.precision)
+        if key not in _PROBED:
+            _PROBED[key] = measure_seconds_per_step(prepared, config, probe_steps=30)
     except Exception as err:  # noqa: BLE001 - shown as text; the Train button reports it properly
         return f"⚠️ {err}"
-    config = _config(backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip)
-    seconds = estimate_seconds(prepared.height, prepared.width, config)
-    return (f"Trains at {prepared.width}×{prepared.height}: about **{seconds / 60:.0f} min** on this machine's CPU "
-            f"({int(steps)} steps). " + " ".join(notes))
+    seconds = _PROBED[key] * int(steps)
+    extra = " plus loading BLIP and CLIP" if text_mode == "blip" else ""
+    return (f"Trains at {prepared.width}×{prepared.height}: about **{duration(seconds)}**{extra} on this machine "
+            f"now ({int(steps)} steps at {_PROBED[key]:.3f} s each, timed on a short trial run). " + " ".join(notes))
 
 
 @gpu_task(duration=600)
 def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int,
-                width: int, seed: int, blip: str, clip: str, request: gr.Request = None, progress=gr.Progress()):
+                width: int, seed: int, blip: str, clip: str, name: str = "", request: gr.Request = None,
+                progress=gr.Progress()):
     """Train in a worker thread; yield (status, preview, model path, label, captions) as it goes."""
     from pipelines.core.errors import UserError
     from pipelines.core.jobs import JOBS
@@ -108,20 +131,27 @@ def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, c
     config.check()
     job_id, token = JOBS.start(_job_id("train", request))
     report = progress_callback(progress)
+    started = time.perf_counter()  # one clock for the whole run: the status shows it at every update
 
     def work(put: Any) -> Any:
-        return run_train(config, image, callback=report, cancel=token, preview=lambda *update: put(update))
+        return run_train(config, image, callback=report, cancel=token, preview=lambda *update: put(update),
+                         name=name or default_name(image))
 
     def present(update: tuple[int, Any]) -> tuple[Any, ...]:
         index, picture = update
-        return (f"Training… milestone {index}/10 reached (preview: reconstruction from the coarsest scale).",
-                picture, gr.update(), gr.update(), gr.update())
+        return (f"Training… milestone {index}/10 reached, {duration(time.perf_counter() - started)} elapsed "
+                "(preview: reconstruction from the coarsest scale).", picture, gr.update(), gr.update(), gr.update())
 
     record, result = yield from worker_stream(work, present, job_id=job_id, token=token, name="single-image-train")
     captions = result.prompts.table() if result.prompts is not None else []
     path = str(result.model_path)
     yield (result.summary + f" (run {record.id})", gr.update(), path, model_label(path),
            gr.update(value=captions, visible=bool(captions)))
+
+
+def default_name(image: str | None) -> str:
+    """A model's default name: the uploaded file's name without its extension."""
+    return Path(image).stem if image else ""
 
 
 def cancel_training(request: gr.Request = None) -> str:
@@ -218,17 +248,41 @@ def source_for_editor(model_path: str) -> Any:
     return {"background": tensor_image(net.source_image()), "layers": [], "composite": None}
 
 
+def _clip_problem(clip: str, model_path: str) -> str | None:
+    """Why the edit's CLIP cannot load here, with what to do instead (None when it loads)."""
+    from pipelines.core.loader import ModelLoadError
+    from pipelines.single_image.request import model_header
+    from pipelines.single_image.text import DEFAULT_CLIP, ClipModel
+
+    name = clip or model_header(model_path).get("text_encoder") or DEFAULT_CLIP
+    try:
+        ClipModel(name)
+    except (ModelLoadError, OSError) as err:
+        others = [label for label, value in CLIP_CHOICES if value != name]
+        return (f"⚠️ The text edit needs CLIP, and **{name}** cannot be loaded here: {err} "
+                f"Choose another CLIP model ({'; '.join(others)}), or download {name} where the host allows it "
+                "(huggingface-cli download " + name + "). Nothing else on the page was changed.")
+    return None
+
+
 @gpu_task
 def make_edit(model_path: str, prompt: str, guidance: float, fill: float, seed: int, milestone: int,
-              region: Any, clip: str, progress=gr.Progress()) -> tuple[list, str, str]:
+              region: Any, clip: str, progress=gr.Progress()) -> tuple[Any, Any, str]:
+    """The edit beside the image it started from (before / after); an absent CLIP is answered in the status line,
+    leaving the gallery and the prompts box as they were."""
     from pipelines.single_image.runs import run_edit
     from pipelines.single_image.sample import EditRequest
 
+    problem = _clip_problem(clip, _require_model(model_path))
+    if problem:
+        return gr.update(), gr.update(), problem
     request = EditRequest(prompt=prompt or "", seed=int(seed), guidance=float(guidance), fill=float(fill),
                           milestone=int(milestone), mask=_region(region), clip_model=clip)
-    record, output = run_edit(_require_model(model_path), request, callback=progress_callback(progress))
+    record, output = run_edit(model_path, request, callback=progress_callback(progress))
     notes = " ".join(output.notes)
-    return (output.images, "\n".join(output.prompts),
+    before = [(model_source(model_path), "before")]
+    after = [(image, f"after (seed {seed_})") for image, seed_ in zip(output.images, output.seeds, strict=True)]
+    return (before + after, "\n".join(output.prompts),
             f"Edit in {output.seconds:.1f} s (run {record.id}). {notes}".strip())
 
 
@@ -274,6 +328,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 seed = gr.Number(0, precision=0, label="Seed")
                 blip = gr.Dropdown(BLIP_CHOICES, value=BLIP_CHOICES[0][1], label="BLIP captioner")
                 clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
+            model_name_box = gr.Textbox(label="Model name (default: the file's name)", elem_id="si-name")
             with gr.Row():
                 train = gr.Button("Train", variant="primary", elem_id="si-train")
                 stop = gr.Button("Cancel", variant="stop", elem_id="si-cancel")
@@ -319,7 +374,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 load_region = gr.Button("Put the model's image in the region editor")
             region = image_editor_input("Region to edit (optional)", type="numpy", layers=False)
         edit_button = gr.Button("Edit", variant="primary")
-        edit_gallery = gr.Gallery(label="Edits", columns=4)
+        edit_gallery = gr.Gallery(label="Before and after", columns=4)
         edit_status = gr.Markdown()
     with gr.Tab("Ablation"):
         gr.Markdown("The seed's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
@@ -343,8 +398,10 @@ def build(tab: gr.Tab | None = None) -> None:
     settings = [backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip]
     for component in [image, *settings]:
         component.change(estimate, inputs=[image, *settings], outputs=estimate_text, api_visibility="private")
-    train.click(friendly_errors(train_model), inputs=[image, *settings],
-                outputs=[status, preview, model_path, label, captions], api_name="single_image_train", **MODEL_WORK)
+    image.upload(default_name, inputs=image, outputs=model_name_box, api_visibility="private")
+    train.click(friendly_errors(train_model), inputs=[image, *settings, model_name_box],
+                outputs=[status, preview, model_path, label, captions], api_name="single_image_train",
+                show_progress_on=[status], **MODEL_WORK)
     stop.click(cancel_training, outputs=status, concurrency_limit=None, api_name="single_image_cancel")
     generate.click(friendly_errors(make_variations),
                    inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone],

@@ -74,9 +74,27 @@ def _model_entry(path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- training
+NAME_FILE = "name.txt"  # the user's name for a model, beside it (not in its settings: renaming must not retrain)
+
+
+def model_name(model_path: str | Path) -> str:
+    """The name the user gave the model ("" when none)."""
+    path = Path(model_path).parent / NAME_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+
+def name_model(model_path: str | Path, name: str) -> None:
+    from pipelines.core.jobs import atomic_path
+
+    name = " ".join(str(name or "").split())[:80]
+    if name:
+        with atomic_path(Path(model_path).parent / NAME_FILE) as tmp:
+            tmp.write_text(name, encoding="utf-8")
+
+
 def run_train(config: Any, image: Any, *, store: RunStore | None = None, callback: ProgressCallback | None = None,
-              cancel: CancelToken | None = None, preview: Any = None, time_budget_s: float | None = None
-              ) -> tuple[RunRecord, Any]:
+              cancel: CancelToken | None = None, preview: Any = None, time_budget_s: float | None = None,
+              name: str = "") -> tuple[RunRecord, Any]:
     from pipelines.core.runs import save_input_copy
 
     from .train import prepare_image, train
@@ -89,6 +107,9 @@ def run_train(config: Any, image: Any, *, store: RunStore | None = None, callbac
             result = train(config, prepared, callback=callback, cancel=cancel, preview=preview,
                            time_budget_s=time_budget_s)
         record.outputs.append(str(result.model_path))
+        if result.finished:
+            name_model(result.model_path, name)
+            record.params["name"] = model_name(result.model_path)
         record.params.update(steps_done=result.steps, cached=result.cached, precision=result.precision,
                              final_loss=float(np.mean(result.losses[-20:])) if result.losses else None)
         if result.prompts is not None:

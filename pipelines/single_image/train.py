@@ -270,6 +270,22 @@ def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_m
     return config.steps * config.batch_size * mean_pixels / 1e6 * seconds_per_megapixel_step * factor
 
 
+def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int = 40,
+                             device: str | None = None) -> float:
+    """Seconds per training step on this machine as it is now: a short real run of the same network, image and
+    batch (text off, in a temporary folder), timed from its middle step to its last, so start-up and the first
+    slow steps are left out. A fixed constant cannot know the machine or its load; this takes seconds."""
+    import tempfile
+
+    probe = dataclasses.replace(config, steps=max(20, int(probe_steps)), text="none", contrastive=False, prompt="")
+    stamps: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        train(probe, image, folder=folder, resume=False, checkpoint_every=10**9, device=device,
+              callback=lambda step, total, message: stamps.setdefault(step, time.perf_counter()))
+    middle = max(step for step in stamps if step <= probe.steps // 2)
+    return (stamps[probe.steps] - stamps[middle]) / (probe.steps - middle)
+
+
 # ---------------------------------------------------------------------------------------------- training
 def build_model(config: TrainConfig, levels: list[torch.Tensor], alphas: torch.Tensor, context: torch.Tensor | None,
                 extra: dict[str, str]) -> MultiScaleDenoiser:
