@@ -59,16 +59,17 @@ def test_patches_match_a_numpy_reference_and_fold_inverts_unfold():
     np.testing.assert_allclose(fold_patches(extract_patches(tensor), (12, 14)).numpy(), tensor.numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("max_elements", [60, 1 << 20])  # chunks of one query (two passes), the whole matrix
 @pytest.mark.parametrize("alpha", [None, 0.005, 1.0])
-def test_nearest_patches_match_brute_force_and_the_normalised_score(alpha):
+def test_nearest_patches_match_brute_force_and_the_normalised_score(alpha, max_elements):
     rng = np.random.default_rng(1)
     queries, keys = rng.random((50, 12)), rng.random((40, 12))
     squared = ((queries[:, None] - keys[None]) ** 2).sum(-1)
     # Granot et al. eq. 2: D(q, k) / (α + min over queries of D(·, k))
     score = squared if alpha is None else squared / (alpha + squared.min(0))[None]
     expected = score.argmin(1)
-    # max_elements 60: chunks of one query, so the two passes over chunks are exercised
-    indices, distances = nearest_patches(torch.from_numpy(queries), torch.from_numpy(keys), alpha, max_elements=60)
+    indices, distances = nearest_patches(torch.from_numpy(queries), torch.from_numpy(keys), alpha,
+                                         max_elements=max_elements)
     np.testing.assert_array_equal(indices.numpy(), expected)
     np.testing.assert_allclose(distances.numpy(), squared[np.arange(50), expected], rtol=1e-9)
 

@@ -61,6 +61,10 @@ def nearest_patches(queries: torch.Tensor, keys: torch.Tensor, alpha: float | No
         for start, block in _chunks(queries, keys, max_elements):
             distances[start:start + len(block)], indices[start:start + len(block)] = block.min(1)
         return indices, distances
+    if len(queries) * len(keys) <= max_elements:  # the whole matrix fits: one pass
+        (_, block), = _chunks(queries, keys, max_elements)
+        indices = (block / (alpha + block.min(0).values)[None]).argmin(1)
+        return indices, block.gather(1, indices[:, None]).squeeze(1)
     key_best = torch.full((len(keys),), float("inf"), dtype=queries.dtype, device=queries.device)
     for _, block in _chunks(queries, keys, max_elements):
         key_best = torch.minimum(key_best, block.min(0).values)

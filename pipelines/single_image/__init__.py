@@ -67,6 +67,8 @@ METHOD_CARD = MethodCard(
                   "Prompt-Based%20Learning%20for%20Image%20Variation%20Using%20Single%20Image%20Multi-Scale"),
         Reference("Kulikov et al., SinDDM: A Single Image Denoising Diffusion Model, ICML 2023",
                   "https://arxiv.org/abs/2211.16582"),
+        Reference("Granot et al., Drop the GAN: In Defense of Patches Nearest Neighbors as Single Image Generative "
+                  "Models, CVPR 2022 (GPNN, the no-training bar)", "https://arxiv.org/abs/2103.15545"),
         Reference("Li et al., BLIP, ICML 2022", "https://arxiv.org/abs/2201.12086"),
         Reference("Radford et al., CLIP, ICML 2021", "https://arxiv.org/abs/2103.00020"),
     ),
