@@ -107,7 +107,7 @@ def estimate(image: str | None, backbone: str, text_mode: str, prompt: str, cont
         config = _config(backbone, "none", "", False, steps, width, seed, blip, clip)
         key = (prepared.size, config.backbone, config.width, config.batch_size, config.precision)
         if key not in _PROBED:
-            _PROBED[key] = measure_seconds_per_step(prepared, config, probe_steps=30)
+            _PROBED[key] = measure_seconds_per_step(prepared, config, probe_steps=20)
     except Exception as err:  # noqa: BLE001 - shown as text; the Train button reports it properly
         return f"⚠️ {err}"
     seconds = _PROBED[key] * int(steps)
