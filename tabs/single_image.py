@@ -203,6 +203,7 @@ def make_gpnn_variations(image: str | None, model_path: str, count: int, seed: i
     from pipelines.core.errors import UserError
     from pipelines.single_image.gpnn import GPNNSettings
     from pipelines.single_image.runs import run_gpnn
+    from pipelines.single_image.train import prepare_image
 
     source = image or model_source(model_path)
     if source is None:
@@ -211,8 +212,6 @@ def make_gpnn_variations(image: str | None, model_path: str, count: int, seed: i
                               callback=progress_callback(progress))
     per_scale = [(picture, f"scale {index}") for index, picture in enumerate(output.per_scale[0])]
     seeds = ", ".join(str(value) for value in output.seeds)
-    from pipelines.single_image.train import prepare_image
-
     return (list(zip(output.images, [f"GPNN seed {value}" for value in output.seeds], strict=True)), per_scale,
             f"{len(output.images)} GPNN variations in {output.seconds:.1f} s, no training (seeds {seeds}; "
             f"run {record.id}). " + " ".join(output.notes), prepare_image(source)[0])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +121,7 @@ def _pnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, settin
 @torch.no_grad()
 def generate_one(levels: list[torch.Tensor], seed: int, settings: GPNNSettings, *,
                  max_elements: int = DEFAULT_MAX_ELEMENTS, cancel: CancelToken | None = None,
-                 step: Any = None) -> list[torch.Tensor]:
+                 step: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """One variation from the source pyramid (coarsest first): the output at every level, coarsest first."""
     coarse = levels[0]
     noise = seeded_noise((1, 1, *coarse.shape[-2:]), seed, device=coarse.device) * settings.noise_std
