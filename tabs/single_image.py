@@ -6,6 +6,7 @@ On first open the model the project trained on scikit-image's `coffee` photo is 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 from pipelines.single_image.request import MAX_COUNT, MAX_SIZE_MULTIPLIER, MAX_START_SCALES, model_header
-from pipelines.single_image.runs import ABLATION_VARIANTS, shipped_card, shipped_model
+from pipelines.single_image.runs import ABLATION_CHOICES, GPNN_VARIANT, shipped_card, shipped_model
 
 from .common import (
     MODEL_WORK,
@@ -60,12 +61,16 @@ def model_label(model_path: str) -> str:
                 f"(at {size[0]}×{size[1]}, {card.get('steps', '?')} steps, seed "
                 f"{card.get('config', {}).get('seed', 0)}; command and figures in assets/single_image/). "
                 "Upload your own image to train on it.")
+    from pipelines.single_image.runs import model_name
+
     metadata = model_header(str(path))
     text = metadata.get("prompt")
+    name = model_name(path)
     note = ""
     if metadata.get("text_encoder_test_model") == "true":
         note = " ⚠️ Its text came from a test CLIP with random weights."
-    return (f"**Model:** trained on your {metadata.get('trained_on', 'image')}, {metadata.get('steps', '?')} steps"
+    return ((f"**Model “{name}”:**" if name else "**Model:**")
+            + f" trained on your {metadata.get('trained_on', 'image')}, {metadata.get('steps', '?')} steps"
             + (f", conditioned on “{text}”" if text else "") + "." + note)
 
 
@@ -77,26 +82,44 @@ def _config(backbone: str, text_mode: str, prompt: str, contrastive: bool, steps
                        steps=int(steps), width=int(width), seed=int(seed), blip_model=blip, clip_model=clip)
 
 
+# Seconds per training step by (size, backbone, width, batch, precision): probing takes seconds, so a slider
+# change that alters none of these (steps, seed, prompt) reuses the last probe. Timings only, no user data.
+_PROBED: dict[tuple, float] = {}
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 10 else f"{minutes:.0f} min"
+
+
 def estimate(image: str | None, backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int,
              width: int, seed: int, blip: str, clip: str) -> str:
-    """The time estimate shown before training (and what the upload will be trained at)."""
+    """The time estimate shown before training (and what the upload will be trained at): a few real training
+    steps are timed on this machine as it is now, then scaled to the step count."""
     if not image:
         return "Upload an image to see how long training will take."
-    from pipelines.single_image.train import estimate_seconds, prepare_image
+    from pipelines.single_image.train import measure_seconds_per_step, prepare_image
 
     try:
         prepared, notes = prepare_image(image)
+        config = _config(backbone, "none", "", False, steps, width, seed, blip, clip)
+        key = (prepared.size, config.backbone, config.width, config.batch_size, config.precision)
+        if key not in _PROBED:
+            _PROBED[key] = measure_seconds_per_step(prepared, config, probe_steps=20)
     except Exception as err:  # noqa: BLE001 - shown as text; the Train button reports it properly
         return f"⚠️ {err}"
-    config = _config(backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip)
-    seconds = estimate_seconds(prepared.height, prepared.width, config)
-    return (f"Trains at {prepared.width}×{prepared.height}: about **{seconds / 60:.0f} min** on this machine's CPU "
-            f"({int(steps)} steps). " + " ".join(notes))
+    seconds = _PROBED[key] * int(steps)
+    extra = " plus loading BLIP and CLIP" if text_mode == "blip" else ""
+    return (f"Trains at {prepared.width}×{prepared.height}: about **{duration(seconds)}**{extra} on this machine "
+            f"now ({int(steps)} steps at {_PROBED[key]:.3f} s each, timed on a short trial run). " + " ".join(notes))
 
 
 @gpu_task(duration=600)
 def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, contrastive: bool, steps: int,
-                width: int, seed: int, blip: str, clip: str, request: gr.Request = None, progress=gr.Progress()):
+                width: int, seed: int, blip: str, clip: str, name: str = "", request: gr.Request = None,
+                progress=gr.Progress()):
     """Train in a worker thread; yield (status, preview, model path, label, captions) as it goes."""
     from pipelines.core.errors import UserError
     from pipelines.core.jobs import JOBS
@@ -108,20 +131,27 @@ def train_model(image: str | None, backbone: str, text_mode: str, prompt: str, c
     config.check()
     job_id, token = JOBS.start(_job_id("train", request))
     report = progress_callback(progress)
+    started = time.perf_counter()  # one clock for the whole run: the status shows it at every update
 
     def work(put: Any) -> Any:
-        return run_train(config, image, callback=report, cancel=token, preview=lambda *update: put(update))
+        return run_train(config, image, callback=report, cancel=token, preview=lambda *update: put(update),
+                         name=name or default_name(image))
 
     def present(update: tuple[int, Any]) -> tuple[Any, ...]:
         index, picture = update
-        return (f"Training… milestone {index}/10 reached (preview: reconstruction from the coarsest scale).",
-                picture, gr.update(), gr.update(), gr.update())
+        return (f"Training… milestone {index}/10 reached, {duration(time.perf_counter() - started)} elapsed "
+                "(preview: reconstruction from the coarsest scale).", picture, gr.update(), gr.update(), gr.update())
 
     record, result = yield from worker_stream(work, present, job_id=job_id, token=token, name="single-image-train")
     captions = result.prompts.table() if result.prompts is not None else []
     path = str(result.model_path)
     yield (result.summary + f" (run {record.id})", gr.update(), path, model_label(path),
            gr.update(value=captions, visible=bool(captions)))
+
+
+def default_name(image: str | None) -> str:
+    """A model's default name: the uploaded file's name without its extension."""
+    return Path(image).stem if image else ""
 
 
 def cancel_training(request: gr.Request = None) -> str:
@@ -156,6 +186,37 @@ def make_variations(model_path: str, count: int, seed: int, start_scale: int, wi
             f"{len(output.images)} variations in {output.seconds:.1f} s (seeds {seeds}; run {record.id}).")
 
 
+def model_source(model_path: str) -> Any:
+    """The image the model was trained on, shown beside its variations (None when there is no model)."""
+    if not model_path or not Path(model_path).exists():
+        return None
+    from pipelines.single_image.sample import load
+    from pipelines.single_image.train import tensor_image
+
+    return tensor_image(load(model_path).source_image())
+
+
+@gpu_task
+def make_gpnn_variations(image: str | None, model_path: str, count: int, seed: int, iterations: int,
+                         progress=gr.Progress()) -> tuple[list, list, str, Any]:
+    """GPNN (no training) on the uploaded image, or on the current model's training image when none is uploaded."""
+    from pipelines.core.errors import UserError
+    from pipelines.single_image.gpnn import GPNNSettings
+    from pipelines.single_image.runs import run_gpnn
+    from pipelines.single_image.train import prepare_image
+
+    source = image or model_source(model_path)
+    if source is None:
+        raise UserError("Upload an image first: GPNN makes variations of it with no training.")
+    record, output = run_gpnn(source, int(count), int(seed), GPNNSettings(iterations=int(iterations)),
+                              callback=progress_callback(progress))
+    per_scale = [(picture, f"scale {index}") for index, picture in enumerate(output.per_scale[0])]
+    seeds = ", ".join(str(value) for value in output.seeds)
+    return (list(zip(output.images, [f"GPNN seed {value}" for value in output.seeds], strict=True)), per_scale,
+            f"{len(output.images)} GPNN variations in {output.seconds:.1f} s, no training (seeds {seeds}; "
+            f"run {record.id}). " + " ".join(output.notes), prepare_image(source)[0])
+
+
 def show_augmentations(prompt: str) -> str:
     from pipelines.single_image.text import augment_prompt
 
@@ -186,17 +247,41 @@ def source_for_editor(model_path: str) -> Any:
     return {"background": tensor_image(net.source_image()), "layers": [], "composite": None}
 
 
+def _clip_problem(clip: str, model_path: str) -> str | None:
+    """Why the edit's CLIP cannot load here, with what to do instead (None when it loads)."""
+    from pipelines.core.loader import ModelLoadError
+    from pipelines.single_image.request import model_header
+    from pipelines.single_image.text import DEFAULT_CLIP, ClipModel
+
+    name = clip or model_header(model_path).get("text_encoder") or DEFAULT_CLIP
+    try:
+        ClipModel(name)
+    except (ModelLoadError, OSError) as err:
+        others = [label for label, value in CLIP_CHOICES if value != name]
+        return (f"⚠️ The text edit needs CLIP, and **{name}** cannot be loaded here: {err} "
+                f"Choose another CLIP model ({'; '.join(others)}), or download {name} where the host allows it "
+                "(huggingface-cli download " + name + "). Nothing else on the page was changed.")
+    return None
+
+
 @gpu_task
 def make_edit(model_path: str, prompt: str, guidance: float, fill: float, seed: int, milestone: int,
-              region: Any, clip: str, progress=gr.Progress()) -> tuple[list, str, str]:
+              region: Any, clip: str, progress=gr.Progress()) -> tuple[Any, Any, str]:
+    """The edit beside the image it started from (before / after); an absent CLIP is answered in the status line,
+    leaving the gallery and the prompts box as they were."""
     from pipelines.single_image.runs import run_edit
     from pipelines.single_image.sample import EditRequest
 
+    problem = _clip_problem(clip, _require_model(model_path))
+    if problem:
+        return gr.update(), gr.update(), problem
     request = EditRequest(prompt=prompt or "", seed=int(seed), guidance=float(guidance), fill=float(fill),
                           milestone=int(milestone), mask=_region(region), clip_model=clip)
-    record, output = run_edit(_require_model(model_path), request, callback=progress_callback(progress))
+    record, output = run_edit(model_path, request, callback=progress_callback(progress))
     notes = " ".join(output.notes)
-    return (output.images, "\n".join(output.prompts),
+    before = [(model_source(model_path), "before")]
+    after = [(image, f"after (seed {seed_})") for image, seed_ in zip(output.images, output.seeds, strict=True)]
+    return (before + after, "\n".join(output.prompts),
             f"Edit in {output.seconds:.1f} s (run {record.id}). {notes}".strip())
 
 
@@ -211,12 +296,13 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
     result = run_ablation(image, list(variants or []), steps=int(steps), count=int(count), seed=int(seed),
                           prompt=prompt or "a photo", blip_model=blip, clip_model=clip,
                           callback=progress_callback(progress))
-    columns = ["variant", "clip_i", "ssim", "psnr", "lpips", "nima", "diversity", "lpips_diversity",
-               "seconds_per_variation"]
+    columns = ["variant", "patch_nn", "diversity", "train_seconds", "seconds_per_variation", "clip_i", "ssim", "psnr",
+               "lpips", "nima", "lpips_diversity"]
     rows = [[row.get(column) for column in columns] for row in result.rows]
     if result.test_models:  # a random-weight network's score is never shown as a real one
+        clip_column = columns.index("clip_i")
         for row in rows:
-            row[1] = None if row[1] is None else f"{row[1]} (test CLIP: not a real score)"
+            row[clip_column] = None if row[clip_column] is None else f"{row[clip_column]} (test CLIP: not a real score)"
     gallery = [(images[0], name) for name, images in result.images.items()]
     notes = [*result.warnings, *(f"{key}: {why}" for key, why in result.skipped.items())]
     return rows, gallery, "\n\n".join(notes) or "All metrics computed."
@@ -241,6 +327,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 seed = gr.Number(0, precision=0, label="Seed")
                 blip = gr.Dropdown(BLIP_CHOICES, value=BLIP_CHOICES[0][1], label="BLIP captioner")
                 clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
+            model_name_box = gr.Textbox(label="Model name (default: the file's name)", elem_id="si-name")
             with gr.Row():
                 train = gr.Button("Train", variant="primary", elem_id="si-train")
                 stop = gr.Button("Cancel", variant="stop", elem_id="si-cancel")
@@ -259,8 +346,17 @@ def build(tab: gr.Tab | None = None) -> None:
         with gr.Row():
             width_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Width ×")
             height_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Height ×")
-        generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
-        gallery = gr.Gallery(label="Variations", columns=4, elem_id="si-gallery")
+        with gr.Row():
+            generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
+            gpnn_button = gr.Button("GPNN variations (no training)", elem_id="si-gpnn")
+            gpnn_iterations = gr.Slider(1, 10, value=10, step=1, label="GPNN iterations per scale (the paper: 10; "
+                                        "fewer is faster on a CPU)")
+        gr.Markdown("**GPNN** (Granot et al., CVPR 2022) rearranges the image's own 7×7 patches by nearest-neighbour "
+                    "search, scale by scale, from a noisy coarsest scale: no training, the bar the trained model has "
+                    "to reach. It uses the uploaded image (else the model's) and the Number and Seed above.")
+        with gr.Row():
+            source_view = gr.Image(label="Source", interactive=False, scale=1, elem_id="si-source")
+            gallery = gr.Gallery(label="Variations", columns=4, elem_id="si-gallery", scale=3)
         scales = gr.Gallery(label="The first variation at each scale", columns=6)
         var_status = gr.Markdown(elem_id="si-var-status")
     with gr.Tab("Text edit"):
@@ -277,33 +373,42 @@ def build(tab: gr.Tab | None = None) -> None:
                 load_region = gr.Button("Put the model's image in the region editor")
             region = image_editor_input("Region to edit (optional)", type="numpy", layers=False)
         edit_button = gr.Button("Edit", variant="primary")
-        edit_gallery = gr.Gallery(label="Edits", columns=4)
+        edit_gallery = gr.Gallery(label="Before and after", columns=4)
         edit_status = gr.Markdown()
     with gr.Tab("Ablation"):
         gr.Markdown("The seed's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
                     "same seeds are sampled, and every variation is scored against the source by the Metrics "
-                    "pipeline. Diversity is SinGAN's: per-pixel std across variations over the source's std.")
-        variants = gr.CheckboxGroup(list(ABLATION_VARIANTS), value=["baseline", "+U-Net"], label="Variants")
+                    "pipeline. **GPNN** (no training) stands beside them as the bar. Patch-NN: the mean distance of "
+                    "each 7×7 patch of a variation to its nearest source patch (lower keeps the source's patches; "
+                    "the control row is the source cut into 7×7 tiles and shuffled). Diversity is SinGAN's: "
+                    "per-pixel std across variations over the source's std (0 = copies).")
+        variants = gr.CheckboxGroup(ABLATION_CHOICES, value=["baseline", "+U-Net", GPNN_VARIANT], label="Variants")
         with gr.Row():
             ablation_steps = gr.Slider(50, 5000, value=400, step=50, label="Training steps per variant")
             ablation_count = gr.Slider(2, 8, value=4, step=1, label="Variations per variant")
             ablation_prompt = gr.Textbox(label="Arbitrary prompt", value="a photo")
         ablation_button = gr.Button("Run the ablation", variant="primary")
-        ablation_table = gr.Dataframe(headers=["variant", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA",
-                                               "diversity (pixel std, SinGAN)", "diversity (LPIPS)", "s/variation"],
-                                      interactive=False)
+        ablation_table = gr.Dataframe(headers=["variant", "patch-NN distance", "diversity (pixel std, SinGAN)",
+                                               "training s", "s/variation", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA",
+                                               "diversity (LPIPS)"], interactive=False)
         ablation_gallery = gr.Gallery(label="One variation per variant", columns=5)
         ablation_notes = gr.Markdown()
 
     settings = [backbone, text_mode, prompt, contrastive, steps, width, seed, blip, clip]
     for component in [image, *settings]:
         component.change(estimate, inputs=[image, *settings], outputs=estimate_text, api_visibility="private")
-    train.click(friendly_errors(train_model), inputs=[image, *settings],
-                outputs=[status, preview, model_path, label, captions], api_name="single_image_train", **MODEL_WORK)
+    image.upload(default_name, inputs=image, outputs=model_name_box, api_visibility="private")
+    train.click(friendly_errors(train_model), inputs=[image, *settings, model_name_box],
+                outputs=[status, preview, model_path, label, captions], api_name="single_image_train",
+                show_progress_on=[status], **MODEL_WORK)
     stop.click(cancel_training, outputs=status, concurrency_limit=None, api_name="single_image_cancel")
     generate.click(friendly_errors(make_variations),
                    inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone],
-                   outputs=[gallery, scales, var_status], api_name="single_image_variations", **MODEL_WORK)
+                   outputs=[gallery, scales, var_status], api_name="single_image_variations", **MODEL_WORK
+                   ).then(model_source, inputs=model_path, outputs=source_view, api_visibility="private")
+    gpnn_button.click(friendly_errors(make_gpnn_variations),
+                      inputs=[image, model_path, count, var_seed, gpnn_iterations],
+                      outputs=[gallery, scales, var_status, source_view], api_name="single_image_gpnn", **MODEL_WORK)
     edit_prompt.change(show_augmentations, inputs=edit_prompt, outputs=augmentations, api_visibility="private")
     load_region.click(friendly_errors(source_for_editor), inputs=model_path, outputs=region,
                       api_visibility="private")

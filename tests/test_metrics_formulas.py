@@ -312,13 +312,13 @@ def test_clip_score_both_definitions():
 # ------------------------------------------------------------------------------------------ metric table
 def test_metric_info_covers_every_metric_with_a_definition():
     keys = {"fid", "kid", "is", "cmmd", "clip_fid", "ssim", "psnr", "lpips", "clip_score", "clip_score_hessel",
-            "clip_i", "dino_i", "nima", "fid_per_image", "kl_per_image", "lpips_diversity"}
+            "clip_i", "dino_i", "nima", "fid_per_image", "kl_per_image", "lpips_diversity", "patch_nn"}
     assert set(formulas.METRIC_INFO) == keys
     for key, info in formulas.METRIC_INFO.items():
         assert info.key == key and info.name and len(info.definition) > 40
         assert info.kind in ("set", "per_image", "paired", "text")
         assert info.needs in ("inception", "clip", "lpips", "nima", "dino", None)
-    lower_better = {"fid", "kid", "cmmd", "clip_fid", "lpips", "fid_per_image", "kl_per_image"}
+    lower_better = {"fid", "kid", "cmmd", "clip_fid", "lpips", "fid_per_image", "kl_per_image", "patch_nn"}
     assert {k for k, i in formulas.METRIC_INFO.items() if not i.higher_is_better} == lower_better
     assert "255" in formulas.METRIC_INFO["ssim"].definition and "255" in formulas.METRIC_INFO["psnr"].definition
     assert formulas.METRIC_INFO["ssim"].needs is None and formulas.METRIC_INFO["fid"].default

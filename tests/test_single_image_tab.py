@@ -45,6 +45,7 @@ def test_train_shows_previews_then_the_model_and_variations_and_edits_use_it(tmp
     previews = [output[1] for output in outputs[:-1]]
     assert len(previews) == 10 and all(isinstance(picture, Image.Image) for picture in previews)
     status, _, model_path, label, captions = outputs[-1]
+    assert "“photo_RGB_32”" in label  # named by default after the uploaded file
     assert "Trained 20 steps" in status and model_path.endswith("model.safetensors")
     assert "test CLIP with random weights" in label
     rows = captions["value"]
@@ -66,7 +67,22 @@ def test_train_shows_previews_then_the_model_and_variations_and_edits_use_it(tmp
     edits, prompts, readout = tab.make_edit(model_path, "red flowers", 30, 1.0, 0, 10,
                                             {"background": editor["background"], "layers": [layer]}, "tiny:clip",
                                             progress=_Progress())
-    assert len(edits) == 1 and prompts.splitlines()[0] == "red flowers" and "random weights" in readout
+    assert len(edits) == 2 and edits[0][1] == "before" and edits[0][0].size == (32, 32)  # before / after
+    assert prompts.splitlines()[0] == "red flowers" and "random weights" in readout
+
+
+def test_an_absent_clip_is_answered_without_wiping_the_page(monkeypatch):
+    from pipelines.core.loader import ModelLoadError
+    from pipelines.single_image import text
+
+    def absent(self, source):
+        raise ModelLoadError(f"{source} is not downloaded and the hub cannot be reached.")
+
+    monkeypatch.setattr(text.ClipModel, "__init__", absent)
+    gallery, prompts, status = tab.make_edit(str(shipped_model()), "snow", 20, 1, 0, 10, None,
+                                             "openai/clip-vit-base-patch32", progress=_Progress())
+    assert gallery == {"__type__": "update"} and prompts == {"__type__": "update"}  # left as they were
+    assert "cannot be loaded" in status and "tiny test model" in status and "download" in status
 
 
 def test_bad_input_is_answered_in_words(tmp_path):

@@ -24,7 +24,7 @@ DEFAULT_MODELS = {"inception": "fid-inception", "clip": "openai/clip-vit-base-pa
                   "dino": "facebook/dinov2-small"}
 EMBEDDING_SIMILARITY_METRICS = ("clip_i", "dino_i")  # each image against its paired reference, or the set's
 REFERENCE_METRICS = {"fid", "kid", "cmmd", "clip_fid", "clip_i", "dino_i", "fid_per_image", "kl_per_image",
-                     "ssim", "psnr", "lpips"}
+                     "ssim", "psnr", "lpips", "patch_nn"}
 PAIRED_PIXEL_METRICS = ("ssim", "psnr", "lpips")
 # Distribution metrics need a covariance or a kernel mean over each set: at least two images in every set.
 IS_SPLITS = 10
@@ -205,6 +205,16 @@ def _diversity_pairs(count: int, seed: int) -> list[tuple[int, int]]:
                    for j in rng.choice(np.delete(np.arange(count), i), others, replace=False)})
 
 
+def _patch_nn_values(ctx: _Context) -> dict[str, np.ndarray]:
+    """Each image's patch-NN distance to the reference images' patches, pooled (repeats counted once)."""
+    from .patches import patch_nn_distance
+
+    unique = list({np.asarray(image).tobytes() + str(np.asarray(image).shape).encode(): image
+                   for image in ctx.sets["reference"].images}.values())
+    return {label: np.array([patch_nn_distance(image, unique) for image in ctx.sets[label].images])
+            for label in ("A", "B")}
+
+
 def _pixel_values(ctx: _Context, key: str) -> dict[str, np.ndarray]:
     if key == "lpips":
         return _lpips_values(ctx)
@@ -325,6 +335,8 @@ def _compute(key: str, ctx: _Context, per_image: dict[str, dict[str, np.ndarray]
         values = {label: ctx.nima(label) for label in ("A", "B")}
     elif key == "lpips_diversity":
         values = _diversity_values(ctx)
+    elif key == "patch_nn":
+        values = _patch_nn_values(ctx)
     else:
         values = _pixel_values(ctx, key)
     model = models.get(formulas.METRIC_INFO[key].needs or "", "")

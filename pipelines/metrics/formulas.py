@@ -116,6 +116,11 @@ METRIC_INFO: dict[str, MetricInfo] = {info.key: info for info in (
           "Fréchet distance between the reference images' Gaussian (Inception-v3 pool features) and a single "
           "point at this image's features: ‖μ_ref − f‖² + Tr Σ_ref (our definition of seed 000's per-image "
           "score). Lower is closer to the reference."),
+    _info("patch_nn", "Patch-NN distance", "per_image", False, None, False, True,
+          "How far each image's 7×7 patches are from the reference images' patches: for every patch of the image "
+          "the RMS pixel difference (0–1 units) to the nearest reference patch, averaged over its patches (the "
+          "reference images pooled). 0 = every patch occurs in the reference (a copy or a rearrangement); it "
+          "judges single-image variations, whose patches should be their source's. Lower is closer."),
     _info("kl_per_image", "Per-image KL", "per_image", False, "inception", True, True,
           "KL(p(y|image) ‖ p_ref(y)) in nats: how far this image's Inception-v3 class probabilities are from the "
           "reference images' average class distribution (our definition of seed 000's per-image score). Lower "

@@ -7,7 +7,8 @@ BLIP prompts chosen by CLIP, a prompt contrastive loss and text edits.
     output.images[0].save("variation.png")
 
 Modules: `model.py` (scales, forward process, the FCN and U-Net backbones), `train.py` (the resumable job, LM
-milestones), `sample.py` (variations, per-scale images, text edits in a region), `text.py` (BLIP captions, CLIP
+milestones), `sample.py` (variations, per-scale images, text edits in a region), `gpnn.py` (GPNN: patch
+nearest-neighbour variations with no training, the bar to beat), `text.py` (BLIP captions, CLIP
 scores, P*/P+/P−, contrastive loss, prompt augmentation), `runs.py` (recorded runs, ablation), `__main__.py` (CLI).
 Importing this package is cheap: torch loads on first use.
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "edit": "sample", "reconstruct": "sample",
     "caption_prompts": "text", "PromptSet": "text", "augment_prompt": "text", "contrastive_loss": "text",
     "run_variations": "runs", "run_edit": "runs", "run_ablation": "runs", "shipped_model": "runs",
+    "GPNNSettings": "gpnn", "gpnn_variations": "gpnn",
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -65,6 +67,8 @@ METHOD_CARD = MethodCard(
                   "Prompt-Based%20Learning%20for%20Image%20Variation%20Using%20Single%20Image%20Multi-Scale"),
         Reference("Kulikov et al., SinDDM: A Single Image Denoising Diffusion Model, ICML 2023",
                   "https://arxiv.org/abs/2211.16582"),
+        Reference("Granot et al., Drop the GAN: In Defense of Patches Nearest Neighbors as Single Image Generative "
+                  "Models, CVPR 2022 (GPNN, the no-training bar)", "https://arxiv.org/abs/2103.15545"),
         Reference("Li et al., BLIP, ICML 2022", "https://arxiv.org/abs/2201.12086"),
         Reference("Radford et al., CLIP, ICML 2021", "https://arxiv.org/abs/2103.00020"),
     ),

@@ -1,9 +1,11 @@
 """Single-image runs as records (History): training, variations, edits and the ablation; the shipped model.
 
 Every run's params hold what a re-run needs: the action, the settings and a content-addressed copy of the image.
-The ablation trains each variant (cached by the image's hash), samples the same seeds from each and scores them
-against the source through `pipelines.metrics.compare` (CLIP-I, SSIM, PSNR, LPIPS; NIMA when the host has it),
-plus SinGAN's diversity (mean per-pixel standard deviation across the variations over that of the source).
+The ablation trains each variant (cached by the image's hash), samples the same seeds from each, and sets GPNN
+(no training) beside them as the bar to beat; it scores them against the source through
+`pipelines.metrics.compare` (patch-NN distance, CLIP-I, SSIM, PSNR, LPIPS; NIMA when the host has it), plus
+SinGAN's diversity (mean per-pixel standard deviation across the variations over that of the source) and the
+patch-NN distance of a tile-shuffled source as the control a real variation must beat.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ ABLATION_VARIANTS = {
     "+BLIP prompt": {"backbone": "unet", "text": "blip", "contrastive": False},
     "+contrastive": {"backbone": "unet", "text": "blip", "contrastive": True},
 }
-ABLATION_METRICS = ["clip_i", "ssim", "psnr", "lpips", "nima", "lpips_diversity"]  # diversity: within the variations
+GPNN_VARIANT = "GPNN (no training)"  # Granot et al. 2022: patch nearest neighbours, the no-training bar
+ABLATION_CHOICES = [*ABLATION_VARIANTS, GPNN_VARIANT]
+ABLATION_METRICS = ["patch_nn", "clip_i", "ssim", "psnr", "lpips", "nima",
+                    "lpips_diversity"]  # diversity: within the variations
+CONTROL_ROW = "control: the source's 7×7 tiles shuffled"
 
 
 def shipped_model() -> Path | None:
@@ -68,9 +74,27 @@ def _model_entry(path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- training
+NAME_FILE = "name.txt"  # the user's name for a model, beside it (not in its settings: renaming must not retrain)
+
+
+def model_name(model_path: str | Path) -> str:
+    """The name the user gave the model ("" when none)."""
+    path = Path(model_path).parent / NAME_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+
+def name_model(model_path: str | Path, name: str) -> None:
+    from pipelines.core.jobs import atomic_path
+
+    name = " ".join(str(name or "").split())[:80]
+    if name:
+        with atomic_path(Path(model_path).parent / NAME_FILE) as tmp:
+            tmp.write_text(name, encoding="utf-8")
+
+
 def run_train(config: Any, image: Any, *, store: RunStore | None = None, callback: ProgressCallback | None = None,
-              cancel: CancelToken | None = None, preview: Any = None, time_budget_s: float | None = None
-              ) -> tuple[RunRecord, Any]:
+              cancel: CancelToken | None = None, preview: Any = None, time_budget_s: float | None = None,
+              name: str = "") -> tuple[RunRecord, Any]:
     from pipelines.core.runs import save_input_copy
 
     from .train import prepare_image, train
@@ -83,6 +107,9 @@ def run_train(config: Any, image: Any, *, store: RunStore | None = None, callbac
             result = train(config, prepared, callback=callback, cancel=cancel, preview=preview,
                            time_budget_s=time_budget_s)
         record.outputs.append(str(result.model_path))
+        if result.finished:
+            name_model(result.model_path, name)
+            record.params["name"] = model_name(result.model_path)
         record.params.update(steps_done=result.steps, cached=result.cached, precision=result.precision,
                              final_loss=float(np.mean(result.losses[-20:])) if result.losses else None)
         if result.prompts is not None:
@@ -140,6 +167,27 @@ def run_edit(model_path: str | Path, request: Any, *, store: RunStore | None = N
     return record, output
 
 
+def run_gpnn(image: Any, count: int = 4, seed: int = 0, settings: Any = None, *, store: RunStore | None = None,
+             callback: ProgressCallback | None = None, cancel: CancelToken | None = None) -> tuple[RunRecord, Any]:
+    """GPNN variations of `image` (prepared as for training: the same size the diffusion model would see)."""
+    from pipelines.core.runs import save_input_copy
+
+    from .gpnn import GPNNSettings, gpnn_variations
+    from .train import prepare_image
+
+    settings = settings or GPNNSettings()
+    prepared, _ = prepare_image(image)
+    record = _record("gpnn", {"image": str(save_input_copy(prepared)), "count": int(count), "seed": int(seed),
+                              "settings": dataclasses.asdict(settings)}, seed)
+    with _store(store).run(record):
+        with record.stage("sample"):
+            output = gpnn_variations(prepared, count, seed, settings, callback=callback, cancel=cancel)
+        _save(record, output, {"Method": GPNN_VARIANT, "Patch": settings.patch, "Alpha": settings.alpha,
+                               "Noise": settings.noise_std, "Iterations": settings.iterations})
+        record.params["seconds_per_variation"] = round(output.seconds / max(1, len(output.images)), 3)
+    return record, output
+
+
 # ---------------------------------------------------------------------------------------------- ablation
 @dataclass
 class AblationResult:
@@ -157,45 +205,63 @@ def diversity(images: list[Any], source: Any) -> float:
     return spread / max(float((np.asarray(source, dtype=np.float64) / 255).std()), 1e-8)
 
 
+def _ablation_variant(name: str, prepared: Any, settings: dict[str, Any], count: int, seed: int,
+                      cancel: CancelToken | None) -> tuple[Any, float]:
+    """(variations, seconds of training) for one variant; GPNN trains nothing."""
+    from .gpnn import gpnn_variations
+    from .sample import VariationRequest, variations
+    from .train import TrainConfig, train
+
+    if name == GPNN_VARIANT:
+        return gpnn_variations(prepared, count, seed, cancel=cancel), 0.0
+    result = train(TrainConfig(**settings, **ABLATION_VARIANTS[name]), prepared, cancel=cancel)
+    return variations(result.model_path, VariationRequest(count=count, seed=seed), cancel=cancel), result.seconds
+
+
 def run_ablation(image: Any, variants: list[str], *, steps: int = 600, width: int = 32, count: int = 4,
                  seed: int = 0, prompt: str = "a photo", blip_model: str | None = None,
-                 clip_model: str | None = None, store: RunStore | None = None,
+                 clip_model: str | None = None, metrics: list[str] | None = None, store: RunStore | None = None,
                  callback: ProgressCallback | None = None, cancel: CancelToken | None = None) -> AblationResult:
-    """Train each chosen variant (cached), sample the same seeds, score each against the source."""
+    """Train each chosen variant (cached), sample the same seeds, score each against the source; GPNN beside them
+    with no training, and a tile-shuffled source as the patch-NN control (its own row)."""
     from pipelines.metrics import compare
+    from pipelines.metrics.patches import patch_nn_distance, shuffled_tiles
 
     from . import text as text_mod
-    from .sample import VariationRequest, variations
-    from .train import TrainConfig, prepare_image, train
+    from .train import prepare_image
 
-    unknown = [name for name in variants if name not in ABLATION_VARIANTS]
+    unknown = [name for name in variants if name not in ABLATION_CHOICES]
     if unknown or not variants:
-        raise ValueError(f"Choose variants from {list(ABLATION_VARIANTS)}.")
+        raise ValueError(f"Choose variants from {ABLATION_CHOICES}.")
     blip_model, clip_model = blip_model or text_mod.DEFAULT_BLIP, clip_model or text_mod.DEFAULT_CLIP
     prepared, _ = prepare_image(image)
+    settings = {"steps": steps, "width": width, "seed": seed, "prompt": prompt, "blip_model": blip_model,
+                "clip_model": clip_model}
     images: dict[str, list[Any]] = {}
     rows: list[dict[str, Any]] = []
     for index, name in enumerate(variants):
         if callback is not None:
-            callback(index, len(variants), f"Training and sampling '{name}'")
-        config = TrainConfig(steps=steps, width=width, seed=seed, prompt=prompt, blip_model=blip_model,
-                             clip_model=clip_model, **ABLATION_VARIANTS[name])
-        result = train(config, prepared, cancel=cancel)
-        output = variations(result.model_path, VariationRequest(count=count, seed=seed), cancel=cancel)
+            callback(index, len(variants), f"{'Sampling' if name == GPNN_VARIANT else 'Training and sampling'} "
+                                           f"'{name}'")
+        output, train_seconds = _ablation_variant(name, prepared, settings, count, seed, cancel)
         images[name] = output.images
         rows.append({"variant": name, "diversity": round(diversity(output.images, prepared), 4),
+                     "train_seconds": round(train_seconds, 1),
                      "seconds_per_variation": round(output.seconds / count, 2)})
     reference = [np.asarray(prepared)] * count
     skipped, warnings, test_models = {}, [], False
     baseline = variants[0]
     for row in rows:
         report = compare([np.asarray(i) for i in images[baseline]], [np.asarray(i) for i in images[row["variant"]]],
-                         reference=reference, pairs="order", metrics=ABLATION_METRICS, n_bootstrap=200, seed=seed,
+                         reference=reference, pairs="order", metrics=metrics or ABLATION_METRICS, n_bootstrap=200,
+                         seed=seed,
                          models={"clip": clip_model})
         for metric_row in report.rows:
             row[metric_row.key] = None if metric_row.b is None else round(float(metric_row.b), 4)
         skipped.update(report.skipped)
         test_models |= any(model["test_model"] for model in report.models)
+    control = shuffled_tiles(np.asarray(prepared), 7, seed)
+    rows.append({"variant": CONTROL_ROW, "patch_nn": round(patch_nn_distance(control, np.asarray(prepared)), 4)})
     if test_models:
         warnings.append("A metric network is a test model with random weights: its scores are not real.")
     record = _record("ablation", {"variants": variants, "steps": steps, "width": width, "count": count,
@@ -219,6 +285,12 @@ def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
             return run_train(TrainConfig(**params["config"]), image.convert("RGB"), store=store)[0]
     if action == "variations":
         return run_variations(params["model"], VariationRequest(**params["request"]), store=store)[0]
+    if action == "gpnn":
+        from .gpnn import GPNNSettings
+
+        with Image.open(params["image"]) as image:
+            return run_gpnn(image.convert("RGB"), params["count"], params["seed"],
+                            GPNNSettings(**params["settings"]), store=store)[0]
     if action == "edit":
         request = dict(params["request"])
         mask_file = params.get("mask_file")

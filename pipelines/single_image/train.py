@@ -15,6 +15,7 @@ optimizer and EMA stay fp32.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -268,6 +269,32 @@ def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_m
     mean_pixels = sum(h * w for h, w in sizes) / len(sizes)
     factor = (config.width / 64) ** 2 * (1.3 if config.backbone == "unet" else 1.0)
     return config.steps * config.batch_size * mean_pixels / 1e6 * seconds_per_megapixel_step * factor
+
+
+def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int = 30,
+                             device: str | None = None) -> float:
+    """Seconds per training step on this machine as it is now: the same network, image and batch (text off) run
+    for `probe_steps` steps in a temporary folder and timed from step 10 on, so start-up and the first slow steps
+    are left out. The probe is set up as a long run that is cancelled, so no milestone is saved inside the window
+    (a real run saves ten in all, a negligible share). A fixed constant cannot know the machine or its load."""
+    import tempfile
+
+    probe_steps = max(20, int(probe_steps))
+    probe = dataclasses.replace(config, steps=max(config.steps, 100 * probe_steps), text="none", contrastive=False,
+                                prompt="")
+    stamps: dict[int, float] = {}
+    token = CancelToken()
+
+    def stamp(step: int, total: int, message: str) -> None:
+        stamps.setdefault(step, time.perf_counter())
+        if step >= probe_steps:
+            token.cancel()
+
+    # JobCancelled is the probe's own cancel, at probe_steps
+    with tempfile.TemporaryDirectory() as folder, contextlib.suppress(JobCancelled):
+        train(probe, image, folder=folder, resume=False, checkpoint_every=10**9, device=device, callback=stamp,
+              cancel=token)
+    return (stamps[probe_steps] - stamps[10]) / (probe_steps - 10)
 
 
 # ---------------------------------------------------------------------------------------------- training
