@@ -217,7 +217,7 @@ def _comparison_rows(run_id: str) -> tuple[list[list[str]], str]:
 def close_comparison(comparison_id: str, owner_key: str):
     study = _store().close((comparison_id or "").strip(), owner_key=owner_key)
     return (f"Comparison `{study.id}` is closed: no more votes are taken, and anyone with its id now sees the "
-            f"verdict under **3 · Results**. Press **Show results** for the final verdict.")
+            f"verdict under **3 · Results**. Press **Show results** to read it.")
 
 
 def show_results(comparison_id: str, owner_key: str, beside: str | None):

@@ -781,8 +781,10 @@ def export_study(study_id: str, *, owner_key: str | None = None, store: JudgingS
                          json=atomic_write_bytes(f"{stem}.json", json.dumps(document, indent=2).encode()))
     record = runs.get(study.id)
     if record is not None:
-        record.params.update(votes=result.votes, verdict=result.verdict, names=list(study.names),
-                             judges=result.tally.judges, closed=study.closed is not None,
+        if study.closed is not None:  # History is everyone's on a single-user server: the names wait until then
+            record.params["names"] = list(study.names)
+        record.params.update(votes=result.votes, verdict=result.verdict, judges=result.tally.judges,
+                             closed=study.closed is not None,
                              files={"votes_csv": str(files.votes_csv), "json": str(files.json)})
         runs.save(record)
     return result, files
