@@ -80,12 +80,9 @@ def readable_number(value: float | str | None, percent: bool = False) -> str:
         return "—"
     if percent:
         return f"{100 * number:.0f}%".replace("-", "−")
-    if abs(number) < 5e-5:
-        return "0"
-    if abs(number) >= 1000:
-        return f"{number:,.0f}".replace("-", "−")
-    decimals = max(0, min(4, 2 - math.floor(math.log10(abs(number)))))
-    return f"{number:.{decimals}f}".replace("-", "−")
+    from pipelines.metrics.stats import readable_number as number_text
+
+    return number_text(number)
 
 
 _fmt = readable_number
@@ -221,7 +218,8 @@ def build(tab: gr.Tab | None = None) -> None:
             compare_button = gr.Button("Compare", variant="primary", elem_id="mt-run")
             summary = gr.Markdown(elem_id="mt-summary")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Metrics", wrap=True, interactive=False,
-                                 column_widths=COLUMN_WIDTHS, elem_id="mt-table", elem_classes=["asl-results"])
+                                 column_widths=COLUMN_WIDTHS, max_height=4000, elem_id="mt-table",
+                                 elem_classes=["asl-results"])
             with gr.Row():
                 bars = gr.Image(label="A and B with 95% intervals", type="filepath", elem_id="mt-bars")
                 scatter = gr.Image(label="Per-image FID vs KL (seed 000)", type="filepath", elem_id="mt-scatter")

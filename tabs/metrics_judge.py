@@ -384,7 +384,7 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
                 close_button = gr.Button("Close the voting (owner)", variant="stop", elem_id="jd-close")
             verdict = gr.Markdown(elem_id="jd-verdict")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Verdict beside the metrics", wrap=True,
-                                 interactive=False, column_widths=COLUMN_WIDTHS, elem_id="jd-table",
+                                 interactive=False, column_widths=COLUMN_WIDTHS, max_height=4000, elem_id="jd-table",
                                  elem_classes=["asl-results"])
             judges = gr.Dataframe(headers=JUDGE_HEADERS, label="Each judge", interactive=False, visible=False,
                                   elem_id="jd-judges")

@@ -457,12 +457,21 @@ def set_difference_ci(metric_fn: Callable, feats_a, feats_b, reference_feats=Non
 
 
 # ------------------------------------------------------------------------------------------ words
-def _number(value: float) -> str:
-    """3 significant digits, with a real minus sign."""
+def readable_number(value: float) -> str:
+    """A number as a person reads it (the helper every metrics table and verdict shares): 3 significant digits
+    and at most 4 decimals, so −6.971e-07 reads 0 and 0.83333 reads 0.833; thousands with separators; a real
+    minus sign; never scientific notation."""
     if not math.isfinite(value):
         return str(value)
-    text = f"{value:.3g}"
-    return text.replace("-", "−")
+    if abs(value) < 5e-5:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}".replace("-", "−")
+    decimals = max(0, min(4, 2 - math.floor(math.log10(abs(value)))))
+    return f"{value:.{decimals}f}".replace("-", "−")
+
+
+_number = readable_number
 
 
 def verdict(metric: MetricInfo, diff: DifferenceCI) -> str:
