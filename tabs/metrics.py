@@ -218,7 +218,7 @@ def build(tab: gr.Tab | None = None) -> None:
             compare_button = gr.Button("Compare", variant="primary", elem_id="mt-run")
             summary = gr.Markdown(elem_id="mt-summary")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Metrics", wrap=True, interactive=False,
-                                 column_widths=COLUMN_WIDTHS, max_height=4000, elem_id="mt-table",
+                                 column_widths=COLUMN_WIDTHS, elem_id="mt-table",
                                  elem_classes=["asl-results"])
             with gr.Row():
                 bars = gr.Image(label="A and B with 95% intervals", type="filepath", elem_id="mt-bars")

@@ -22,7 +22,8 @@ from .metrics import COLUMN_WIDTHS, TABLE_HEADERS, set_sources, table_row
 
 AUTO = "Automatic: by file name when the names match, else random pairs"
 RANDOM = "Random pairs (every image used about equally)"
-PAIRING = {AUTO: "auto", RANDOM: None, "Pair by file name": "name", "Pair by order": "order"}
+# Worded unlike the metrics' pairing radio ("Pair by …"), so that each label names one control on the page.
+PAIRING = {AUTO: "auto", RANDOM: None, "By file name": "name", "By order (1st with 1st …)": "order"}
 JUDGE_HEADERS = ["Judge", "Votes", "B won", "A won", "Ties", "Skipped", "B's win rate", "95% interval"]
 INTRO = ("Compare sets A and B (given above) **by eye**, blind: the app shows one pair at a time, A and B on random "
          "sides with their names hidden, and turns the votes into a verdict with a 95% interval. **1 · Set up** "
@@ -384,7 +385,7 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
                 close_button = gr.Button("Close the voting (owner)", variant="stop", elem_id="jd-close")
             verdict = gr.Markdown(elem_id="jd-verdict")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Verdict beside the metrics", wrap=True,
-                                 interactive=False, column_widths=COLUMN_WIDTHS, max_height=4000, elem_id="jd-table",
+                                 interactive=False, column_widths=COLUMN_WIDTHS, elem_id="jd-table",
                                  elem_classes=["asl-results"])
             judges = gr.Dataframe(headers=JUDGE_HEADERS, label="Each judge", interactive=False, visible=False,
                                   elem_id="jd-judges")

@@ -65,7 +65,7 @@ def test_a_judges_client_cannot_tell_a_from_b_before_voting(tmp_path, shared_cac
         owner, judge = Client(url, verbose=False), Client(url, verbose=False)
         files = lambda label: [handle_file(str(path)) for path in paths[label]]  # noqa: E731
         made = owner.predict(files("a"), [], "", SET_NAMES[0], files("b"), [], "", SET_NAMES[1], [], False, "",
-                             "Which do you prefer?", "Pair by order", 0, api_name="/judge_create")
+                             "Which do you prefer?", "By order (1st with 1st …)", 0, api_name="/judge_create")
         message, study, owner_key = made[0], made[1], made[3]
         assert re.fullmatch(r"[0-9a-f]{12}", study) and owner_key and owner_key in message
         secrets = [*SET_NAMES, *STEMS, owner_key, "Zanzibar", "Quokka"]
