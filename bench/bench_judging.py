@@ -1,14 +1,19 @@
-"""Blind A/B judging: how often the verdict names a winner, exactly and simulated, and how fast votes are stored.
+"""Blind A/B judging: how often the verdict names a winner with no true preference, and how often it finds a real
+65/35 one, under clustered votes; and how fast votes are stored.
 
-    .venv/bin/python bench/bench_judging.py [--trials 4000] [--votes 20,40,100,194,400] [--store-votes 500]
+    .venv/bin/python bench/bench_judging.py [--studies 2000] [--designs 5x40,10x40,3x20,10x20] [--store-votes 500]
 
-* Exact: for k ~ Binomial(n, p), the probability that the Wilson 95% interval of k/n excludes ½ (either side),
-  summed from scipy's own binomtest(k, n).proportion_ci(method="wilson") — the error rate at p = 0.5 and the
-  power at p = 0.6 and 0.7.
-* Simulated: `preference_result` on --trials sets of n simulated votes, p(B) being B's share of the decisive
-  votes (no ties, and with 30% ties counted as half), the rate at which it names a winner. With ties the rule is
-  conservative (a tie adds ½ without spread).
-* Store: --store-votes votes through JudgingStore.vote (one SQLite transaction each, as the app stores them).
+Each simulated study has J judges answering the same P pairs once each. B's chance on a vote is, on the
+probability scale, the preference (0.5 or 0.65) plus a shape's clustering:
+* independent — nothing else;
+* pairs lean — each pair leans ±0.4 at 0.5 (90/10 either way) or ±0.25 at 0.65 (90/40: still 65% on average);
+* judges' taste — each judge adds N(0, 0.15²);
+* mixed — both, 10% ties, and a third of the judges stop half way.
+Clipped to [0.02, 0.98]. Two rules decide each study: the app's verdict (the two-way cluster-robust t-test of
+pipelines.metrics.preference) and, as the plain reference, the old rule that pooled every vote as independent
+(Wilson 95% interval of the win rate, scipy's binomtest(...).proportion_ci(method="wilson")). The rate is the
+share of studies with a "preferred" verdict: at 0.5 the false-verdict rate (should be ≤ 5%), at 0.65 the power.
+Store: --store-votes votes through JudgingStore.vote (one SQLite transaction each, as the app stores them).
 This script prints figures; it never asserts.
 """
 
@@ -25,28 +30,45 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def exact_rate(n: int, p: float) -> float:
-    from scipy.stats import binom, binomtest
-
-    total = 0.0
-    for k in range(n + 1):
-        ci = binomtest(k, n).proportion_ci(method="wilson")
-        if ci.low > 0.5 or ci.high < 0.5:
-            total += binom.pmf(k, n, p)
-    return total
+SHAPES = ("independent", "pairs lean", "judges' taste", "mixed")
 
 
-def simulated_rate(n: int, p: float, trials: int, p_tie: float, seed: int) -> float:
-    from pipelines.metrics.preference import preference_result
+def simulate(rng: np.random.Generator, judges: int, pairs: int, shape: str, preference: float):
+    """(scores, judge index, pair index) of one study."""
+    lean = 0.4 if preference == 0.5 else 0.25
+    pair = rng.choice([-lean, lean], pairs) if shape in ("pairs lean", "mixed") else np.zeros(pairs)
+    judge = rng.normal(0, 0.15, judges) if shape in ("judges' taste", "mixed") else np.zeros(judges)
+    j, p = (index.ravel() for index in np.meshgrid(range(judges), range(pairs), indexing="ij"))
+    p_b = np.clip(preference + pair[p] + judge[j], 0.02, 0.98)
+    draw = rng.random(j.size)
+    p_tie = 0.1 if shape == "mixed" else 0.0
+    scores = np.where(draw < p_tie, 0.5, (draw < p_tie + (1 - p_tie) * p_b).astype(float))
+    if shape == "mixed":
+        stops = np.where(rng.random(judges) < 1 / 3, pairs // 2, pairs)
+        keep = p < stops[j]
+        scores, j, p = scores[keep], j[keep], p[keep]
+    return scores, j, p
+
+
+def pooled_wilson_verdict(scores: np.ndarray) -> bool:
+    """The old rule: every vote independent, Wilson interval of the win rate (ties as half, rounded down)."""
+    from scipy.stats import binomtest
+
+    n = len(scores)
+    ci = binomtest(int(scores.sum()), n).proportion_ci(method="wilson")
+    return ci.low > 0.5 or ci.high < 0.5
+
+
+def rates(judges: int, pairs: int, shape: str, preference: float, studies: int, seed: int) -> tuple[float, float]:
+    from pipelines.metrics.preference import clustered_test
 
     rng = np.random.default_rng(seed)
-    found = 0
-    for _ in range(trials):
-        draw = rng.random(n)
-        choices = np.where(draw < p_tie, "tie", np.where(draw < p_tie + (1 - p_tie) * p, "B", "A"))
-        found += preference_result(choices.tolist()).better != "none"
-    return found / trials
+    clustered = pooled = 0
+    for _ in range(studies):
+        scores, j, p = simulate(rng, judges, pairs, shape, preference)
+        clustered += clustered_test(scores, j, p).p_value < 0.05
+        pooled += pooled_wilson_verdict(scores)
+    return clustered / studies, pooled / studies
 
 
 def store_speed(votes: int) -> float:
@@ -67,17 +89,21 @@ def store_speed(votes: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=4000)
-    parser.add_argument("--votes", default="20,40,100,194,400")
+    parser.add_argument("--studies", type=int, default=2000)
+    parser.add_argument("--designs", default="5x40,10x40,3x20,10x20")
     parser.add_argument("--store-votes", type=int, default=500)
     args = parser.parse_args()
-    print(f"{'votes':>6} {'p(B)':>5} {'exact':>7} {'simulated':>10} {'with 30% ties':>14}")
-    for n in (int(v) for v in args.votes.split(",")):
-        for p in (0.5, 0.6, 0.7):
-            exact = exact_rate(n, p)
-            plain = simulated_rate(n, p, args.trials, 0.0, seed=n)
-            ties = simulated_rate(n, p, args.trials, 0.3, seed=n + 1)
-            print(f"{n:>6} {p:>5.2f} {exact:>7.3f} {plain:>10.3f} {ties:>14.3f}")
+    print(f"{args.studies} simulated studies per row; rates of a 'preferred' verdict")
+    print(f"{'judges×pairs':>12} {'shape':>14} | {'null: app':>9} {'null: pooled':>12} | "
+          f"{'65/35: app':>10} {'65/35: pooled':>13}")
+    for number, design in enumerate(args.designs.split(",")):
+        judges, pairs = (int(value) for value in design.split("x"))
+        for k, shape in enumerate(SHAPES):
+            seed = 1000 * number + 10 * k
+            null_app, null_pooled = rates(judges, pairs, shape, 0.5, args.studies, seed)
+            power_app, power_pooled = rates(judges, pairs, shape, 0.65, args.studies, seed + 1)
+            print(f"{design:>12} {shape:>14} | {null_app:>9.3f} {null_pooled:>12.3f} | {power_app:>10.3f} "
+                  f"{power_pooled:>13.3f}")
     print(f"store: {1000 * store_speed(args.store_votes):.1f} ms per vote (vote + next view, one transaction)")
 
 

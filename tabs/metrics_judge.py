@@ -1,9 +1,12 @@
 """Metrics / A-B › Judge by eye (blind): people compare two image sets pair by pair; the app does the statistics.
 
 Components and handlers only: the pairs, sessions, votes and statistics are in pipelines.metrics.judging and
-pipelines.metrics.preference. While a person judges, the page shows neither the sets' names nor any file name:
-images are served as copies under random names, the set-up inputs are emptied once the comparison is made,
-and what the judge pressed is reported as "left"/"right", never as a set.
+pipelines.metrics.preference. It takes the sets given at the top of the Metrics / A-B tab. While a person judges,
+the page shows neither the sets' names nor any file name: images are served as copies under random names, the
+set inputs are emptied once the comparison is made, and what the judge pressed is reported as "left"/"right",
+never as a set. Results (page, API and downloads) are the owner's while voting is open: they need the owner key
+shown once at creation (or, on a multi-user server, the owner's own visit); judges see the verdict after the owner
+closes the comparison, and the pairs map and the split pairs' pictures stay the owner's.
 """
 
 from __future__ import annotations
@@ -14,17 +17,22 @@ from typing import Any
 
 import gradio as gr
 
-from .common import file_input, friendly_errors
-from .metrics import TABLE_HEADERS, history_run_choices, set_sources, table_row
+from .common import friendly_errors
+from .metrics import COLUMN_WIDTHS, TABLE_HEADERS, set_sources, table_row
 
+AUTO = "Automatic: by file name when the names match, else random pairs"
 RANDOM = "Random pairs (every image used about equally)"
-PAIRING = {RANDOM: None, "Pair by file name": "name", "Pair by order": "order"}
+# Worded unlike the metrics' pairing radio ("Pair by …"), so that each label names one control on the page.
+PAIRING = {AUTO: "auto", RANDOM: None, "By file name": "name", "By order (1st with 1st …)": "order"}
 JUDGE_HEADERS = ["Judge", "Votes", "B won", "A won", "Ties", "Skipped", "B's win rate", "95% interval"]
-INTRO = ("Compare two sets **by eye**, blind: the app shows one pair at a time, A and B on random sides with their "
-         "names hidden, and turns the votes into a verdict with a 95% interval. **1 · Set up** makes the "
-         "comparison (once); **2 · Judge** is for everyone who judges it — alone or with colleagues, each with "
-         "their own session that can be left and resumed; **3 · Results** gives the verdict, agreement between "
-         "judges and every vote as CSV/JSON.")
+INTRO = ("Compare sets A and B (given above) **by eye**, blind: the app shows one pair at a time, A and B on random "
+         "sides with their names hidden, and turns the votes into a verdict with a 95% interval. **1 · Set up** "
+         "makes the comparison (once) and gives you its id and an **owner key**; **2 · Judge** is for everyone who "
+         "judges it, each on their own device or browser; **3 · Results** is yours while voting is open (with the "
+         "owner key) and everyone's once you close it.")
+STOPPING_RULE = ("**Stopping rule:** decide how many judges you want before you start, and close the comparison "
+                 "when they are done. The running verdict is shown only to you while voting is open; stopping the "
+                 "moment it looks good makes a false winner more likely than the 5% the test promises.")
 KEYS = ("**Keys:** ← or 1 left is better · → or 2 right is better · ↓, T or 0 tie · S skip · U or Backspace undo "
         "the last vote.")
 LAST_SESSION_KEY = "asl-judge-session"
@@ -79,26 +87,32 @@ def comparison_run_choices() -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------------------------------ set up
 def create_comparison(files_a, runs_a, folder_a, name_a: str, files_b, runs_b, folder_b, name_b: str, files_ref,
-                      prompts_text: str, question: str, pairing: str, pair_count, progress=gr.Progress()):
-    """Make the blind comparison; empty the set-up inputs so no name stays on the page while judging."""
+                      show_reference: bool, prompts_text: str, question: str, pairing: str, pair_count,
+                      progress=gr.Progress()):
+    """Make the blind comparison from the sets given above; empty those inputs so no name stays on the page."""
     from pipelines.metrics.judging import run_create_study
 
     set_a, set_b = set_sources(files_a, runs_a, folder_a), set_sources(files_b, runs_b, folder_b)
     if not set_a or not set_b:
-        raise ValueError("Give images for both set A and set B (files, a zip, or runs from History).")
+        raise ValueError("Give images for both set A and set B at the top of this tab (files, a zip, or runs "
+                         "from History).")
     if pairing not in PAIRING:
         raise ValueError(f"Choose how to pair the sets: {', '.join(PAIRING)}.")
-    reference = set_sources(files_ref, None, None) or None
+    reference = (set_sources(files_ref, None, None) or None) if show_reference else None
     prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()] or None
     progress(0.1, desc="Copying the images under neutral names")
     record, study = run_create_study(set_a, set_b, reference=reference, prompts=prompts, pairing=PAIRING[pairing],
                                      pair_count=int(pair_count or 0) or None, question=question or "",
                                      names=(name_a or "", name_b or ""))
     lines = [f"**Blind comparison ready: `{study.id}`** ({study.pair_count} pairs). Give this id to everyone who "
-             f"judges: they enter it under **2 · Judge** with their name. It is also run `{record.id}` in History.",
-             *[f"- {note}" for note in study.notes]]
-    cleared = [None, gr.Dropdown(value=[]), "", "", None, gr.Dropdown(value=[]), "", "", None]
-    return ["\n".join(lines), study.id, study.id, *cleared]
+             f"judges: they enter it under **2 · Judge**. It is also run `{record.id}` in History.",
+             f"**Your owner key: `{study.owner_key}`** — keep it (it is shown only now): with it, **3 · Results** "
+             f"shows you the running verdict while voting is open and lets you close the comparison. Do not give "
+             f"it to judges.", *[f"- {note}" for note in study.notes],
+             "- The set inputs above were emptied, so that no set or file name stays on the page while people "
+             "judge; the comparison keeps its own copies.", STOPPING_RULE]
+    cleared = [None, gr.Dropdown(value=[]), "", "", None, gr.Dropdown(value=[]), "", ""]
+    return ["\n".join(lines), study.id, study.id, study.owner_key, *cleared]
 
 
 # ------------------------------------------------------------------------------------------ judging
@@ -116,10 +130,9 @@ def _view_outputs(view, status: str) -> list[Any]:
     notice = ""
     if view.identical:
         notice = ("⚠️ Both sides show **the same image**: this pair is not counted. Press any answer to go on.")
-    if done:
-        result = _store().result(view.study)
-        notice = (f"Your {view.total} answers are saved. The comparison so far, with everyone's votes: "
-                  f"{result.verdict} See **3 · Results** for more.")
+    if done:  # no running verdict for judges: the owner reads it once, when voting is closed
+        notice = (f"Your {view.total} answers are saved. The verdict is shown under **3 · Results** once the "
+                  f"comparison's owner closes the voting.")
     references = [str(path) for path in view.reference_images]
     return [
         gr.Column(visible=True),
@@ -134,7 +147,7 @@ def _view_outputs(view, status: str) -> list[Any]:
         gr.Row(visible=not done),
         view.position,
         status,
-        "",  # the set-up message (it may name files) leaves the page once judging starts
+        "",  # the set-up message (it may name files, and holds the owner key) leaves the page once judging starts
         view.study,
         view.study,
     ]
@@ -144,8 +157,12 @@ def start_judging(comparison_id: str, judge: str):
     store = _store()
     session = store.start_session((comparison_id or "").strip(), judge=judge or "")
     view = store.view(session)
-    return _view_outputs(view, f"Your session id is **`{session}`**: keep it to come back later (closing the "
-                               f"page loses nothing).")
+    status = (f"Your session id is **`{session}`**: keep it to come back later (closing the page loses "
+              f"nothing).")
+    if store.earlier_sessions(session):
+        status += (" You have judged this comparison before (an earlier session of yours): only your first answer "
+                   "to each pair is counted, so resume that session to go on.")
+    return _view_outputs(view, status)
 
 
 def resume_judging(session_id: str):
@@ -198,16 +215,40 @@ def _comparison_rows(run_id: str) -> tuple[list[list[str]], str]:
     return rows, f"Beside the metric rows of comparison `{record.id}`."
 
 
-def show_results(comparison_id: str, beside: str | None):
-    from pipelines.metrics.judging import export_study, same_images
+def close_comparison(comparison_id: str, owner_key: str):
+    study = _store().close((comparison_id or "").strip(), owner_key=owner_key)
+    return (f"Comparison `{study.id}` is closed: no more votes are taken, and anyone with its id now sees the "
+            f"verdict under **3 · Results**. Press **Show results** to read it.")
+
+
+def show_results(comparison_id: str, owner_key: str, beside: str | None):
+    """The verdict for anyone once the owner has closed the comparison; while voting is open, the owner's only
+    (the running verdict). The pairs map (JSON), the CSV and the split pairs' pictures are always the owner's."""
+    from pipelines.metrics.judging import OWNER_ONLY, export_study, same_images
 
     comparison_id = (comparison_id or "").strip()
     if not comparison_id:
         raise ValueError("Enter the comparison id (shown when it was made, and in History).")
     store = _store()
-    result, files = export_study(comparison_id)
     study = store.study(comparison_id)
-    lines = [f"**{result.verdict}**"]
+    owner = store.is_owner(study.id, owner_key)
+    if not owner and study.closed is None:
+        raise ValueError(OWNER_ONLY)
+    if owner:
+        result, files = export_study(study.id, owner_key=owner_key)
+        downloads = [str(files.votes_csv), str(files.json)]
+    else:
+        result, downloads = store.result(study.id), []
+    state = ("**Running verdict (voting is open; only you see it).** " if study.closed is None
+             else "**Final verdict (voting is closed).** ")
+    lines = [state + f"**{result.verdict}**"]
+    if result.tally.repeats:
+        lines.append(f"- {result.tally.repeats} answers from judges who answered the same pair again (in another "
+                     f"session) are not counted: each judge's first answer counts.")
+    repeats = store.repeat_sessions(study.id)
+    if repeats:
+        lines.append(f"- {len(repeats)} judges opened more than one session ({sum(repeats.values())} sessions in "
+                     f"all); each counts as one judge.")
     if result.excluded:
         lines.append(f"- {result.excluded} votes on pairs that show the same image on both sides are not counted.")
     if result.tally.skips:
@@ -231,27 +272,30 @@ def show_results(comparison_id: str, beside: str | None):
                                       False: "⚠️ It compared **other images** than this judging.",
                                       None: "Whether it used the same images cannot be checked (its files are "
                                             "gone)."}[same])
+    if study.closed is None:
+        lines.append(f"- {STOPPING_RULE}")
     judges = [[j.judge, j.tally.votes, j.tally.b_wins, j.tally.a_wins, j.tally.ties, j.tally.skips,
                _percent(j.tally.b_rate), _interval(j.tally.low, j.tally.high)] for j in result.judges]
-    split = _disagreement_gallery(comparison_id, result)
-    return ("\n".join(lines), rows, gr.Dataframe(value=judges or None, headers=JUDGE_HEADERS, visible=bool(judges)),
-            gr.Gallery(value=split or None, visible=bool(split)), [str(files.votes_csv), str(files.json)])
+    split = _disagreement_gallery(study.id, owner_key, result) if owner else []
+    return ("\n".join(lines), rows,
+            gr.Dataframe(value=judges or None, headers=JUDGE_HEADERS, visible=bool(judges)),
+            gr.Gallery(value=split or None, visible=bool(split)), downloads or None)
 
 
 def _percent(value: float) -> str:
-    return "—" if not math.isfinite(value) else f"{100 * value:.0f}%"
+    return "—" if value is None or not math.isfinite(value) else f"{100 * value:.0f}%"
 
 
 def _interval(low: float, high: float) -> str:
     return "—" if not math.isfinite(low) else f"{100 * low:.0f}% to {100 * high:.0f}%"
 
 
-def _disagreement_gallery(study_id: str, result) -> list[tuple[str, str]]:
-    """The pairs judges split on most: A's and B's image with the votes (names shown: judging is over)."""
+def _disagreement_gallery(study_id: str, owner_key: str, result) -> list[tuple[str, str]]:
+    """The pairs judges split on most: A's and B's image with the votes and file names (the owner's only)."""
     if not result.disagreements:
         return []
     store = _store()
-    pairs = {pair.index: pair for pair in store.pairs(study_id)}
+    pairs = {pair.index: pair for pair in store.pairs(study_id, owner_key)}
     folder = store.study(study_id).folder
     items = []
     for item in result.disagreements:
@@ -263,104 +307,105 @@ def _disagreement_gallery(study_id: str, result) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------ layout
-def _set_column(label: str, run_choices: list[tuple[str, str]]):
-    from pipelines.metrics.imagesets import folders_allowed
-
-    with gr.Column(variant="panel"):
-        gr.Markdown(f"**Set {label}**")
-        files = file_input("Images or a zip", ("image", "zip"), multiple=True, elem_id=f"jd-files-{label.lower()}")
-        runs = gr.Dropdown(run_choices, multiselect=True, label="…or runs from History")
-        folder = gr.Textbox(label="…or a folder on the server (admin-enabled)", visible=folders_allowed())
-        name = gr.Textbox(label="Name (optional; hidden while judging, shown in the results)",
-                          elem_id=f"jd-name-{label.lower()}")
-    return files, runs, folder, name
-
-
-def build(tab: gr.Tab | None = None) -> None:
+def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
+    """The "Judge by eye (blind)" sub-tab. sets: the Metrics / A-B tab's pickers, [(files, runs, folder)] for A,
+    B and the reference: the judging takes the sets given there."""
     from pipelines.metrics.judging import MAX_PAIRS, QUESTIONS
 
-    run_choices = history_run_choices()
-    with gr.Accordion("Judge by eye (blind)", open=False, elem_id="jd-accordion"):
-        gr.Markdown(INTRO)
-        gr.HTML('<div class="jd-keys"><span class="jd-last"></span></div>', js_on_load=KEYBOARD_JS,
-                elem_id="jd-keyboard")
-        with gr.Tabs():
-            with gr.Tab("1 · Set up", id="jd-setup"):
-                with gr.Row(equal_height=False):
-                    files_a, runs_a, folder_a, name_a = _set_column("A", run_choices)
-                    files_b, runs_b, folder_b, name_b = _set_column("B", run_choices)
-                with gr.Accordion("Question, reference, prompts and pairing", open=False):
-                    question = gr.Dropdown(list(QUESTIONS), value=QUESTIONS[0], allow_custom_value=True,
-                                           label="Question shown with every pair (or write your own)",
-                                           elem_id="jd-question-choice")
-                    files_ref = file_input("Reference images shown beside each pair (optional: the one with "
-                                           "A's file name, else up to 3)", ("image",), multiple=True)
-                    prompts = gr.Textbox(lines=2, label="Prompt shown beside each pair (one for all, or one per "
-                                                        "image of A)")
-                    pairing = gr.Radio(list(PAIRING), value=RANDOM, label="Pairs", elem_id="jd-pairing")
-                    pair_count = gr.Number(0, precision=0, minimum=0, maximum=MAX_PAIRS,
-                                           label="Pairs to judge (0: automatic — the larger set's size for random "
-                                                 "pairs, every pair otherwise)")
-                create = gr.Button("Make the blind comparison", variant="primary", elem_id="jd-create")
-                setup_message = gr.Markdown(elem_id="jd-setup-message")
-            with gr.Tab("2 · Judge", id="jd-judge"):
+    (files_a, runs_a, folder_a), (files_b, runs_b, folder_b), (files_ref, _, _) = sets or [(None,) * 3] * 3
+    gr.Markdown(INTRO)
+    gr.HTML('<div class="jd-keys"><span class="jd-last"></span></div>', js_on_load=KEYBOARD_JS,
+            elem_id="jd-keyboard")
+    with gr.Tabs():
+        with gr.Tab("1 · Set up", id="jd-setup"):
+            gr.Markdown("Uses **sets A and B given at the top of this tab**.")
+            with gr.Row():
+                name_a = gr.Textbox(label="Name of A (optional; hidden while judging)", elem_id="jd-name-a")
+                name_b = gr.Textbox(label="Name of B (optional; hidden while judging)", elem_id="jd-name-b")
+            pairing = gr.Radio(list(PAIRING), value=AUTO, label="Pairs", elem_id="jd-pairing")
+            with gr.Accordion("Question, reference, prompts and number of pairs", open=False):
+                question = gr.Dropdown(list(QUESTIONS), value=QUESTIONS[0], allow_custom_value=True,
+                                       label="Question shown with every pair (or write your own)",
+                                       elem_id="jd-question-choice")
+                show_reference = gr.Checkbox(False, label="Show the reference images (given above) beside each "
+                                                          "pair: the one with A's file name, else up to 3")
+                prompts = gr.Textbox(lines=2, label="Prompt shown beside each pair (one for all, or one per "
+                                                    "image of A)")
+                pair_count = gr.Number(0, precision=0, minimum=0, maximum=MAX_PAIRS,
+                                       label="Pairs to judge (0: automatic — every pair when paired by name or "
+                                             "order, the larger set's size for random pairs)")
+            create = gr.Button("Make the blind comparison", variant="primary", elem_id="jd-create")
+            setup_message = gr.Markdown(elem_id="jd-setup-message")
+        with gr.Tab("2 · Judge", id="jd-judge"):
+            with gr.Row():
+                comparison_id = gr.Textbox(label="Comparison id", scale=2, min_width=160, elem_id="jd-comparison")
+                judge_name = gr.Textbox(label="Your name (optional)", scale=2, min_width=160,
+                                        elem_id="jd-judge-name")
+                start = gr.Button("Start judging", variant="primary", scale=1, min_width=120, elem_id="jd-start")
+            with gr.Row():
+                session_id = gr.Textbox(label="Your session id (to resume later)", scale=4, min_width=160,
+                                        elem_id="jd-session")
+                resume = gr.Button("Resume", scale=1, min_width=100, elem_id="jd-resume")
+            with gr.Column(visible=False, elem_id="jd-panel") as panel:
+                question_text = gr.Markdown(elem_id="jd-question")
+                progress_bar = gr.HTML(elem_id="jd-progress")
+                notice = gr.Markdown(elem_id="jd-notice")
+                references = gr.Gallery(label="Reference", columns=3, height=160, visible=False,
+                                        allow_preview=False, elem_id="jd-reference")
+                prompt_text = gr.Markdown(elem_id="jd-prompt")
+                # Left and Right stay side by side on a phone (390 px): min_width 0 lets the columns shrink.
+                with gr.Row(equal_height=False, elem_id="jd-pair") as pair_row:
+                    with gr.Column(min_width=0):
+                        left = gr.Image(label="Left", type="filepath", interactive=False, height=420,
+                                        buttons=["fullscreen"], elem_id="jd-left-image")
+                        left_button = gr.Button("◀ Left is better  (←)", elem_id="jd-left")
+                    with gr.Column(min_width=0):
+                        right = gr.Image(label="Right", type="filepath", interactive=False, height=420,
+                                         buttons=["fullscreen"], elem_id="jd-right-image")
+                        right_button = gr.Button("Right is better ▶  (→)", elem_id="jd-right")
                 with gr.Row():
-                    comparison_id = gr.Textbox(label="Comparison id", scale=2, elem_id="jd-comparison")
-                    judge_name = gr.Textbox(label="Your name (optional; tells judges apart)", scale=2,
-                                            elem_id="jd-judge-name")
-                    start = gr.Button("Start judging", variant="primary", scale=1, elem_id="jd-start")
-                with gr.Row():
-                    session_id = gr.Textbox(label="Your session id (to resume later)", scale=4, elem_id="jd-session")
-                    resume = gr.Button("Resume", scale=1, elem_id="jd-resume")
-                with gr.Column(visible=False, elem_id="jd-panel") as panel:
-                    question_text = gr.Markdown(elem_id="jd-question")
-                    progress_bar = gr.HTML(elem_id="jd-progress")
-                    notice = gr.Markdown(elem_id="jd-notice")
-                    references = gr.Gallery(label="Reference", columns=3, height=160, visible=False,
-                                            allow_preview=False, elem_id="jd-reference")
-                    prompt_text = gr.Markdown(elem_id="jd-prompt")
-                    with gr.Row(equal_height=False) as pair_row:
-                        with gr.Column():
-                            left = gr.Image(label="Left", type="filepath", interactive=False, height=420,
-                                            buttons=["fullscreen"], elem_id="jd-left-image")
-                            left_button = gr.Button("◀ Left is better  (←)", elem_id="jd-left")
-                        with gr.Column(scale=0, min_width=150):
-                            tie_button = gr.Button("Tie  (↓ / T)", elem_id="jd-tie")
-                            skip_button = gr.Button("Skip  (S)", elem_id="jd-skip")
-                            undo_button = gr.Button("Undo  (U / ⌫)", elem_id="jd-undo")
-                        with gr.Column():
-                            right = gr.Image(label="Right", type="filepath", interactive=False, height=420,
-                                             buttons=["fullscreen"], elem_id="jd-right-image")
-                            right_button = gr.Button("Right is better ▶  (→)", elem_id="jd-right")
-                    status = gr.Markdown(elem_id="jd-status")
-                    gr.Markdown(KEYS)
-                # The shown pair's position, sent with each answer from the page (so a second press answers the
-                # pair it was meant for, or is ignored). Outside the panel: Gradio 6.31 shows a "hidden"
-                # component again when the column around it is updated.
-                position = gr.Number(visible="hidden", precision=0, elem_id="jd-position")
-            with gr.Tab("3 · Results", id="jd-results"):
-                with gr.Row():
-                    results_id = gr.Textbox(label="Comparison id", scale=2, elem_id="jd-results-id")
-                    beside = gr.Dropdown(comparison_run_choices(), value="", scale=2,
-                                         label="Beside the metric rows of a comparison from History (optional)")
-                    results_button = gr.Button("Show results", variant="primary", scale=1, elem_id="jd-show")
-                verdict = gr.Markdown(elem_id="jd-verdict")
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="Verdict beside the metrics", wrap=True,
-                                     interactive=False, elem_id="jd-table")
-                judges = gr.Dataframe(headers=JUDGE_HEADERS, label="Each judge", interactive=False, visible=False,
-                                      elem_id="jd-judges")
-                split = gr.Gallery(label="Pairs the judges disagreed on most (look at them again)", columns=4,
-                                   height=260, visible=False, elem_id="jd-split")
-                downloads = gr.File(label="Every vote (CSV) and the whole judging (JSON)", file_count="multiple")
+                    tie_button = gr.Button("Tie  (↓ / T)", min_width=80, elem_id="jd-tie")
+                    skip_button = gr.Button("Skip  (S)", min_width=80, elem_id="jd-skip")
+                    undo_button = gr.Button("Undo  (U / ⌫)", min_width=80, elem_id="jd-undo")
+                status = gr.Markdown(elem_id="jd-status")
+                gr.Markdown(KEYS)
+            # The shown pair's position, sent with each answer from the page (so a second press answers the
+            # pair it was meant for, or is ignored). Outside the panel: Gradio 6.31 shows a "hidden"
+            # component again when the column around it is updated.
+            position = gr.Number(visible="hidden", precision=0, elem_id="jd-position")
+        with gr.Tab("3 · Results", id="jd-results"):
+            with gr.Row():
+                results_id = gr.Textbox(label="Comparison id", scale=2, min_width=160, elem_id="jd-results-id")
+                owner_key = gr.Textbox(label="Owner key (the owner's; judges leave it empty)", type="password",
+                                       scale=2, min_width=160, elem_id="jd-owner-key")
+            beside = gr.Dropdown(comparison_run_choices(), value="",
+                                 label="Beside the metric rows of a comparison from History (optional)")
+            with gr.Row():
+                results_button = gr.Button("Show results", variant="primary", elem_id="jd-show")
+                close_button = gr.Button("Close the voting (owner)", variant="stop", elem_id="jd-close")
+            verdict = gr.Markdown(elem_id="jd-verdict")
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="Verdict beside the metrics", wrap=True,
+                                 interactive=False, column_widths=COLUMN_WIDTHS, elem_id="jd-table",
+                                 elem_classes=["asl-results"])
+            judges = gr.Dataframe(headers=JUDGE_HEADERS, label="Each judge", interactive=False, visible=False,
+                                  elem_id="jd-judges")
+            split = gr.Gallery(label="Pairs the judges disagreed on most (look at them again)", columns=4,
+                               height=260, visible=False, elem_id="jd-split")
+            downloads = gr.File(label="Every vote (CSV) and the whole judging (JSON) — the owner's",
+                                file_count="multiple")
 
     view_outputs = [panel, session_id, question_text, progress_bar, notice, references, prompt_text, left, right,
                     pair_row, position, status, setup_message, comparison_id, results_id]
     quick = {"show_progress": "hidden", "concurrency_limit": 4}
+    set_inputs = [files_a, runs_a, folder_a, files_b, runs_b, folder_b]
+    missing = [component for component in set_inputs if component is None]
+    if missing:
+        raise ValueError("The judging sub-tab takes its sets from the Metrics / A-B tab's pickers.")
     create.click(friendly_errors(create_comparison),
-                 inputs=[files_a, runs_a, folder_a, name_a, files_b, runs_b, folder_b, name_b, files_ref, prompts,
-                         question, pairing, pair_count],
-                 outputs=[setup_message, comparison_id, results_id, files_a, runs_a, folder_a, name_a, files_b,
-                          runs_b, folder_b, name_b, files_ref],
+                 inputs=[files_a, runs_a, folder_a, name_a, files_b, runs_b, folder_b, name_b, files_ref,
+                         show_reference, prompts, question, pairing, pair_count],
+                 outputs=[setup_message, comparison_id, results_id, owner_key, files_a, runs_a, folder_a, name_a,
+                          files_b, runs_b, folder_b, name_b],
                  api_name="judge_create")
     start.click(friendly_errors(start_judging), inputs=[comparison_id, judge_name], outputs=view_outputs,
                 api_name="judge_start").then(None, inputs=session_id, js=REMEMBER_JS)
@@ -372,10 +417,10 @@ def build(tab: gr.Tab | None = None) -> None:
                      api_name=f"judge_{answer}", **quick)
     undo_button.click(friendly_errors(undo_vote), inputs=session_id, outputs=view_outputs, api_name="judge_undo",
                       **quick)
-    results_button.click(friendly_errors(show_results), inputs=[results_id, beside],
+    results_button.click(friendly_errors(show_results), inputs=[results_id, owner_key, beside],
                          outputs=[verdict, table, judges, split, downloads], api_name="judge_results")
+    close_button.click(friendly_errors(close_comparison), inputs=[results_id, owner_key], outputs=verdict,
+                       api_name="judge_close")
     comparison_id.change(lambda value: value, inputs=comparison_id, outputs=results_id, api_visibility="private")
-    if tab is not None:  # runs made since start-up appear when the tab is opened
-        tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2
-                   + [gr.Dropdown(choices=comparison_run_choices())],
-                   outputs=[runs_a, runs_b, beside], api_visibility="private")
+    if tab is not None:  # comparisons made since start-up appear when the tab is opened
+        tab.select(lambda: gr.Dropdown(choices=comparison_run_choices()), outputs=beside, api_visibility="private")

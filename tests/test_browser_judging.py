@@ -1,5 +1,7 @@
-"""A person's blind A/B judging in Debian chromium: set up two folders, judge ten pairs with the keyboard (with
-an undo), survive a server restart, and read the verdict. The page never names a set or a file while judging.
+"""A person's blind A/B judging in Debian chromium: give two sets at the top of Metrics / A-B, set up the
+comparison in the Judge by eye sub-tab, judge ten pairs with the keyboard (with an undo; Left and Right side by
+side on a 390 px phone screen), survive a server restart, and, as the owner with the owner key, read the running
+verdict, close the voting and read the final one. The page never names a set or a file while judging.
 
 Saves assets/screenshot_judging.png on the way.
 """
@@ -58,7 +60,7 @@ def _browser(playwright):
 def _open_judging(page, url: str, sub_tab: str) -> None:
     page.goto(url)
     page.get_by_role("tab", name="Metrics / A-B").click()
-    page.get_by_text("Judge by eye (blind)").click()
+    page.get_by_role("tab", name="Judge by eye (blind)").click()
     page.get_by_role("tab", name=sub_tab).click()
 
 
@@ -106,21 +108,28 @@ def test_judge_ten_pairs_blind_with_the_keyboard_across_a_restart(tmp_path, shar
         with running_app(outputs, shared_cache_dir, env={"HF_HUB_OFFLINE": "1"}) as url:
             browser, page = _browser(playwright)
             _open_judging(page, url, "1 · Set up")
-            for label in ("a", "b"):
-                page.locator(f"#jd-files-{label} input[type=file]").set_input_files([str(p) for p in paths[label]])
-                page.locator(f"#jd-files-{label}").get_by_text(paths[label][-1].stem).wait_for()
+            for label in ("a", "b"):  # the sets are given once, above the sub-tabs
+                page.locator(f"#mt-files-{label} input[type=file]").set_input_files([str(p) for p in paths[label]])
+                page.locator(f"#mt-files-{label}").get_by_text(paths[label][-1].stem).wait_for()
                 page.locator(f"#jd-name-{label} textarea").fill(SET_NAMES["ab".index(label)])
             page.locator("#jd-create").click()
             message = page.locator("#jd-setup-message")
             message.get_by_text("Blind comparison ready").wait_for()
             assert f"{PAIRS} pairs" in message.inner_text()
+            assert "do not match, so images are paired at random" in message.inner_text()
             comparison = re.search(r"ready: ([0-9a-f]{12})", message.inner_text()).group(1)
+            owner_key = re.search(r"Your owner key: ([A-Za-z0-9_-]+)", message.inner_text()).group(1)
             page.get_by_role("tab", name="2 · Judge").click()
             assert page.locator("#jd-comparison textarea").input_value() == comparison
             page.locator("#jd-judge-name textarea").fill("ann")
             page.locator("#jd-start").click()
             sides = _judge(page, 1, 5, secrets, undo_at=3)
             _wait_for_pair(page, 6)
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: Left and Right stay side by side
+            left, right = (page.locator(f"#jd-{side}-image").bounding_box() for side in ("left", "right"))
+            assert left["x"] + left["width"] <= right["x"] + 1 and abs(left["y"] - right["y"]) < 5, (left, right)
+            assert right["x"] + right["width"] <= 390
+            page.set_viewport_size({"width": 1280, "height": 1100})
             page.locator("#jd-panel").screenshot(path=str(screenshot_path(SCREENSHOT, tmp_path)))
             session = page.locator("#jd-session textarea").input_value()
             assert re.fullmatch(r"[0-9a-f]{10}", session), session
@@ -134,14 +143,21 @@ def test_judge_ten_pairs_blind_with_the_keyboard_across_a_restart(tmp_path, shar
             page.locator("#jd-resume").click()
             sides += _judge(page, 6, PAIRS, secrets)
             notice = page.locator("#jd-notice")
-            notice.get_by_text("B (Quokka-base) is preferred: the interval excludes 50%").wait_for()
-            assert f"B won {PAIRS}, A won 0, 0 ties of {PAIRS} votes" in notice.inner_text()
+            notice.get_by_text("once the comparison's owner closes the voting").wait_for()  # no verdict for a judge
+            assert "preferred" not in notice.inner_text()
             assert 0 < sum(sides) < PAIRS  # B was shown on both sides (balance: tests/test_metrics_judging.py)
             page.get_by_role("tab", name="3 · Results").click()
+            page.locator("#jd-owner-key input").fill(owner_key)  # the owner, with the key
             page.locator("#jd-show").click()
             verdict = page.locator("#jd-verdict")
-            verdict.get_by_text("is preferred: the interval excludes 50%").wait_for()
-            assert "Quokka-base" in verdict.inner_text()  # names come back once judging is over
+            verdict.get_by_text("Running verdict (voting is open").wait_for()
+            page.locator("#jd-close").click()
+            verdict.get_by_text("is closed").wait_for()
+            page.locator("#jd-show").click()
+            verdict.get_by_text("Final verdict (voting is closed)").wait_for()
+            assert "B (Quokka-base) is preferred" in verdict.inner_text()  # names come back once judging is over
+            assert f"B won {PAIRS}, A won 0, 0 ties of {PAIRS} votes" in verdict.inner_text()
+            assert "cluster-robust t-test" in verdict.inner_text()
             page.locator("#jd-table").get_by_test_id("cell-0-0").get_by_text("Blind preference (people)").wait_for()
             browser.close()
     with open(outputs / "metrics" / f"{comparison}_judging_votes.csv", newline="") as file:

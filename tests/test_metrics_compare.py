@@ -441,3 +441,36 @@ def test_lpips_weights_load_strictly_and_a_renamed_key_fails_loudly(tmp_path, mo
                                          r"\['lin0.model.1.weight'\]"):
         features.build_tiny_lpips(tmp_path / "tiny-again")
 
+
+
+# ------------------------------------------------------------------------------------------ defaults that answer
+def test_defaults_without_a_reference_run_the_metrics_that_need_none_and_say_what_one_would_add():
+    photos = _photos(6)
+    a, b = _noisy(photos, 3, 1), _noisy(photos, 30, 2)
+    report = compare(a, b, models=TINY, n_bootstrap=100)
+    assert [row.key for row in report.rows] == ["lpips_diversity", "is"] and not report.skipped
+    assert "No reference set: the metrics that need none were computed" in report.notes[0]
+    assert "With prompts, CLIP score" in report.notes[0]
+    assert "A reference set of real images would add" in report.notes[1]
+    alone = compare(a, b, metrics=["lpips_diversity"], models=TINY, n_bootstrap=100).row("lpips_diversity")
+    assert report.row("lpips_diversity").b == pytest.approx(alone.b)  # the same metric as when chosen by hand
+    with_prompts = compare(a, b, prompts=["a photo"], models=TINY, n_bootstrap=100)
+    assert "clip_score" in [row.key for row in with_prompts.rows]
+
+
+def test_auto_pairing_pairs_by_file_name_when_the_names_match_and_says_so():
+    from skimage.metrics import structural_similarity
+
+    photos = _photos(4)
+    names = [f"img{k}.png" for k in range(4)]
+    a = ImageSet("A", _noisy(photos, 5, 1)[::-1], names[::-1])  # the same names in another order
+    b = ImageSet("B", _noisy(photos, 40, 2), names)
+    reference = ImageSet("reference", photos, names)
+    report = compare(a, b, reference, pairs="auto", metrics=["ssim"], n_bootstrap=100)
+    assert "Paired with the reference by file name, as the names match" in report.notes[0]
+    expected = np.mean([structural_similarity(a.images[3 - k], photos[k], channel_axis=2, data_range=255)
+                        for k in range(4)])  # skimage's own SSIM, each image with its namesake
+    assert report.row("ssim").a == pytest.approx(expected, rel=1e-6) and report.row("ssim").better == "A"
+    other = ImageSet("B", b.images, [f"other{k}.png" for k in range(4)])
+    unpaired = compare(a, other, reference, pairs="auto", metrics=["ssim"], n_bootstrap=100)
+    assert "do not match the reference's" in unpaired.notes[0] and "ssim" in unpaired.skipped

@@ -23,113 +23,156 @@ from scipy.stats import binom, binomtest
 from pipelines.metrics import preference
 from pipelines.metrics.imagesets import ImageSet
 from pipelines.metrics.judging import JudgingError, JudgingStore, export_study, random_pairs, run_create_study
-from pipelines.metrics.preference import Vote, krippendorff_alpha, preference_result, wilson_interval
+from pipelines.metrics.preference import Vote, krippendorff_alpha, preference_result
 from tests.support.server import ROOT
 
 # A two-sided bound for counts that should follow a binomial: fail only below p = 0.001.
 BOUND = 0.001
 
-# (B wins, A wins, ties): ties even, so B's count with ties as half is a whole number scipy accepts.
-TABLE = [(1, 0, 0), (0, 1, 0), (5, 5, 0), (7, 3, 0), (10, 0, 0), (0, 10, 0), (20, 10, 4), (34, 14, 2),
-         (3, 1, 6), (100, 80, 10), (12, 30, 8), (500, 450, 50), (2, 9, 0), (49, 51, 0)]
-
 
 # ------------------------------------------------------------------------------------------ the statistics
-@pytest.mark.parametrize(("b", "a", "ties"), TABLE)
-def test_wilson_interval_and_sign_test_match_scipy(b, a, ties):
+@pytest.mark.parametrize(("b", "a", "ties"), [(20, 10, 4), (34, 14, 2), (3, 2, 6), (100, 80, 10), (12, 30, 8),
+                                              (2, 9, 1), (49, 51, 0)])
+def test_one_judge_on_distinct_pairs_is_scipys_one_sample_t_test(b, a, ties):
+    """With one judge and every vote on its own pair, the cluster-robust test is the one-sample t-test of the
+    scores (B 1, tie ½, A 0) against ½: p and interval from scipy."""
+    from scipy.stats import ttest_1samp
+
+    scores = [1.0] * b + [0.0] * a + [0.5] * ties
     result = preference_result(["B"] * b + ["A"] * a + ["tie"] * ties + ["skip"] * 3)
-    n, k = a + b + ties, b + ties // 2
-    reference = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert result.votes == n and result.tally.skips == 3 and result.tally.ties == ties
-    assert result.b_rate == pytest.approx(k / n, abs=1e-12)
-    assert result.low == pytest.approx(reference.low, abs=1e-9)
-    assert result.high == pytest.approx(reference.high, abs=1e-9)
-    assert result.p_value == pytest.approx(binomtest(b, a + b, 0.5).pvalue, rel=1e-9, abs=1e-12)  # ties dropped
-    expected = "B" if reference.low > 0.5 else "A" if reference.high < 0.5 else "none"
-    assert result.better == expected
+    reference = ttest_1samp(scores, 0.5)
+    ci = reference.confidence_interval(0.95)
+    assert result.votes == len(scores) and result.tally.skips == 3 and result.tally.ties == ties
+    assert result.b_rate == pytest.approx(np.mean(scores), abs=1e-12)
+    assert result.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+    assert (result.low, result.high) == (pytest.approx(max(0, ci.low)), pytest.approx(min(1, ci.high)))
+    assert result.better == ("none" if reference.pvalue >= 0.05 else "B" if ci.low > 0.5 else "A")
 
 
-@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.99])
-def test_wilson_interval_at_other_levels_matches_scipy(confidence):
-    for k, n in ((0, 7), (3, 7), (7, 7), (41, 120)):
-        reference = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-        low, high = wilson_interval(k, n, confidence)
-        assert (low, high) == (pytest.approx(reference.low, abs=1e-9), pytest.approx(reference.high, abs=1e-9))
+def test_the_two_way_variance_is_the_anova_mean_squares_in_a_full_design():
+    """Every judge answers every pair once: the two-way cluster-robust variance of the mean equals
+    (MS_judges + MS_pairs − MS_total) / N from the two-way ANOVA table (no replication), and never less than
+    either one-way term (MS_judges / N, MS_pairs / N)."""
+    rng = np.random.default_rng(3)
+    n_judges, n_pairs = 6, 25
+    taste = rng.normal(0, 0.15, (n_judges, 1)) + rng.normal(0, 0.3, (1, n_pairs))  # judges and pairs differ
+    draw = rng.random((n_judges, n_pairs))
+    scores = np.where(draw < 0.1, 0.5, (draw < 0.1 + 0.9 * np.clip(0.6 + taste, 0, 1)).astype(float))
+    grand, n = scores.mean(), scores.size
+    ms_judges = n_pairs * ((scores.mean(axis=1) - grand) ** 2).sum() / (n_judges - 1)
+    ms_pairs = n_judges * ((scores.mean(axis=0) - grand) ** 2).sum() / (n_pairs - 1)
+    ms_total = ((scores - grand) ** 2).sum() / (n - 1)
+    expected = max((ms_judges + ms_pairs - ms_total) / n, ms_judges / n, ms_pairs / n)
+    assert expected == (ms_judges + ms_pairs - ms_total) / n  # this data has both kinds of spread
+    judges, pairs = np.meshgrid(range(n_judges), range(n_pairs), indexing="ij")
+    test = preference.clustered_test(scores.ravel(), judges.ravel(), pairs.ravel())
+    assert test.se ** 2 == pytest.approx(expected, rel=1e-9)
+    assert test.rate == pytest.approx(grand)
 
 
-@pytest.mark.parametrize(("b", "a", "ties"), [(7, 3, 1), (0, 4, 3), (20, 11, 5)])
-def test_an_odd_number_of_ties_lies_between_the_neighbouring_whole_counts(b, a, ties):
-    """With ties as half, B's count is x.5: its interval sits between scipy's for x and x + 1."""
-    result = preference_result(["B"] * b + ["A"] * a + ["tie"] * ties)
-    n, k = a + b + ties, b + ties // 2
-    below, above = (binomtest(x, n).proportion_ci(method="wilson") for x in (k, k + 1))
-    assert below.low < result.low < above.low and below.high < result.high < above.high
+def test_an_unanimous_study_still_has_an_interval():
+    """Ten votes all for B from one judge: no spread in the votes, but the interval is not a point."""
+    result = preference_result(["B"] * 10)
+    assert result.better == "B" and result.high == 1.0 and 0.6 < result.low < 0.95
 
 
-def _exact_rate(n: int, p: float, side: str) -> float:
-    """P(the Wilson interval of k of n excludes ½ on `side`) for k ~ Binomial(n, p), from scipy alone."""
-    total = 0.0
-    for k in range(n + 1):
-        ci = binomtest(k, n).proportion_ci(method="wilson")
-        if (side in ("B", "either") and ci.low > 0.5) or (side in ("A", "either") and ci.high < 0.5):
-            total += binom.pmf(k, n, p)
-    return total
+def _simulated_study(rng: np.random.Generator, shape: str, preference_b: float = 0.5):
+    """One simulated study: (scores, judges, pairs). Judges × pairs answer on the logit scale as
+    preference + pair lean + judge taste + side bias × (B shown left ? 1 : −1)."""
+    n_judges, n_pairs = (8, 30) if shape == "mixed" else (5, 40)
+    logit = math.log(preference_b / (1 - preference_b))
+    pair = np.zeros(n_pairs)
+    judge = np.zeros(n_judges)
+    side = np.zeros(n_judges)
+    if shape in ("pairs lean 90/10", "mixed"):
+        pair = rng.choice([-1, 1], n_pairs) * math.log(9)
+    if shape in ("judges' own taste", "mixed"):
+        judge = rng.normal(0, 1.0, n_judges)  # from about 27% to 73% for B one standard deviation out
+    if shape in ("judges favour a side", "mixed"):
+        side = rng.choice([-1, 1], n_judges) * math.log(85 / 15)
+    judges, pairs = (index.ravel() for index in np.meshgrid(range(n_judges), range(n_pairs), indexing="ij"))
+    b_left = rng.random(judges.size) < 0.5
+    z = logit + pair[pairs] + judge[judges] + np.where(b_left, side[judges], -side[judges])
+    p_b = 1 / (1 + np.exp(-z))
+    draw = rng.random(judges.size)
+    p_tie = 0.1 if shape == "mixed" else 0.0
+    scores = np.where(draw < p_tie, 0.5, (draw < p_tie + (1 - p_tie) * p_b).astype(float))
+    if shape == "mixed":  # a third of the judges stop half way
+        stops = np.where(rng.random(n_judges) < 1 / 3, n_pairs // 2, n_pairs)
+        keep = pairs < stops[judges]
+        scores, judges, pairs = scores[keep], judges[keep], pairs[keep]
+    return scores, judges, pairs
 
 
-def _simulated_verdicts(p_b: float, n: int, trials: int, seed: int, p_tie: float = 0.0) -> list[str]:
+NULL_SHAPES = ("pairs lean 90/10", "judges' own taste", "judges favour a side", "mixed")
+
+
+def _false_verdict_rate(shape: str, studies: int, seed: int) -> float:
     rng = np.random.default_rng(seed)
-    better = []
-    for _ in range(trials):
-        draw = rng.random(n)
-        choices = np.where(draw < p_tie, "tie", np.where(draw < p_tie + (1 - p_tie) * p_b, "B", "A"))
-        result = preference_result(choices.tolist())
-        assert (result.better == "B") == result.verdict.startswith("B is preferred: the interval excludes 50%")
-        better.append(result.better)
-    return better
+    found = sum(preference.clustered_test(*_simulated_study(rng, shape)).p_value < 0.05 for _ in range(studies))
+    return found / studies
 
 
-def test_judges_preferring_b_at_70_percent_reach_the_verdict_with_the_expected_power():
-    n, trials = 40, 300
-    power = _exact_rate(n, 0.7, "B")
-    assert 0.6 < power < 0.9  # 40 votes find a 70/30 preference most of the time
-    found = _simulated_verdicts(0.7, n, trials, seed=7).count("B")
-    assert binomtest(found, trials, power).pvalue > BOUND, (found, trials, power)
+@pytest.mark.parametrize("shape", NULL_SHAPES)
+def test_with_no_true_preference_the_verdict_names_a_winner_at_most_6_percent_of_the_time(shape):
+    """Clustered nulls (5 judges × 40 pairs; 8 × 30 mixed, some judges stopping early): the rate of false
+    "preferred" verdicts over 1500 simulated studies (its standard error is about 0.6%)."""
+    rate = _false_verdict_rate(shape, 1500, seed=NULL_SHAPES.index(shape))
+    assert rate <= 0.06, (shape, rate)
 
 
-def test_judges_without_a_preference_get_a_verdict_at_about_the_nominal_5_percent():
-    n, trials = 40, 400
-    rate = _exact_rate(n, 0.5, "either")
-    assert 0.02 < rate < 0.08, rate  # "about 5%": the Wilson interval's exact error rate at n = 40
-    verdicts = _simulated_verdicts(0.5, n, trials, seed=11)
-    wrong = trials - verdicts.count("none")
-    assert binomtest(wrong, trials, rate).pvalue > BOUND, (wrong, trials, rate)
+def test_pooling_the_same_votes_as_independent_would_fail_that_simulation():
+    """The issue's figure: pairs leaning 90/10 and votes pooled as independent (one judge, each vote its own
+    pair) give a false winner far more often than 5%; the clustered test on the same studies does not."""
+    rng = np.random.default_rng(21)
+    naive = clustered = 0
+    studies = 400
+    for _ in range(studies):
+        scores, judges, pairs = _simulated_study(rng, "pairs lean 90/10")
+        naive += preference.clustered_test(scores, [0] * len(scores), range(len(scores))).p_value < 0.05
+        clustered += preference.clustered_test(scores, judges, pairs).p_value < 0.05
+    assert naive / studies > 0.2 and clustered / studies <= 0.08
 
 
-def test_ties_counted_as_half_do_not_raise_the_error_rate():
-    """Ties add ½ without spread, so with 30% ties and no preference the rate stays at or below 5%."""
-    trials = 300
-    wrong = trials - _simulated_verdicts(0.5, 40, trials, seed=13, p_tie=0.3).count("none")
-    assert binomtest(wrong, trials, 0.05, alternative="greater").pvalue > BOUND, wrong
+def test_a_real_preference_is_found():
+    """65/35 for B on every pair, judges with no taste of their own: found in most studies."""
+    rng = np.random.default_rng(5)
+    found = sum(preference.clustered_test(*_simulated_study(rng, "none", 0.65)).p_value < 0.05 for _ in range(200))
+    assert found / 200 > 0.7
+
+
+def test_a_judges_repeat_answers_to_a_pair_are_not_counted_twice():
+    votes = [Vote("B", pair=k, judge="ann") for k in range(10)] + [Vote("B", pair=k, judge="ann") for k in range(10)]
+    result = preference_result(votes + [Vote("A", pair=k, judge="bo") for k in range(10)])
+    assert result.votes == 20 and result.tally.repeats == 10 and result.tally.judges == 2
 
 
 def test_votes_needed_gives_about_80_percent_power_against_a_60_40_preference():
     needed = preference.votes_needed()
     assert 150 < needed < 250
-    assert 0.75 < _exact_rate(needed, 0.6, "either") < 0.86  # exact power of the rule the verdict uses
+    power = sum(binom.pmf(k, needed, 0.6) for k in range(needed + 1)
+                if binomtest(k, needed).pvalue < 0.05)  # exact power of a 5% test on independent votes
+    assert 0.75 < power < 0.86
 
 
-def test_verdict_words_match_the_metric_rows():
-    b_wins = preference_result(["B"] * 34 + ["A"] * 14 + ["tie"] * 2)
-    assert b_wins.verdict.startswith("B is preferred: the interval excludes 50%")
-    assert "sign test p = 0.0055" in b_wins.verdict and "2 ties" in b_wins.verdict
-    a_wins = preference_result(["A"] * 30 + ["B"] * 5, names=("base", "tuned"))
-    assert a_wins.verdict.startswith("A (base) is preferred: the interval excludes 50%")
+def test_verdict_words_name_the_test_that_decides_it():
+    votes = [Vote("B" if (k + j) % 4 else "A", pair=k, judge=f"j{j}") for j in range(5) for k in range(40)]
+    b_wins = preference_result(votes)
+    assert b_wins.verdict.startswith("B is preferred: the 95% interval of B's win rate")
+    assert "two-way cluster-robust t-test (clustered by judge and by pair), p " in b_wins.verdict
+    assert "p < 0.001" in b_wins.verdict or f"p = {b_wins.p_value:.2g}" in b_wins.verdict
+    assert "from 5 judges on 40 pairs" in b_wins.verdict
+    a_wins = preference_result(["A"] * 30 + ["B"] * 5 + ["tie"] * 2, names=("base", "tuned"))
+    assert a_wins.verdict.startswith("A (base) is preferred") and "2 ties" in a_wins.verdict
+    assert "one judge: clustered by pair" in a_wins.verdict and "that judge's taste" in a_wins.verdict
     unclear = preference_result(["B"] * 6 + ["A"] * 4)
     more = preference.votes_needed() - 10
     assert unclear.verdict.startswith("No clear difference yet")
-    assert f"about {more} more votes would be needed to detect a 60/40 preference" in unclear.verdict
+    assert f"about {more} more votes, from several judges, would be needed" in unclear.verdict
     enough = preference_result(["B"] * 105 + ["A"] * 100)
     assert enough.verdict.startswith("No clear difference:") and "weaker than" in enough.verdict
+    for result in (b_wins, a_wins, unclear, enough):  # the words and the test never disagree
+        assert (result.better != "none") == (result.p_value < 0.05)
     assert preference_result([]).verdict.startswith("No verdict yet")
     with pytest.raises(ValueError, match="A vote is one of"):
         preference_result(["left"])
@@ -168,11 +211,13 @@ def test_agreement_and_the_pairs_judges_split_on():
 
 
 def test_the_result_sits_beside_the_metric_rows():
+    from scipy.stats import ttest_1samp
+
     from pipelines.metrics.report import ComparisonReport
 
     result = preference_result([{"choice": "B"}] * 30 + [{"choice": "A"}] * 10)
     row = result.metric_row()
-    ci = binomtest(30, 40).proportion_ci(method="wilson")
+    ci = ttest_1samp([1.0] * 30 + [0.0] * 10, 0.5).confidence_interval(0.95)
     assert row.b == pytest.approx(0.75) and row.a == pytest.approx(0.25)
     assert row.difference == pytest.approx(0.5)
     assert (row.low, row.high) == (pytest.approx(2 * ci.low - 1), pytest.approx(2 * ci.high - 1))
@@ -238,7 +283,7 @@ def test_sides_are_balanced_and_nothing_served_names_a_set_or_a_file():
     b_left = _judge(store, session, p_b=0.5, rng=np.random.default_rng(1))
     assert study.pair_count == 300
     assert binomtest(b_left, 300, 0.5).pvalue > BOUND, b_left  # B on the left about half the time
-    served = {path for pair in store.pairs(study.id) for path in (pair.a_token, pair.b_token)}
+    served = {path for pair in store.pairs(study.id, study.owner_key) for path in (pair.a_token, pair.b_token)}
     assert len(served) == 40 and all(len(token) == 16 and int(token, 16) >= 0 for token in served)
     view = store.view(store.start_session(study.id))
     for path in (view.left_image, view.right_image):
@@ -255,7 +300,7 @@ def test_simulated_judges_looking_at_the_images_find_the_preferred_set():
     rng = np.random.default_rng(2)
     for judge in ("ann", "bo", "cy"):
         _judge(store, store.start_session(study.id, judge=judge), p_b=0.7, rng=rng, p_tie=0.1)
-    result = store.result(study.id)
+    result = store.result(study.id, owner_key=study.owner_key)
     decisive = result.tally.a_wins + result.tally.b_wins
     assert result.votes == 180 and binomtest(result.tally.b_wins, decisive, 0.7).pvalue > BOUND
     assert result.agreement is not None and result.agreement.pairs == 60 and result.agreement.judges == 3
@@ -276,10 +321,10 @@ def test_identical_images_are_shown_once_marked_and_left_out_of_the_tally():
     while not view.done:
         marked += view.identical
         view = store.vote(session, view.position, "left")
-    result = store.result(study.id)
+    result = store.result(study.id, owner_key=study.owner_key)
     assert marked == 1 and result.excluded == 1 and result.votes == 2
     random_study = store.create_study(a, b, pair_count=9)
-    same = [pair for pair in store.pairs(random_study.id) if pair.identical]
+    same = [pair for pair in store.pairs(random_study.id, random_study.owner_key) if pair.identical]
     assert len(same) == 1 and random_study.pair_count == 9
 
 
@@ -336,7 +381,7 @@ view = store.view(session)
 for answer in ["left", "right", "tie", "skip", "left", "left"]:
     view = store.vote(session, view.position, answer)
 store.undo(session)
-print(study.id, session, flush=True)
+print(study.id, session, study.owner_key, flush=True)
 os._exit(0)  # no clean shutdown, as when a server is killed
 """
 
@@ -348,7 +393,7 @@ def test_votes_survive_a_restart(tmp_path):
     done = subprocess.run([sys.executable, "-c", _VOTE_IN_ANOTHER_PROCESS], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    study_id, session = done.stdout.split()
+    study_id, session, owner_key = done.stdout.split()
     store = JudgingStore(tmp_path / "outputs" / "judging" / "judging.sqlite")  # a new process's store
     view = store.view(session)
     assert view.position == 5 and view.total == 10 and view.judge == "ann"
@@ -356,7 +401,7 @@ def test_votes_survive_a_restart(tmp_path):
     assert [v.answer for v in votes] == ["left", "right", "tie", "skip", "left"]
     assert all(v.choice == ("tie" if v.answer == "tie" else "skip" if v.answer == "skip" else
                             v.left if v.answer == "left" else ("B" if v.left == "A" else "A")) for v in votes)
-    result = store.result(study_id)
+    result = store.result(study_id, owner_key=owner_key)
     assert result.votes == 4 and result.tally.skips == 1  # the skip is kept, never tallied
 
 
@@ -390,9 +435,10 @@ def test_two_sessions_at_once_do_not_mix_their_votes():
         assert [v.position for v in votes] == list(range(40)) and {v.answer for v in votes} == {answer}
         assert sorted(v.pair for v in votes) == list(range(40))  # every pair once, none of another session's
     assert len(store.votes(first.id)) == 80 and len(store.votes(second.id)) == 40
-    together = store.result(first.id)
+    together = store.result(first.id, owner_key=first.owner_key)
     assert together.votes == 80 and {j.judge for j in together.judges} == {"ann", "bo"}
-    assert store.result(first.id, session_id=next(iter(sessions))).votes == 40  # kept separately too
+    one = store.result(first.id, session_id=next(iter(sessions)), owner_key=first.owner_key)
+    assert one.votes == 40  # kept separately too
 
 
 def test_undo_takes_back_only_this_sessions_last_vote():
@@ -423,7 +469,7 @@ def test_a_judging_is_a_recorded_run_with_every_vote_exported():
         view = store.view(session)
         while not view.done:
             view = store.vote(session, view.position, answer)
-    result, files = export_study(study.id)
+    result, files = export_study(study.id, owner_key=study.owner_key)
     rows = list(csv.DictReader(io.StringIO(files.votes_csv.read_text())))
     assert len(rows) == 10 and {row["judge"] for row in rows} == {"ann", "bo"}
     assert {"pair", "image_a", "image_b", "left", "answer", "choice", "time_utc"} <= set(rows[0])
@@ -461,17 +507,17 @@ def test_the_verdict_sits_beside_a_recorded_comparison_of_the_same_images(tmp_pa
     view = store.view(session)
     while not view.done:
         view = store.vote(session, view.position, "tie")
-    text, rows, *_ = show_results(study.id, comparison.id)
+    text, rows, *_ = show_results(study.id, study.owner_key, comparison.id)
     assert rows[0][0] == "Blind preference (people)" and [row[0] for row in rows[1:]] == ["SSIM", "PSNR (dB)"]
     assert rows[2][1] == "∞ (identical)"  # A is its own reference: the report's "inf" is shown as such
     assert "It compared the same images." in text and "No clear difference yet" in text
-    assert "other images" in show_results(other.id, comparison.id)[0]
+    assert "other images" in show_results(other.id, other.owner_key, comparison.id)[0]
     for judge, answer in (("ann", "left"), ("bo", "right")):  # the same layout (seed), so they split on every pair
         session = store.start_session(other.id, judge=judge, seed=7)
         view = store.vote(session, store.view(session).position, answer)
         while not view.done:
             view = store.vote(session, view.position, answer)
-    split = show_results(other.id, None)[3]
+    split = show_results(other.id, other.owner_key, None)[3]
     assert split.visible and split.value and "pair 1" in str(split.value)  # the pairs they split on, to look at
     again = rerun(comparison.id)  # History still re-runs comparisons (only a judging refuses)
     assert again.id != comparison.id and again.status == "done" and again.params["metrics"] == ["ssim", "psnr"]

@@ -54,11 +54,13 @@ METHOD_CARD = MethodCard(
     model="feature networks: FID Inception v3 (FID, KID, IS, per-image FID/KL), CLIP (CMMD, CLIP score, CLIP-I), "
           "DINOv2 (DINO-I), LPIPS (AlexNet); none for SSIM/PSNR",
     output="a table with A, B, the difference and its 95% interval, a verdict in plain words, charts, the "
-           "per-image table, seed 000's FID–KL scatter, CSV and JSON",
+           "per-image table, seed 000's FID–KL scatter, CSV and JSON; or, judged by eye and blind, B's win rate "
+           "with a verdict from one two-way cluster-robust test over judges and pairs, for the study's owner",
     good_at=(
         "telling a real improvement from noise: bootstrap intervals and verdicts only when they exclude 0",
         "sharing features between metrics and comparisons (computed once per set and network)",
         "catching common mistakes: wrong LPIPS input range, bicubic resizing, FID on too few images",
+        "answering on its defaults: no reference runs the metrics that need none; matching file names pair",
     ),
     bad_at=(
         "FID needs thousands of images to be unbiased; on small sets prefer KID or CMMD",

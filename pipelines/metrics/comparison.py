@@ -43,6 +43,41 @@ def default_metrics() -> list[str]:
     return [key for key, info in formulas.METRIC_INFO.items() if info.default]
 
 
+# With no reference the defaults are the metrics that need none: how varied each set is, how recognisable and
+# varied to Inception, and (with prompts) how well the images follow them.
+NO_REFERENCE_DEFAULTS = ("lpips_diversity", "is", "clip_score")
+REFERENCE_ADDS = ("A reference set of real images would add how close each set is to real images (FID, KID, CMMD, "
+                  "CLIP-I) and, paired by file name, per-image similarity to its own reference (SSIM, PSNR, LPIPS).")
+
+
+def metrics_for(reference: bool, prompts: bool) -> tuple[list[str], list[str]]:
+    """The default metrics for these inputs and the sentences that say what was chosen and why."""
+    if reference:
+        return default_metrics(), []
+    chosen = [key for key in NO_REFERENCE_DEFAULTS if key != "clip_score" or prompts]
+    names = ", ".join(formulas.METRIC_INFO[key].name for key in chosen)
+    notes = [f"No reference set: the metrics that need none were computed ({names})."
+             + ("" if prompts else " With prompts, CLIP score would say how well each set follows them."),
+             REFERENCE_ADDS]
+    return chosen, notes
+
+
+def auto_pairs(sets: dict[str, ImageSet]) -> tuple[str | None, list[str]]:
+    """Pairing "auto": by file name when A's and B's names match the reference's, and the sentence saying so."""
+    from .judging import names_match
+
+    if "reference" not in sets:
+        return None, []
+    reference = sets["reference"].names
+    matched = {label: len(set(sets[label].names) & set(reference)) for label in ("A", "B")}
+    if all(names_match(sets[label].names, reference) for label in ("A", "B")):
+        return "name", [f"Paired with the reference by file name, as the names match ({matched['A']} images of A "
+                        f"and {matched['B']} of B have a namesake in the reference)."]
+    return None, ["The file names of A and B do not match the reference's, so SSIM, PSNR and LPIPS (which compare "
+                  "each image with its own reference image) were not computed: give the images the same names, or "
+                  "choose “Pair by order” under Options."]
+
+
 class _Context:
     """The sets, options and lazily extracted features of one comparison."""
 
@@ -377,15 +412,24 @@ def compare(set_a, set_b, reference=None, prompts: list[str] | None = None,
 
     reference: real images (needed by FID, KID, CMMD, CLIP-FID, CLIP-I, per-image FID/KL and, with pairs,
     SSIM/PSNR/LPIPS). pairs: "name" or "order" pairs A and B each with the reference (paired metrics),
-    or explicit (i, j) index pairs used for both. Every metric that cannot run is listed in `skipped`.
+    "auto" by name when the names match, or explicit (i, j) index pairs used for both. metrics None: the
+    defaults for the inputs (metrics_for: with no reference, the ones that need none); what the defaults chose is
+    said in `notes`. Every metric that cannot run is listed in `skipped`.
     """
     sets = {"A": as_image_set(set_a, "A", allow_folders), "B": as_image_set(set_b, "B", allow_folders)}
     if reference is not None:
         sets["reference"] = as_image_set(reference, "reference", allow_folders)
-    chosen = list(dict.fromkeys(metrics or default_metrics()))
+    notes: list[str] = []
+    if metrics:
+        chosen = list(dict.fromkeys(metrics))
+    else:  # the defaults answer: without a reference, the metrics that need none
+        chosen, notes = metrics_for("reference" in sets, bool(prompts))
     unknown = [key for key in chosen if key not in formulas.METRIC_INFO]
     if unknown:
         raise ValueError(f"Unknown metrics {unknown}; choose from {sorted(formulas.METRIC_INFO)}.")
+    if pairs == "auto":
+        pairs, pairing_notes = auto_pairs(sets)
+        notes += pairing_notes
     pair_map = {}
     if pairs is not None and "reference" in sets:
         pair_map = {label: pair_indices(sets[label], sets["reference"], pairs) for label in ("A", "B")}
@@ -416,4 +460,4 @@ def compare(set_a, set_b, reference=None, prompts: list[str] | None = None,
     models_used = sorted({row.model for row in rows if row.model})
     return ComparisonReport(rows=rows, per_image=_per_image_table(sets, per_image), warnings=warnings,
                             skipped=skipped, scatter=scatter, sizes={k: len(v) for k, v in sets.items()},
-                            models=[{"id": m, "test_model": is_test_model(m)} for m in models_used])
+                            models=[{"id": m, "test_model": is_test_model(m)} for m in models_used], notes=notes)

@@ -1,8 +1,18 @@
 """Blind A/B judging by eye: comparisons people judge, their judging sessions and every vote, kept on disk.
 
 A *comparison* (here: a study) is two image sets turned into a fixed list of pairs. Its images are copied
-under random names (`outputs/judging/<id>/<token>.png`, re-encoded without metadata), so nothing a page
-serves reveals a set or a file name. Each person judging it opens a *session*: the same pairs in the session's
+under random names (`<outputs root>/judging/<id>/<token>.png`, re-encoded without metadata), so nothing a page
+serves reveals a set or a file name.
+
+Who sees what. A study belongs to its owner (`owners.current_owner().key`, stamped at creation) and to whoever
+holds its owner key (a secret shown once when it is made: on a single-user server everyone is the same owner, so
+the key is what tells the creator from a judge). The store lives under the outputs ROOT, not the owner's folder,
+so a judge who is another visitor can open the study by its id. While voting is open, the results, the running
+verdict, the pairs map (which served image belongs to which set, and its file name) and the exports are for the
+owner only; after the owner closes the study, anyone with its id sees the verdict, and the pairs map stays the
+owner's. Each judge is one identity (`owners.current_visitor()`: a login or a per-browser key; on a single
+computer with no browser key, the typed name): a second session of the same identity is flagged, and only its
+first answer to each pair is counted. Each person judging it opens a *session*: the same pairs in the session's
 own random order, with A on the left or the right by a coin flip per pair. Votes are written one transaction
 each to `outputs/judging/judging.sqlite` (so they survive a restart and a closed browser); a vote names the
 position it answers, so a repeated key press never votes on a pair the judge has not seen, and sessions never
@@ -10,17 +20,19 @@ mix because every vote carries its session's id. The comparison is also a record
 JSON hold every vote. The statistics are in `preference.py`.
 
     from pipelines.metrics.judging import JudgingStore, run_create_study
-    record, study = run_create_study(["a.zip"], ["b.zip"], pairing=None)
-    store = JudgingStore()
+    record, study = run_create_study(["a.zip"], ["b.zip"], pairing="auto")
+    store = default_judging_store()
     session = store.start_session(study.id, judge="Ann")
     view = store.view(session)                       # view.left_image, view.right_image, view.position
     view = store.vote(session, view.position, "left")
-    print(store.result(study.id).verdict)
+    print(store.result(study.id, owner_key=study.owner_key).verdict)   # the owner, while voting is open
+    store.close(study.id, owner_key=study.owner_key)                   # then anyone with the id
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -30,13 +42,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.core import settings
+from pipelines.core import owners, settings
 from pipelines.core.errors import UserError
 from pipelines.core.jobs import atomic_write_bytes
 from pipelines.core.records import RunRecord, RunStore, default_store
@@ -46,7 +58,7 @@ from .preference import PreferenceResult, Vote, preference_result
 
 QUESTIONS = ("Which do you prefer?", "Which looks more like the reference style?", "Which follows the prompt?")
 ANSWERS = ("left", "right", "tie", "skip")
-PAIRINGS = (None, "name", "order")
+PAIRINGS = (None, "auto", "name", "order")  # None: random pairs; "auto": by file name when the names match
 MAX_PAIRS = 1000
 MAX_REFERENCE_SHOWN = 3
 KIND = "judging"  # params["kind"] of a judging run in History
@@ -54,7 +66,8 @@ KIND = "judging"  # params["kind"] of a judging run in History
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     id TEXT PRIMARY KEY, created REAL NOT NULL, question TEXT NOT NULL, pairing TEXT, names TEXT NOT NULL,
-    notes TEXT NOT NULL, pair_count INTEGER NOT NULL, seed INTEGER NOT NULL, digests TEXT NOT NULL
+    notes TEXT NOT NULL, pair_count INTEGER NOT NULL, seed INTEGER NOT NULL, digests TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '', owner_key_hash TEXT NOT NULL DEFAULT '', closed REAL
 );
 CREATE TABLE IF NOT EXISTS pairs (
     study TEXT NOT NULL, pair INTEGER NOT NULL, a_token TEXT NOT NULL, b_token TEXT NOT NULL,
@@ -64,7 +77,7 @@ CREATE TABLE IF NOT EXISTS pairs (
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, study TEXT NOT NULL, judge TEXT NOT NULL, created REAL NOT NULL, seed INTEGER NOT NULL,
-    schedule TEXT NOT NULL, shown_at REAL
+    schedule TEXT NOT NULL, shown_at REAL, identity TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS votes (
     session TEXT NOT NULL, position INTEGER NOT NULL, study TEXT NOT NULL, pair INTEGER NOT NULL,
@@ -75,6 +88,13 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE INDEX IF NOT EXISTS votes_study ON votes (study);
 CREATE INDEX IF NOT EXISTS sessions_study ON sessions (study);
 """
+# Columns added after the first release: (table, column, declaration) added to an older file when it opens.
+_ADDED_COLUMNS = (("studies", "owner", "TEXT NOT NULL DEFAULT ''"),
+                  ("studies", "owner_key_hash", "TEXT NOT NULL DEFAULT ''"), ("studies", "closed", "REAL"),
+                  ("sessions", "identity", "TEXT NOT NULL DEFAULT ''"))
+OWNER_ONLY = ("The results of a blind comparison are its owner's while voting is open: enter the owner key that "
+              "was shown when it was made (or open it signed in as its owner). Judges see the verdict after the "
+              "owner closes the comparison.")
 
 
 class JudgingError(UserError, ValueError):
@@ -94,6 +114,9 @@ class Study:
     created: float
     seed: int
     digests: dict[str, str] = field(default_factory=dict)  # set -> set_digest of its images (order-free)
+    owner: str = ""  # owners.Owner.key of who made it
+    closed: float | None = None  # when the owner closed it (results open to judges from then on)
+    owner_key: str = ""  # the secret that proves ownership: set only on the Study that create_study returns
 
     @property
     def folder(self) -> Path:
@@ -142,7 +165,8 @@ class VoteRecord:
 
     study: str
     session: str
-    judge: str
+    judge: str  # the name the judge typed (may be empty)
+    identity: str  # who the judge is: a login or browser key (one per person; see module notes)
     position: int
     pair: int
     image_a: str
@@ -156,8 +180,28 @@ class VoteRecord:
     seconds: float | None
 
 
+def judging_root() -> Path:
+    """Studies are reachable across visitors (a judge opens one by its id): under the outputs ROOT, not the
+    owner's folder; what each visitor may see of one is decided per call (see the module notes)."""
+    return settings.outputs_root() / "judging"
+
+
 def study_folder(study_id: str) -> Path:
-    return settings.outputs_dir() / "judging" / study_id
+    return judging_root() / study_id
+
+
+def _key_hash(owner_key: str) -> str:
+    return hashlib.sha256(f"asl-judging:{owner_key}".encode()).hexdigest()
+
+
+def judge_identity(judge: str, session_id: str) -> str:
+    """The judge's one identity: their login or browser key; on a single computer (no key known), the typed
+    name, else the session (each anonymous session then counts as its own judge)."""
+    visitor = owners.current_visitor()
+    if visitor.kind != "local":
+        return visitor.key
+    name = (judge or "").strip().lower()
+    return f"name:{name}" if name else f"session:{session_id}"
 
 
 def _choice(answer: str, left: str) -> str:
@@ -231,6 +275,14 @@ def random_pairs(n_a: int, n_b: int, count: int, rng: np.random.Generator,
     return [(a_seq[t], b_seq[t]) for t in kept]
 
 
+def names_match(names_a: Sequence[str], names_b: Sequence[str]) -> bool:
+    """Whether pairing by file name makes sense: at least half of the smaller set (and 2 images, unless a set
+    has one) finds its namesake in the other."""
+    shared = len(set(names_a) & set(names_b))
+    smallest = min(len(names_a), len(names_b))
+    return smallest > 0 and shared >= max(min(2, smallest), smallest / 2)
+
+
 def _times(share: float) -> str:
     return "once" if share == 1 else f"about {share:.3g} times"
 
@@ -242,6 +294,10 @@ def _pairs_for(set_a, set_b, pairing: str | None, pair_count: int | None, rng: n
 
     n_a, n_b = len(set_a), len(set_b)
     notes: list[str] = []
+    if pairing == "auto":
+        pairing = "name" if names_match(set_a.names, set_b.names) else None
+        notes.append("The file names of A and B match, so each image is paired with its namesake." if pairing else
+                     "The file names of A and B do not match, so images are paired at random.")
     if pairing == "name":
         try:
             pairs = pair_indices(set_a, set_b, "name")
@@ -272,7 +328,7 @@ def _pairs_for(set_a, set_b, pairing: str | None, pair_count: int | None, rng: n
             notes.append(f"{wanted} pairs were asked for, but the sets make only {len(pairs)} different pairs"
                          + (f" (at most {MAX_PAIRS})" if wanted > MAX_PAIRS else "") + ".")
     else:
-        raise JudgingError(f"Unknown pairing {pairing!r}: use none (random pairs), 'name' or 'order'.")
+        raise JudgingError(f"Unknown pairing {pairing!r}: use none (random pairs), 'auto', 'name' or 'order'.")
     if pairing is not None and pair_count and int(pair_count) < len(pairs):
         keep = sorted(rng.choice(len(pairs), int(pair_count), replace=False).tolist())
         pairs = [pairs[k] for k in keep]
@@ -295,13 +351,16 @@ class JudgingStore:
     """Comparisons, sessions and votes in SQLite (one connection per call: safe across Gradio's threads)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else settings.outputs_dir() / "judging" / "judging.sqlite"
+        self.path = Path(path) if path else judging_root() / "judging.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         db = self._connect()
         try:
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             db.executescript(_SCHEMA)
+            for table, column, declaration in _ADDED_COLUMNS:
+                if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         finally:
             db.close()
 
@@ -345,7 +404,7 @@ class JudgingStore:
         from .imagesets import as_image_set
 
         if pairing not in PAIRINGS:
-            raise JudgingError(f"Unknown pairing {pairing!r}: use none (random pairs), 'name' or 'order'.")
+            raise JudgingError(f"Unknown pairing {pairing!r}: use none (random pairs), 'auto', 'name' or 'order'.")
         try:
             sets = {"A": as_image_set(set_a, "A", allow_folders), "B": as_image_set(set_b, "B", allow_folders)}
             ref = as_image_set(reference, "reference", allow_folders) if reference is not None else None
@@ -378,12 +437,15 @@ class JudgingStore:
             rows.append((study_id, k, tokens["A"][i], tokens["B"][j], sets["A"].names[i], sets["B"].names[j], i, j,
                          int((i, j) in identical), json.dumps(references), prompt_for(k, i)))
         set_digests = {label: hashlib_of(sorted(values)) for label, values in digests.items()}
+        owner_key = secrets.token_urlsafe(12)
         study = Study(study_id, question.strip() or QUESTIONS[0], pairing, (names[0].strip(), names[1].strip()),
-                      notes, len(rows), time.time(), seed, set_digests)
+                      notes, len(rows), time.time(), seed, set_digests, owner=owners.current_owner().key,
+                      owner_key=owner_key)
         with self._transaction() as db:
-            db.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (study.id, study.created, study.question, pairing, json.dumps(study.names),
-                        json.dumps(notes), study.pair_count, seed, json.dumps(set_digests)))
+                        json.dumps(notes), study.pair_count, seed, json.dumps(set_digests), study.owner,
+                        _key_hash(owner_key), None))
             db.executemany("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return study
 
@@ -395,35 +457,88 @@ class JudgingStore:
         row = rows[0]
         return Study(row["id"], row["question"], row["pairing"], tuple(json.loads(row["names"])),
                      json.loads(row["notes"]), row["pair_count"], row["created"], row["seed"],
-                     json.loads(row["digests"]))
+                     json.loads(row["digests"]), row["owner"], row["closed"])
 
-    def pairs(self, study_id: str) -> list[Pair]:
+    def is_owner(self, study_id: str, owner_key: str | None = None) -> bool:
+        """Whether the caller owns the study: they hold its owner key, or (multi-user) they are its owner."""
+        rows = self._read("SELECT owner, owner_key_hash FROM studies WHERE id = ?", ((study_id or "").strip(),))
+        if not rows:
+            return False
+        key = (owner_key or "").strip()
+        if key and secrets.compare_digest(_key_hash(key), rows[0]["owner_key_hash"]):
+            return True
+        return owners.multi_user() and bool(rows[0]["owner"]) and owners.current_owner().key == rows[0]["owner"]
+
+    def may_see_results(self, study_id: str, owner_key: str | None = None) -> bool:
+        """The owner always; anyone with the id once the owner has closed the study."""
+        return self.study(study_id).closed is not None or self.is_owner(study_id, owner_key)
+
+    def _require_owner(self, study_id: str, owner_key: str | None) -> None:
+        if not self.is_owner(study_id, owner_key):
+            raise JudgingError(OWNER_ONLY)
+
+    def close(self, study_id: str, owner_key: str | None = None) -> Study:
+        """The owner ends the voting: from now on anyone with the id sees the verdict (votes are refused)."""
+        study = self.study(study_id)
+        self._require_owner(study.id, owner_key)
+        if study.closed is None:
+            with self._transaction() as db:
+                db.execute("UPDATE studies SET closed = ? WHERE id = ?", (time.time(), study.id))
+        return self.study(study.id)
+
+    def pairs(self, study_id: str, owner_key: str | None = None, *, trusted: bool = False) -> list[Pair]:
+        """The pairs with their served names, sets and file names: the owner's only (trusted: internal use)."""
+        if not trusted:
+            self._require_owner(study_id, owner_key)
         return [_pair_from(row) for row in self._read("SELECT * FROM pairs WHERE study = ? ORDER BY pair",
                                                       (study_id,))]
 
     def studies(self, limit: int = 100) -> list[Study]:
-        rows = self._read("SELECT id FROM studies ORDER BY created DESC LIMIT ?", (limit,))
+        """The current owner's studies, newest first (everyone's is one owner's on a single-user server)."""
+        owner = owners.current_owner().key
+        rows = self._read("SELECT id FROM studies WHERE owner = ? OR ? = 0 ORDER BY created DESC LIMIT ?",
+                          (owner, int(owners.multi_user()), limit))
         return [self.study(row["id"]) for row in rows]
 
     # ----------------------------------------------------------------------------------- sessions
     def start_session(self, study_id: str, judge: str = "", seed: int | None = None) -> str:
-        """A new judging session of the comparison: its own pair order and sides; returns the session id."""
+        """A new judging session of the comparison: its own pair order and sides; returns the session id.
+
+        The judge is the current visitor (see judge_identity); repeat_sessions() tells when they had one."""
         study = self.study(study_id)
+        if study.closed is not None:
+            raise JudgingError("This blind comparison is closed: its owner has ended the voting. See its results "
+                               "under 3 · Results.")
         seed = int(seed) if seed is not None else secrets.randbelow(2**31)
         rng = np.random.default_rng(seed)
         order = rng.permutation(study.pair_count)
         sides = rng.random(study.pair_count) < 0.5
         schedule = [[int(pair), "A" if left_a else "B"] for pair, left_a in zip(order, sides, strict=True)]
         session_id = secrets.token_hex(5)
+        identity = judge_identity(judge, session_id)
         with self._transaction() as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (session_id, study.id, (judge or "").strip(), time.time(), seed, json.dumps(schedule), None))
+            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (session_id, study.id, (judge or "").strip(), time.time(), seed, json.dumps(schedule), None,
+                        identity))
         return session_id
 
+    def earlier_sessions(self, session_id: str) -> int:
+        """How many sessions of the same study the same judge (identity) opened before this one."""
+        rows = self._read("SELECT COUNT(*) AS n FROM sessions s JOIN sessions t ON t.study = s.study AND "
+                          "t.identity = s.identity AND t.created < s.created WHERE s.id = ?", (session_id,))
+        return int(rows[0]["n"]) if rows else 0
+
     def sessions(self, study_id: str) -> list[dict[str, Any]]:
-        rows = self._read("SELECT s.id, s.judge, s.created, (SELECT COUNT(*) FROM votes v WHERE v.session = s.id) "
-                          "AS votes FROM sessions s WHERE s.study = ? ORDER BY s.created", (study_id,))
+        rows = self._read("SELECT s.id, s.judge, s.identity, s.created, (SELECT COUNT(*) FROM votes v WHERE "
+                          "v.session = s.id) AS votes FROM sessions s WHERE s.study = ? ORDER BY s.created",
+                          (study_id,))
         return [dict(row) for row in rows]
+
+    def repeat_sessions(self, study_id: str) -> dict[str, int]:
+        """Judges (identity -> sessions) who opened more than one session of the study."""
+        rows = self._read("SELECT identity, COUNT(*) AS n FROM sessions WHERE study = ? GROUP BY identity "
+                          "HAVING COUNT(*) > 1", (study_id,))
+        return {row["identity"]: int(row["n"]) for row in rows}
 
     def view(self, session_id: str) -> PairView:
         """The pair this session shows now (the first one not yet answered), or a finished view."""
@@ -439,6 +554,9 @@ class JudgingStore:
             raise JudgingError(f"An answer is one of {', '.join(ANSWERS)}; got {answer!r}.")
         with self._transaction() as db:
             session = self._session_in(db, session_id)
+            if session["closed"] is not None:
+                raise JudgingError("This blind comparison is closed: its owner has ended the voting, so no more "
+                                   "votes are taken.")
             schedule = json.loads(session["schedule"])
             count = _vote_count(db, session["id"])
             if int(position) != count or count >= len(schedule):
@@ -461,7 +579,8 @@ class JudgingStore:
             return self._view(db, session, stale=False)
 
     def _session_in(self, db: sqlite3.Connection, session_id: str) -> sqlite3.Row:
-        row = db.execute("SELECT s.*, t.question FROM sessions s JOIN studies t ON t.id = s.study WHERE s.id = ?",
+        row = db.execute("SELECT s.*, t.question, t.closed FROM sessions s JOIN studies t ON t.id = s.study "
+                         "WHERE s.id = ?",
                          ((session_id or "").strip(),)).fetchone()
         if row is None:
             raise JudgingError(f"No judging session with id {session_id!r}. Start a new one with the comparison's "
@@ -488,25 +607,44 @@ class JudgingStore:
 
     # ----------------------------------------------------------------------------------- results
     def votes(self, study_id: str, session_id: str | None = None) -> list[VoteRecord]:
-        query = ("SELECT v.*, s.judge, p.a_name, p.b_name FROM votes v JOIN sessions s ON s.id = v.session "
+        """Every stored vote with the pair's file names: for the owner (the callers check; see export_study)."""
+        query = ("SELECT v.*, s.judge, s.identity, p.a_name, p.b_name FROM votes v JOIN sessions s ON s.id = v.session "
                  "JOIN pairs p ON p.study = v.study AND p.pair = v.pair WHERE v.study = ?")
         args: list[Any] = [study_id]
         if session_id:
             query, args = query + " AND v.session = ?", [*args, session_id]
         rows = self._read(query + " ORDER BY v.time, v.session, v.position", args)
-        return [VoteRecord(row["study"], row["session"], row["judge"], row["position"], row["pair"], row["a_name"],
+        return [VoteRecord(row["study"], row["session"], row["judge"], row["identity"] or row["judge"] or
+                           row["session"], row["position"], row["pair"], row["a_name"],
                            row["b_name"], row["left_set"], row["answer"], row["choice"],
                            not row["identical"] and row["choice"] != "skip", bool(row["identical"]), row["time"],
                            row["seconds"]) for row in rows]
 
-    def result(self, study_id: str, session_id: str | None = None, confidence: float = 0.95) -> PreferenceResult:
+    def result(self, study_id: str, session_id: str | None = None, confidence: float = 0.95, *,
+               owner_key: str | None = None, trusted: bool = False) -> PreferenceResult:
         """The statistics of the comparison's votes (all sessions, or one): see preference.preference_result.
 
-        Skips are reported but never tallied; votes on pairs of identical images are not counted."""
+        For the owner while voting is open, for anyone once it is closed (trusted: internal use, no check).
+        Each judge is one identity, and their first answer to a pair is the one counted (votes come in time
+        order). Skips are reported but never tallied; votes on pairs of identical images are not counted."""
         study = self.study(study_id)
-        votes = [Vote(choice=v.choice, pair=v.pair, judge=v.judge or v.session, counted=not v.identical)
-                 for v in self.votes(study.id, session_id)]
-        return preference_result(votes, confidence=confidence, names=study.names)
+        if not trusted and not self.may_see_results(study.id, owner_key):
+            raise JudgingError(OWNER_ONLY)
+        records = self.votes(study.id, session_id)
+        votes = [Vote(choice=v.choice, pair=v.pair, judge=v.identity, counted=not v.identical) for v in records]
+        result = preference_result(votes, confidence=confidence, names=study.names)
+        labels = _judge_labels(records)  # identities are keys: show the names judges typed
+        return replace(result, judges=[replace(j, judge=labels.get(j.judge, j.judge)) for j in result.judges])
+
+
+def _judge_labels(records: Sequence[VoteRecord]) -> dict[str, str]:
+    """identity -> the name the judge typed (first one given), else "judge N" in order of first vote."""
+    labels: dict[str, str] = {}
+    for record in records:
+        if record.identity not in labels or (not labels[record.identity] and record.judge):
+            labels[record.identity] = record.judge
+    unnamed = iter(range(1, len(labels) + 1))
+    return {identity: name or f"judge {next(unnamed)}" for identity, name in labels.items()}
 
 
 def _vote_count(db: sqlite3.Connection, session_id: str) -> int:
@@ -562,8 +700,8 @@ _STORES_LOCK = threading.Lock()
 
 
 def default_judging_store() -> JudgingStore:
-    """The store under the configured outputs folder (one per folder)."""
-    path = (settings.outputs_dir() / "judging" / "judging.sqlite").resolve()
+    """The store under the outputs root (one per folder): reachable by every visitor who has a study's id."""
+    path = (judging_root() / "judging.sqlite").resolve()
     with _STORES_LOCK:
         if path not in _STORES:
             _STORES[path] = JudgingStore(path)
@@ -587,20 +725,21 @@ def run_create_study(set_a, set_b, *, reference=None, store: JudgingStore | None
     """create_study() recorded in History: the run's id is the comparison's id."""
     store = store or default_judging_store()
     runs = runs or default_store()
+    # The names of A and B join the record when the owner exports the results (see export_study).
     params = {"kind": KIND, "set_a": _describe(set_a), "set_b": _describe(set_b), "reference": _describe(reference),
               **{key: value for key, value in options.items() if key in ("pairing", "pair_count", "question",
-                                                                         "names", "seed")}}
+                                                                         "seed")}}
     record = RunRecord(tab=TAB, params=params, seed=options.get("seed"))
     with runs.run(record), record.stage("copy images"):
         study = store.create_study(set_a, set_b, reference=reference, study_id=record.id, **options)
         record.seed = study.seed
-        params.update(pairs=study.pair_count, notes=study.notes, question=study.question, names=list(study.names),
-                      seed=study.seed, votes=0, verdict="No verdict yet: no votes are counted.")
+        params.update(pairs=study.pair_count, notes=study.notes, question=study.question, seed=study.seed,
+                      votes=0, verdict="No verdict yet: no votes are counted.")
     return record, study
 
 
-VOTE_COLUMNS = ["study", "session", "judge", "position", "pair", "image_a", "image_b", "left", "answer", "choice",
-                "counted", "identical", "time", "time_utc", "seconds"]
+VOTE_COLUMNS = ["study", "session", "judge", "identity", "position", "pair", "image_a", "image_b", "left", "answer",
+                "choice", "counted", "identical", "time", "time_utc", "seconds"]
 
 
 def votes_csv(votes: Sequence[VoteRecord]) -> str:
@@ -624,24 +763,28 @@ class JudgingFiles:
     json: Path
 
 
-def export_study(study_id: str, *, store: JudgingStore | None = None, runs: RunStore | None = None
-                 ) -> tuple[PreferenceResult, JudgingFiles]:
-    """Write every vote (CSV) and the comparison, result and votes (JSON) under outputs/metrics/, atomically,
-    and bring the History record's verdict up to date."""
+def export_study(study_id: str, *, owner_key: str | None = None, store: JudgingStore | None = None,
+                 runs: RunStore | None = None) -> tuple[PreferenceResult, JudgingFiles]:
+    """The owner's export: every vote (CSV) and the comparison, pairs map, result and votes (JSON) under the
+    owner's outputs/metrics/, atomically; brings the History record's verdict (and A's and B's names) up to date."""
     store = store or default_judging_store()
     runs = runs or default_store()
     study = store.study(study_id)
+    pairs = store.pairs(study.id, owner_key)  # the owner's only: raises for anyone else
     votes = store.votes(study.id)
-    result = store.result(study.id)
+    result = store.result(study.id, trusted=True)
     stem = settings.outputs_dir() / "metrics" / f"{study.id}_judging"
     document = {"study": {**asdict(study), "names": list(study.names)}, "sessions": store.sessions(study.id),
-                "pairs": [asdict(pair) for pair in store.pairs(study.id)], "result": result.to_dict(),
+                "pairs": [asdict(pair) for pair in pairs], "result": result.to_dict(),
                 "votes": [{**asdict(vote), "time_utc": _utc(vote.time)} for vote in votes]}
     files = JudgingFiles(votes_csv=atomic_write_bytes(f"{stem}_votes.csv", votes_csv(votes).encode()),
                          json=atomic_write_bytes(f"{stem}.json", json.dumps(document, indent=2).encode()))
     record = runs.get(study.id)
     if record is not None:
-        record.params.update(votes=result.votes, verdict=result.verdict, judges=len(store.sessions(study.id)),
+        if study.closed is not None:  # History is everyone's on a single-user server: the names wait until then
+            record.params["names"] = list(study.names)
+        record.params.update(votes=result.votes, verdict=result.verdict, judges=result.tally.judges,
+                             closed=study.closed is not None,
                              files={"votes_csv": str(files.votes_csv), "json": str(files.json)})
         runs.save(record)
     return result, files

@@ -41,6 +41,7 @@ class ComparisonReport:
     scatter: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # set -> {"kl": [...], "fid": [...]}
     sizes: dict[str, int] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the defaults chose (pairing, metrics) and why
 
     @property
     def test_model(self) -> bool:

@@ -457,12 +457,24 @@ def set_difference_ci(metric_fn: Callable, feats_a, feats_b, reference_feats=Non
 
 
 # ------------------------------------------------------------------------------------------ words
-def _number(value: float) -> str:
-    """3 significant digits, with a real minus sign."""
+def readable_number(value: float) -> str:
+    """A number as a person reads it (the helper every metrics table and verdict shares): 3 significant digits
+    and at most 4 decimals (no trailing zeros), so −6.971e-07 reads 0 and 0.83333 reads 0.833; thousands with
+    separators; a real minus sign; never scientific notation."""
     if not math.isfinite(value):
         return str(value)
-    text = f"{value:.3g}"
+    if abs(value) < 5e-5:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}".replace("-", "−")
+    decimals = max(0, min(4, 2 - math.floor(math.log10(abs(value)))))
+    text = f"{value:.{decimals}f}"
+    if "." in text:  # 0.0100 reads 0.01, 1.00 reads 1
+        text = text.rstrip("0").rstrip(".")
     return text.replace("-", "−")
+
+
+_number = readable_number
 
 
 def verdict(metric: MetricInfo, diff: DifferenceCI) -> str:
