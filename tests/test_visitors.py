@@ -297,3 +297,12 @@ def test_two_browsers_keep_their_own_history_across_reloads(multi_user_server, t
             assert after == set(browser_folders)
         finally:
             browser.close()
+
+
+def test_a_damaged_judging_database_is_set_aside_too(tmp_path):
+    from pipelines.metrics.judging import JudgingStore
+
+    path = tmp_path / "judging.sqlite"
+    path.write_bytes(b"garbage" * 500)
+    store = JudgingStore(path)
+    assert store.path == path and list(tmp_path.glob("judging.sqlite.damaged-*"))

@@ -51,7 +51,7 @@ import numpy as np
 from pipelines.core import owners, settings
 from pipelines.core.errors import UserError
 from pipelines.core.jobs import atomic_write_bytes
-from pipelines.core.records import RunRecord, RunStore, default_store
+from pipelines.core.records import RunRecord, RunStore, default_store, open_database
 
 from . import TAB
 from .preference import PreferenceResult, Vote, preference_result
@@ -347,6 +347,15 @@ def _pairs_for(set_a, set_b, pairing: str | None, pair_count: int | None, rng: n
 
 
 # ------------------------------------------------------------------------------------------ the store
+def _create_schema(db: sqlite3.Connection) -> None:
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+    db.executescript(_SCHEMA)
+    for table, column, declaration in _ADDED_COLUMNS:
+        if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 class JudgingStore:
     """Comparisons, sessions and votes in SQLite (one connection per call: safe across Gradio's threads)."""
 
@@ -354,15 +363,7 @@ class JudgingStore:
         self.path = Path(path) if path else judging_root() / "judging.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        db = self._connect()
-        try:
-            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
-            db.executescript(_SCHEMA)
-            for table, column, declaration in _ADDED_COLUMNS:
-                if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-        finally:
-            db.close()
+        open_database(self.path, _create_schema)  # a damaged file is set aside (the banner says so), not fatal
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
