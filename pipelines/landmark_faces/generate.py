@@ -8,7 +8,6 @@ seed (image i of a batch from seed + i), so a seed gives the same face on any de
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from pipelines.core.errors import UserError
 from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback
 from pipelines.core.seeds import MAX_SEED, seeded_noise
+from pipelines.core.userjson import parse_json
 
 from . import landmarks as L
 from .request import MAX_FACES, MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE, MIN_STEPS
@@ -49,7 +49,7 @@ def check(points: Any, steps: int, guidance: float, seed: int, count: int) -> No
 def scheduler_config(model: LandmarkUNet) -> dict[str, Any]:
     """The training schedule stored in the model file's metadata (defaults when absent: tiny models)."""
     raw = getattr(model, "train_config", None)
-    values = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    values = parse_json(raw, "The model file's settings") if isinstance(raw, str) else dict(raw or {})
     return {"train_timesteps": values.get("train_timesteps", 1000),
             "beta_schedule": values.get("beta_schedule", "squaredcos_cap_v2"),
             "prediction_type": values.get("prediction_type", "epsilon")}

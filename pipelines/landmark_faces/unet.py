@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipelines.core.userjson import parse_json
+
 ARCHITECTURE = "landmark_unet"
 TEXT_DIM = 512
 
@@ -45,7 +47,7 @@ class UNetConfig:
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> UNetConfig:
         raw = metadata.get("unet_config")
-        values = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        values = parse_json(raw, "The model file's settings") if isinstance(raw, str) else dict(raw or {})
         values["tags"] = tuple(values.get("tags", ()))
         return cls(**values)
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.core.safeweights import load_safetensors, save_safetensors
+from pipelines.core.userjson import parse_json
 
 ARCHITECTURE = "single_image_multiscale_diffusion"
 SCALE_FACTOR = 1.411
@@ -157,10 +158,9 @@ class ModelConfig:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> ModelConfig:
-        import json
 
         data = metadata["model_config"]
-        data = json.loads(data) if isinstance(data, str) else data
+        data = parse_json(data, "The model file's settings") if isinstance(data, str) else data
         data["sizes"] = tuple(tuple(size) for size in data["sizes"])
         data["start_steps"] = tuple(data["start_steps"])
         return cls(**data)
