@@ -21,8 +21,8 @@ who disagree it falls towards judges − 1, so five judges cannot outvote the un
 people. Each term is the cluster jackknife (CR3: Σ over clusters of (mean without the cluster − mean)²; MacKinnon,
 Nielsen & Webb 2023 recommend it with few clusters) rather than CR1's G/(G − 1) factor: with 5 judges, pairs
 leaning 90/10 and judges with a taste of their own, 10% ties and a third of the judges stopping half way, CR1 named a
-false winner in 7.0% of simulated studies, the jackknife in about 5.5%; its price is a few points of power when
-judges differ (bench/bench_judging.py). CR2 (Bell–McCaffrey) equals CR1 with equal clusters and barely moved that
+false winner in 7.0% of 2000 simulated studies, the jackknife in 5.4%; its price is 4–7 points of power at a real
+65/35 preference (bench/bench_judging.py). CR2 (Bell–McCaffrey) equals CR1 with equal clusters and barely moved that
 rate; df = judges − 1 also held 6% but cost a quarter of the power where only pairs lean. A wild bootstrap over the
 judges was not used: when pairs carry the spread, every judge's sum of null-imposed residuals holds the same common
 shift, so its p-value can hardly fall below the chance that all judges' weights agree (reasoned, not simulated). A
