@@ -255,3 +255,12 @@ def test_ab_compare_reports_consistency_through_the_metrics_pipeline_and_the_swe
     width, height = 64 * 3 + 2 * 4, 64  # a strip of three panels per cell
     assert swept.image.size == (2 * width + 24 + 16, height + 16)
     assert len(swept.strips) == 1 and len(swept.strips[0]) == 2
+
+
+def test_a_multi_user_server_refuses_an_unoffered_controlnet_even_without_sketches(monkeypatch) -> None:
+    request = StoryboardRequest(prompts=("a cat",), control="/etc")
+    monkeypatch.setenv("ASL_MULTI_USER", "0")
+    assert check(request) == []  # single user: any folder, as before
+    monkeypatch.setenv("ASL_MULTI_USER", "1")
+    assert any("'/etc' is not a model this server offers" in problem for problem in check(request))
+    assert check(dataclasses.replace(request, control="canny")) == []  # a catalog ControlNet

@@ -158,4 +158,18 @@ def check(request: StoryboardRequest) -> list[str]:
         problems.append(f"The memory sampling ratio must be above 0 and at most 1, got {memory.sample_ratio}.")
     if not 0 <= request.control_scale <= 2:
         problems.append(f"The sketch's conditioning scale must be from 0 to 2, got {request.control_scale}.")
+    return problems + _refused_sources(request)
+
+
+def _refused_sources(request: StoryboardRequest) -> list[str]:
+    """A model or ControlNet a multi-user server does not offer is refused up front, even when no sketch would
+    make the ControlNet load (the core's one source gate, core.loader.check_source)."""
+    from pipelines.core.loader import ModelLoadError, check_source
+
+    problems = []
+    for source in (request.model, CONTROL_TYPES.get(request.control, request.control)):
+        try:
+            check_source(str(source))
+        except ModelLoadError as err:
+            problems.append(str(err))
     return problems
