@@ -286,6 +286,13 @@ def make_edit(model_path: str, prompt: str, guidance: float, fill: float, seed: 
 
 
 @gpu_task(duration=600)
+def _readable(value: Any) -> Any:
+    """Numbers as the Metrics tables show them (pipelines.metrics.stats.readable_number); text stays."""
+    from pipelines.metrics.stats import readable_number
+
+    return readable_number(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def run_ablation_table(image: str | None, variants: list[str], steps: int, count: int, seed: int, prompt: str,
                        blip: str, clip: str, progress=gr.Progress()) -> tuple[list, list, str]:
     from pipelines.core.errors import UserError
@@ -298,7 +305,7 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
                           callback=progress_callback(progress))
     columns = ["variant", "patch_nn", "diversity", "train_seconds", "seconds_per_variation", "clip_i", "ssim", "psnr",
                "lpips", "nima", "lpips_diversity"]
-    rows = [[row.get(column) for column in columns] for row in result.rows]
+    rows = [[_readable(row.get(column)) for column in columns] for row in result.rows]
     if result.test_models:  # a random-weight network's score is never shown as a real one
         clip_column = columns.index("clip_i")
         for row in rows:

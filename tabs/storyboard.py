@@ -163,7 +163,9 @@ def compare_on_off(*args: Any, progress=gr.Progress()) -> tuple[list[Any], list[
 
 
 def _fmt(value: Any) -> str:
-    return "–" if value is None else f"{value:.4g}"
+    from pipelines.metrics.stats import readable_number
+
+    return "–" if value is None else readable_number(float(value))
 
 
 @gpu_task

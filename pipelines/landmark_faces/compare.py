@@ -171,7 +171,9 @@ def _add_landmark_error(key: str, label: str, a: list[np.ndarray], b: list[np.nd
 
 
 def _fmt(value: float | None) -> str:
-    return "—" if value is None or not np.isfinite(value) else f"{value:.4g}"
+    from pipelines.metrics.stats import readable_number
+
+    return "—" if value is None or not np.isfinite(value) else readable_number(float(value))
 
 
 def _pil(array: np.ndarray) -> Any:
