@@ -342,7 +342,8 @@ def denoising_loss(models: TrainingModels, data: EncodedImages, indices: torch.T
 
 # ---------------------------------------------------------------------------------------------- precision
 def autocast_for(device: Any, mixed_precision: str) -> tuple[Callable[[], Any], str]:
-    """(autocast context factory, the precision used). "auto" picks bf16 (or fp16) on CUDA and bf16 on CPUs
+    """(autocast context factory, the precision used). "auto" picks bf16 on GPUs that compute it natively (compute
+    capability ≥ 8.0), fp16 on older ones (a T4), and bf16 on CPUs
     whose AVX-512 has BF16 instructions (autocast on other CPUs emulates it slowly); otherwise fp32."""
     kind = getattr(device, "type", str(device))
     choice = mixed_precision
