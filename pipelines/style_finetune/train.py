@@ -613,7 +613,9 @@ def _train(processes: Processes, config: TrainConfig, dataset: Dataset, *, callb
             if cancelled:
                 raise JobCancelled(f"Training cancelled at step {step} of {config.steps}; its checkpoint is saved: "
                                    "press Train again with the same settings to resume.")
-            if processes.any(time_budget_s is not None and time.perf_counter() - started > time_budget_s):
+            # Every call makes at least one step, so that slices always progress (a ZeroGPU slot spent on loading).
+            if step > start and processes.any(time_budget_s is not None
+                                              and time.perf_counter() - started > time_budget_s):
                 break
             phase = phase_at(config, step)
             if phase != job.phase:
