@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from pipelines.core.errors import UserError
-from pipelines.core.gpu import gpu_task
+from pipelines.core.gpu import STORYBOARD_S, ZEROGPU_MAX_S, gpu_task
 from pipelines.storyboard.memory import DEFAULT_START_LAYER, DEFAULT_START_STEP_OF_50, SCOPES, SD15_TRANSFORMER_BLOCKS
 from pipelines.storyboard.request import (
     CONTROL_TYPES,
@@ -128,7 +128,7 @@ def _board_request(count: int, prefix: str, negative: str, model: str, control: 
                                                    float(ratio)))
 
 
-@gpu_task
+@gpu_task(duration=STORYBOARD_S)
 def draw_storyboard(*args: Any, progress=gr.Progress()) -> tuple[list[str], Any, list[str], str]:
     """Frames (PNG paths), the strip, the page PNG/PDF and GIF files, and a readout."""
     from pipelines.storyboard.runs import run_storyboard
@@ -145,7 +145,7 @@ def draw_storyboard(*args: Any, progress=gr.Progress()) -> tuple[list[str], Any,
     return frames, strip, files, "\n\n".join(note for note in notes if note)
 
 
-@gpu_task
+@gpu_task(duration=2 * STORYBOARD_S)  # two storyboards
 def compare_on_off(*args: Any, progress=gr.Progress()) -> tuple[list[Any], list[Any], list[list[Any]], str]:
     from pipelines.storyboard.compare import ab_compare
 
@@ -168,7 +168,7 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else readable_number(float(value))
 
 
-@gpu_task
+@gpu_task(duration=ZEROGPU_MAX_S)  # a storyboard per grid cell
 def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> Any:
     from pipelines.storyboard.compare import sweep
 

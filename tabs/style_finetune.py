@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.core.gpu import gpu_task
+from pipelines.core.gpu import TRAIN_SLICE_S, gpu_task, training_budget_s
 
 from .common import (
     MODEL_WORK,
@@ -37,7 +37,7 @@ def caption_choices() -> list[tuple[str, str]]:
     return [(label(text, source), source) for text, source in CAPTION_MODELS]
 FULL_HINT = ("⚠️ **Full UNet fine-tuning needs a GPU with ≥ 24 GB** for SD 1.5 (the whole UNet, its gradients and "
              "Adam's two moments). On smaller GPUs choose LoRA or embedding + LoRA.")
-TRAIN_SLOT_S = 600  # what a ZeroGPU slot is asked for; the job checkpoints and pauses before it ends
+TRAIN_SLOT_S = TRAIN_SLICE_S  # what a ZeroGPU slot is asked for; the job checkpoints and pauses before it ends
 INTRO = (
     "Teach a model an art style through a **trigger word** (seed 000). **1** upload 3–200 images of the style, "
     "**2** train (default: the trigger word's embedding first, then a LoRA; defaults from the diffusers examples: "
@@ -124,7 +124,6 @@ def _loss_frame(losses: list[float]):
 @gpu_task(duration=TRAIN_SLOT_S)
 def train_style(table: Any, *settings: Any, request: gr.Request = None):
     """Runs the training in a worker thread and streams its loss curve and validation images to the page."""
-    import importlib.util
 
     from pipelines.core.jobs import JOBS
     from pipelines.style_finetune.data import load_dataset, save_dataset
@@ -141,13 +140,12 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
     validation: list[Any] = []
     outcome: dict[str, Any] = {}
     message = ["Starting"]
-    on_spaces = importlib.util.find_spec("spaces") is not None
     job_id, token = JOBS.start(_job_id(request))
 
     def work() -> None:
         try:
             outcome["result"] = run_train(
-                config, None, cancel=token, time_budget_s=TRAIN_SLOT_S - 60 if on_spaces else None,
+                config, None, cancel=token, time_budget_s=training_budget_s(TRAIN_SLOT_S),
                 callback=lambda step, total, text: message.__setitem__(0, text),
                 on_step=lambda step, loss: losses.append(loss),
                 on_validation=lambda step, images: validation.__setitem__(slice(None), images))[1]

@@ -319,7 +319,9 @@ def _input_components(url: str) -> dict[str, list[tuple[int, list[str] | None]]]
 
 # Settings that keep an endpoint's work small where its defaults would generate at full size: this test checks
 # how files are answered, not generation (a 512 px ControlNet + IP-Adapter image took ~20 s per file).
-SMALL_WORK = {"/on_generate_controlnet": {"steps": 1, "size": 64}}
+SMALL_WORK = {"/on_generate_controlnet": {"steps": 1, "size": 64},
+              # the shared image input is driven through the ablation (first in name order): one cheap variant
+              "/single_image_ablation": {"variants": ["baseline"], "steps": 50, "count": 2}}
 
 
 def _baseline(params: list[dict[str, Any]], inputs: list, good: dict[str, Path],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import numpy as np
 import pytest
@@ -193,7 +194,7 @@ def test_out_of_memory_falls_back_to_smaller_chunks_with_the_same_frames(monkeyp
     """A device that fits one frame at a time: the storyboard is drawn in chunks (3 → 2 → 1 frames per call),
     the memory carried over through the bank, one run recorded, and the frames match the lockstep ones. A panel
     without a sketch stays text-only in its chunk."""
-    from pipelines.diffusion import generate as core
+    core = importlib.import_module("pipelines.diffusion.generate")  # the module (the package exports the function)
     from pipelines.storyboard.runs import run_storyboard
 
     request = dataclasses.replace(board(), sketches=(board().sketches[0], None, board().sketches[2]))

@@ -52,13 +52,21 @@ def attention_backend() -> str:
 
 
 def bf16_supported(device: Any) -> bool:
-    """Whether bf16 autocast pays off on `device`: CUDA with bf16, or a CPU with native bf16 (AVX-512 BF16 / AMX);
-    elsewhere it is emulated and slower than fp32. The one check every CPU/GPU trainer uses."""
+    """Whether bf16 autocast pays off on `device`: a CUDA GPU with native bf16 (compute capability ≥ 8.0: Ampere,
+    Ada, Hopper), or a CPU with native bf16 (AVX-512 BF16 / AMX); elsewhere it is emulated and slower (a T4 is 7.5:
+    there fp16 is the half precision to use). The one check every CPU/GPU trainer uses.
+
+    `torch.cuda.is_bf16_supported()` alone is not enough: it also says True where bf16 is only emulated."""
     import torch
 
+    device = torch.device(device) if isinstance(device, str) else device
     kind = getattr(device, "type", str(device))
     if kind == "cuda":
-        return torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        index = getattr(device, "index", None)
+        major, _ = torch.cuda.get_device_capability(torch.cuda.current_device() if index is None else index)
+        return major >= 8
     if kind != "cpu":
         return False
     try:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import sys
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +104,22 @@ def method_packages() -> list[str]:
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A package's module `__getattr__` that imports the submodule defining a public name on its first use, so
-    importing the package stays light: `__getattr__ = lazy_exports(__name__, {"compare": "comparison", ...})`."""
+    importing the package stays light: `__getattr__ = lazy_exports(__name__, {"compare": "comparison", ...})`.
+
+    An exported name may equal its submodule's name (`generate` in `diffusion/generate.py`). Python's import
+    system binds a submodule as an attribute of its package once it is loaded, and a module `__getattr__` is asked
+    only for missing attributes, so after any import of the submodule `from pipelines.diffusion import generate`
+    would give the module. The package's module therefore becomes an `_ExportingPackage`, which binds the export
+    instead whenever the import system binds such a submodule (as an eager `from .generate import generate` in
+    `__init__` would leave it). The submodule itself stays reachable through `importlib.import_module` and
+    `from pipelines.diffusion.generate import ...`."""
+    module = sys.modules[package]
+    module.__dict__[_EXPORTS_ATTRIBUTE] = dict(exports)
+    if type(module) is types.ModuleType:
+        module.__class__ = _ExportingPackage
+    for name, submodule in exports.items():  # submodules imported before this call (by __init__ itself)
+        if name == submodule and isinstance(module.__dict__.get(name), types.ModuleType):
+            module.__dict__[name] = getattr(module.__dict__[name], name)
 
     def module_getattr(name: str) -> Any:
         if name in exports:
@@ -110,6 +127,20 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return module_getattr
+
+
+_EXPORTS_ATTRIBUTE = "__lazy_exports__"
+
+
+class _ExportingPackage(types.ModuleType):
+    """A package module whose exported names win over its same-named submodules (see lazy_exports)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        exports = self.__dict__.get(_EXPORTS_ATTRIBUTE, {})
+        if (isinstance(value, types.ModuleType) and exports.get(name) == name
+                and value.__name__ == f"{self.__name__}.{name}"):
+            value = getattr(value, name)  # the import system binding the loaded submodule: bind its export
+        super().__setattr__(name, value)
 
 
 def discover_methods() -> None:

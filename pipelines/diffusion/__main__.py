@@ -1,7 +1,8 @@
 """Command line: `python -m pipelines.diffusion generate|samplers|read|to-single-file`.
 
     python -m pipelines.diffusion generate "1girl, (silver hair:1.2)" --negative "lowres" --model tiny:sd15 \\
-        --sampler "DPM++ 2M" --schedule Karras --steps 25 --cfg 7 --seed 42 --size 512x768 --clip-skip 2
+        --sampler "DPM++ 2M" --schedule Karras --steps 25 --cfg 7 --seed 42 --size 512x768 --clip-skip 2 --out out/
+    python -m pipelines.diffusion generate "1girl" --model tiny:sd15 --sampler "Euler a"   # schedule: the sampler's own
     python -m pipelines.diffusion read image.png          # the generation parameters of any PNG (ours, A1111, ComfyUI)
     python -m pipelines.diffusion to-single-file models/my_folder out.safetensors   # for A1111/ComfyUI
 """
@@ -26,6 +27,17 @@ def _lora(text: str) -> tuple[str, float]:
         return text, 1.0
 
 
+def _copied(path: str, folder: str) -> str:
+    """A copy of the output file `path` in `folder` (the run record keeps the original under outputs/)."""
+    import shutil
+    from pathlib import Path
+
+    target = Path(folder) / Path(path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, target)
+    return str(target)
+
+
 def generate_command(args: argparse.Namespace) -> int:
     from .generate import GenerateRequest
     from .runs import run_generate
@@ -43,7 +55,7 @@ def generate_command(args: argparse.Namespace) -> int:
     record, output = run_generate(request, callback=progress)
     print(file=sys.stderr)
     for path in record.outputs:
-        print(path)
+        print(_copied(path, args.out) if args.out else path)
     for note in output.notes:
         print(f"note: {note}", file=sys.stderr)
     if output.test_model:
@@ -89,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--model", default=defaults.model, help="hub id, diffusers folder, .safetensors file, tiny:sd15")
     gen.add_argument("--vae", default=None)
     gen.add_argument("--sampler", default=defaults.sampler)
-    gen.add_argument("--schedule", default=defaults.schedule)
+    gen.add_argument("--schedule", default="Automatic",
+                     help="A1111's schedule type; Automatic (default) is the sampler's own (Karras for DPM++ 2M)")
     gen.add_argument("--steps", type=int, default=defaults.steps)
     gen.add_argument("--cfg", type=float, default=defaults.cfg_scale)
     gen.add_argument("--seed", type=int, default=defaults.seed)
@@ -98,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--clip-skip", type=int, default=defaults.clip_skip)
     gen.add_argument("--lora", action="append", default=[], help="NAME:WEIGHT (or write <lora:NAME:WEIGHT>)")
     gen.add_argument("--memory", default=defaults.memory, help="auto, none, low, lowest")
+    gen.add_argument("--out", default=None, help="also copy the images into this folder")
     gen.set_defaults(run=generate_command)
     read = commands.add_parser("read", help="print the generation parameters stored in an image")
     read.add_argument("image")

@@ -340,8 +340,9 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
     from pipelines.core import devices
     from pipelines.core.loader import model_info
 
+    from .library import installed
     from .models import describe_source
-    from .output import infotext_settings
+    from .output import embedding_short_hash, infotext_settings
     from .samplers import effective_schedule, split_sampler_name
 
     adapter_models = [res.adapter.image_encoder] if res.adapter is not None else []
@@ -349,6 +350,8 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
     test_model = any(model["test_model"] for model in models)
     source = describe_source(request.model)
     loras = [(lora_file.name, lora_file.short_hash) for lora_file, _, _ in res.loras]
+    embedding_files = installed("embedding") if res.embeddings else {}
+    embeddings = [(name, embedding_short_hash(embedding_files[name])) for name in res.embeddings]
     controlnets = [{"module": unit.module, "model": Path(unit.model).stem if Path(unit.model).suffix else unit.model,
                     "weight": unit.scale, "start": unit.start, "end": unit.end} for unit in request.controlnets]
     extra = {"VAE": Path(request.vae).name if request.vae else None,
@@ -361,7 +364,7 @@ def _output(request: GenerateRequest, res: _Resources, images: list[Any], seeds:
                                    cfg_scale=float(request.cfg_scale), seed=seed, width=int(request.width),
                                    height=int(request.height), model_name=source["name"],
                                    model_hash=_model_hash(source["file"]), clip_skip=int(request.clip_skip),
-                                   loras=loras, controlnets=controlnets, extra=extra)
+                                   loras=loras, controlnets=controlnets, extra=extra, embeddings=embeddings)
                  for seed in seeds]
     written = [_prompt_as_written(text, request.loras) for text in request.prompts or [request.prompt] * len(seeds)]
     return GenerateOutput(images=list(images), seeds=seeds, infotexts=infotexts, prompt=written[0], prompts=written,

@@ -6,8 +6,11 @@
   and modification time are unchanged, as A1111 does with its cache.json.
 - `infotext_settings`: the settings of A1111's infotext line in A1111's order (modules/processing.py
   `create_infotext`), with LoRA hashes as A1111's Lora extension writes them and ControlNet units as
-  sd-webui-controlnet writes them (scripts/infotext.py). `pipelines.core.pngmeta.save_png` turns the dict into
-  the `parameters` text (A1111's quoting) and the JSON chunk.
+  sd-webui-controlnet writes them (scripts/infotext.py), and the textual-inversion embeddings a prompt used as
+  A1111 ≥ 1.6 writes them: `TI hashes: "name: hash12, ..."`, the hash being the first 12 hex digits of the sha256
+  of the whole embedding file (textual_inversion.py `Embedding.set_hash`: `shorthash = hash[0:12]`, with
+  `hashes.sha256(filename, "textual_inversion/" + name)`; names without ':' and ',' as sd_hijack_clip.py writes).
+  `pipelines.core.pngmeta.save_png` turns the dict into the `parameters` text (A1111's quoting) and the JSON chunk.
 
 Only the standard library is used here, so importing this module stays cheap.
 """
@@ -27,6 +30,7 @@ from pipelines.core.errors import UserError
 
 HASH_CACHE_FILE = "hashes.json"
 MODEL_HASH_CHARS = 10  # A1111's "Model hash"
+EMBEDDING_HASH_CHARS = 12  # A1111's "TI hashes" (Embedding.shorthash)
 CONTROLNET_HASH_CHARS = 8  # sd-webui-controlnet's "model_name [hash]"
 _READ_BLOCK = 1 << 20
 _WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -153,6 +157,17 @@ def lora_hashes_text(loras: Iterable[Any]) -> str | None:
     return ", ".join(pairs) or None
 
 
+def embedding_short_hash(path: str | os.PathLike) -> str:
+    """A1111's "TI hashes" value of an embedding file: the sha256 of the whole file, first 12 hex digits."""
+    return file_sha256(path)[:EMBEDDING_HASH_CHARS]
+
+
+def ti_hashes_text(embeddings: Iterable[tuple[str, str]]) -> str | None:
+    """'name: hash, name2: hash2' for the embeddings a prompt used, as A1111 writes "TI hashes"."""
+    pairs = [f"{_plain(name)}: {short_hash}" for name, short_hash in embeddings if short_hash]
+    return ", ".join(pairs) or None
+
+
 def parse_lora_hashes(text: str) -> dict[str, str]:
     """A1111's "Lora hashes" value -> {name: hash}."""
     hashes = {}
@@ -183,12 +198,14 @@ def app_version() -> str:
 def infotext_settings(*, steps: int, sampler: str, schedule: str | None, cfg_scale: float, seed: int, width: int,
                       height: int, model_name: str, model_hash: str | None = None, clip_skip: int = 1,
                       loras: Iterable[Any] = (), controlnets: Iterable[ControlNetInfo | Mapping[str, Any]] = (),
-                      denoising: float | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      denoising: float | None = None, extra: Mapping[str, Any] | None = None,
+                      embeddings: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
     """The settings line of A1111's infotext, in A1111's order, for `pngmeta.save_png(image, path, settings,
     prompt, negative_prompt)`.
 
     `loras`: LoraFile-like objects (`.name`, `.short_hash`) or (name, short hash) pairs, named as in the prompt.
-    `controlnets`: ControlNetInfo or mappings of its fields. `extra`: further keys (a None value is left out),
+    `controlnets`: ControlNetInfo or mappings of its fields. `embeddings`: (name, short hash) of each embedding the
+    prompt or negative prompt used (see `embedding_short_hash`). `extra`: further keys (a None value is left out),
     placed after A1111's own fields and before the LoRA/ControlNet ones; a key A1111 already has is replaced
     in place. Values that need it (commas, colons) are quoted by `format_a1111`, as A1111's `quote` does.
     """
@@ -208,5 +225,6 @@ def infotext_settings(*, steps: int, sampler: str, schedule: str | None, cfg_sca
     for index, unit in enumerate(controlnets):
         settings[f"ControlNet {index}"] = controlnet_unit_text(unit)
     settings["Lora hashes"] = lora_hashes_text(loras)
+    settings["TI hashes"] = ti_hashes_text(embeddings)
     settings["Version"] = app_version()
     return {key: value for key, value in settings.items() if value is not None}

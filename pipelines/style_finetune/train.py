@@ -342,7 +342,8 @@ def denoising_loss(models: TrainingModels, data: EncodedImages, indices: torch.T
 
 # ---------------------------------------------------------------------------------------------- precision
 def autocast_for(device: Any, mixed_precision: str) -> tuple[Callable[[], Any], str]:
-    """(autocast context factory, the precision used). "auto" picks bf16 (or fp16) on CUDA and bf16 on CPUs
+    """(autocast context factory, the precision used). "auto" picks bf16 on GPUs that compute it natively (compute
+    capability ≥ 8.0), fp16 on older ones (a T4), and bf16 on CPUs
     whose AVX-512 has BF16 instructions (autocast on other CPUs emulates it slowly); otherwise fp32."""
     kind = getattr(device, "type", str(device))
     choice = mixed_precision
@@ -612,7 +613,9 @@ def _train(processes: Processes, config: TrainConfig, dataset: Dataset, *, callb
             if cancelled:
                 raise JobCancelled(f"Training cancelled at step {step} of {config.steps}; its checkpoint is saved: "
                                    "press Train again with the same settings to resume.")
-            if processes.any(time_budget_s is not None and time.perf_counter() - started > time_budget_s):
+            # Every call makes at least one step, so that slices always progress (a ZeroGPU slot spent on loading).
+            if step > start and processes.any(time_budget_s is not None
+                                              and time.perf_counter() - started > time_budget_s):
                 break
             phase = phase_at(config, step)
             if phase != job.phase:
@@ -626,7 +629,7 @@ def _train(processes: Processes, config: TrainConfig, dataset: Dataset, *, callb
                 on_step(step, loss)
             report(step, f"{phase} step {step}/{config.steps}: loss {loss:.4g}")
             if config.validation_every and step % int(config.validation_every) == 0 and step < config.steps:
-                _validate(models, config, dataset.trigger, folder, step, job, on_validation)
+                _validate(models, config, dataset.trigger, folder, step, job, on_validation, dataset.resolution)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 _write_checkpoint(folder, step, models, config, job, data_digest)
     except JobCancelled:
@@ -646,7 +649,7 @@ def _train(processes: Processes, config: TrainConfig, dataset: Dataset, *, callb
                          0.0, folder, notes=notes, test_model=test_model)
     result.notes.insert(0, f"Precision: {precision}; device: {models.device}.")
     if finished:
-        _validate(models, config, dataset.trigger, folder, step, job, on_validation)
+        _validate(models, config, dataset.trigger, folder, step, job, on_validation, dataset.resolution)
         if export and processes.main:
             from .apply import export_training
 
@@ -694,28 +697,18 @@ def validation_prompt(config: TrainConfig, trigger: str) -> str:
 
 @torch.no_grad()
 def _validate(models: TrainingModels, config: TrainConfig, trigger: str, folder: Path, step: int, job: TrainingJob,
-              on_validation: Callable[[int, list[Any]], None] | None) -> None:
-    """Images at the fixed validation seeds from the model as it is now (diffusers' log_validation); process 0's."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
+              on_validation: Callable[[int, list[Any]], None] | None, size: int) -> None:
+    """Images at the fixed validation seeds from the model as it is now (diffusers' log_validation), `size` px
+    square (the training resolution); process 0's."""
     if not models.processes.main:
         return
     models.unet.eval()
     models.text_encoder.eval()
-    pipe = StableDiffusionPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
-                                   unet=models.unet, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False,
-                                   scheduler=DPMSolverMultistepScheduler.from_config(models.pipe.scheduler.config))
-    pipe.set_progress_bar_config(disable=True)
-    prompt = _caption_text(validation_prompt(config, trigger), trigger, models.placeholder)
-    size = int(models.unet.config.sample_size) * int(getattr(models.pipe, "vae_scale_factor", 8))
-    images = []
-    for seed in config.validation_seeds:
-        generator = torch.Generator().manual_seed(int(seed))
-        images += pipe(prompt, num_inference_steps=int(config.validation_steps), generator=generator,
-                       height=size, width=size, output_type="pil").images
-    models.unet.train()
-    models.text_encoder.train()
+    try:
+        images = validation_images(models, config, trigger, size)
+    finally:
+        models.unet.train()
+        models.text_encoder.train()
     paths = []
     for seed, image in zip(config.validation_seeds, images, strict=True):
         path = folder / "validation" / f"step-{step:07d}_seed-{seed}.png"
@@ -725,6 +718,39 @@ def _validate(models: TrainingModels, config: TrainConfig, trigger: str, folder:
     job.validation = [item for item in job.validation if item[0] != step] + [(step, paths)]
     if on_validation is not None:
         on_validation(step, images)
+
+
+@torch.no_grad()
+def validation_images(models: TrainingModels, config: TrainConfig, trigger: str, size: int) -> list[Any]:
+    """The validation prompt at each validation seed, right in any mix of precisions by construction: the text
+    encoder (kept in fp32) runs in its own dtype, its output is cast to the UNet's dtype, the UNet's latents to the
+    VAE's (the full method's UNet is fp32 beside a half-precision VAE), all under the training's autocast."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    autocast, _ = autocast_for(models.device, config.mixed_precision)
+    prompt = _caption_text(validation_prompt(config, trigger), trigger, models.placeholder)
+    with autocast():
+        cond, uncond = (_text_states(models, text).to(models.unet_dtype) for text in (prompt, ""))
+    # No text encoder in this pipeline: it then keeps the given embeddings in the UNet's dtype.
+    pipe = StableDiffusionPipeline(vae=models.vae, text_encoder=None, tokenizer=models.tokenizer, unet=models.unet,
+                                   scheduler=DPMSolverMultistepScheduler.from_config(models.pipe.scheduler.config),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    images = []
+    for seed in config.validation_seeds:
+        generator = torch.Generator().manual_seed(int(seed))
+        with autocast():
+            latents = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, generator=generator, height=size,
+                           width=size, num_inference_steps=int(config.validation_steps), output_type="latent").images
+            pixels = models.vae.decode(latents.to(models.vae.dtype) / models.vae.config.scaling_factor).sample
+        images += pipe.image_processor.postprocess(pixels.float(), output_type="pil")
+    return images
+
+
+def _text_states(models: TrainingModels, text: str) -> torch.Tensor:
+    ids = models.tokenizer([text], padding="max_length", truncation=True, max_length=models.tokenizer.model_max_length,
+                           return_tensors="pt").input_ids
+    return models.text_encoder(ids.to(models.device))[0]
 
 
 def lora_scale(config: TrainConfig) -> float:
