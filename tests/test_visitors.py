@@ -306,3 +306,22 @@ def test_a_damaged_judging_database_is_set_aside_too(tmp_path):
     path.write_bytes(b"garbage" * 500)
     store = JudgingStore(path)
     assert store.path == path and list(tmp_path.glob("judging.sqlite.damaged-*"))
+
+
+def test_a_judging_study_is_listed_for_its_owner_only_and_opened_by_link(monkeypatch):
+    import numpy as np
+
+    from pipelines.metrics.imagesets import ImageSet
+    from pipelines.metrics.judging import JudgingStore
+
+    monkeypatch.setenv(owners.ENV_MULTI_USER, "1")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(4)]
+    a, b = ImageSet("a", images[:2], ["x", "y"]), ImageSet("b", images[2:], ["x", "y"])
+    with owners.acting_as(ALICE):
+        study = JudgingStore().create_study(a, b, pairing="name", seed=0)
+        assert [s.id for s in JudgingStore().studies()] == [study.id]
+    with owners.acting_as(BOB):
+        assert JudgingStore().studies() == []  # not in Bob's list …
+        assert not JudgingStore().may_see_results(study.id)  # … and not his results
+        JudgingStore().start_session(study.id, judge="bob")  # but Bob can judge it by its link
