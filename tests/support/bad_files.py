@@ -87,7 +87,7 @@ CORPUS: tuple[BadFile, ...] = (
     BadFile("text_bomb.png", "image", False, r"too large to open safely"),
     BadFile("deep_nesting.json", "json", False, r"levels deep"),
     BadFile("width_abc.json", "json", False, r'"width" must be the image width in pixels'),
-    BadFile("bad_labels.zip", "zip", False, r"no usable image|no usable images|holds no images"),
+    BadFile("bad_labels.zip", "zip", False, r"no usable image|no usable images|holds no images|Only 0 usable image"),
 )
 
 
