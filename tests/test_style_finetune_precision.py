@@ -64,7 +64,9 @@ def test_every_method_validates_and_exports_with_a_half_precision_base(monkeypat
 def test_a_training_stopped_at_its_final_validation_resumes_and_exports(monkeypatch):
     """Train again with the same settings after the final validation failed: the run resumes at its last step, and
     validates and exports instead of failing the same way again."""
-    import pipelines.style_finetune.train as training
+    import importlib
+
+    training = importlib.import_module("pipelines.style_finetune.train")  # the module (the package exports train())
 
     monkeypatch.setenv("ASL_DTYPE", "bf16")
     config, dataset = half_config("again", "bf16", method="lora"), small_dataset()
