@@ -227,7 +227,8 @@ def install(demo: gr.Blocks) -> None:
         keys.remember(request.session_hash, key)
         if owners.multi_user() and time.time() - last_expiry[0] > _EXPIRY_EVERY_S:
             last_expiry[0] = time.time()
-            quotas.expire_anonymous()
+            # walks every visitor's folder: off the page load's path, so no page waits for it
+            threading.Thread(target=quotas.expire_anonymous, name="expire-anonymous", daemon=True).start()
         return key
 
     with _OWNED_LOCK:
