@@ -34,3 +34,16 @@ def shared_cache_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def tiny_model_cache(shared_cache_dir, monkeypatch):
     monkeypatch.setenv("ASL_CACHE", str(shared_cache_dir))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report carries the end of the log of every app that ran during it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        from tests.support.server import log_tails
+
+        tails = log_tails(since=call.start)
+        if tails:
+            report.sections.append(("app log", tails))

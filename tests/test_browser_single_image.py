@@ -43,6 +43,9 @@ def test_upload_train_briefly_and_get_variations(app_url, tmp_path):
         page.locator("#si-settings").get_by_text("Training settings").click()
         set_number(page, "si-steps", 50)
         set_number(page, "si-width", 16)
+        # The estimate is recomputed from the page's values: seeing 50 steps there proves the box was committed
+        # (on a slow CI machine a Train click that still carried the default 1500 steps ran past the timeout).
+        page.get_by_text(re.compile(r"\(50 steps at")).wait_for()
         page.locator("#si-train").click()
         page.locator("#si-status").get_by_text(re.compile(r"Trained 50 steps")).wait_for()
         page.get_by_text(re.compile(r"trained on your 48×32 image")).wait_for()

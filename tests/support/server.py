@@ -12,6 +12,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+APP_LOGS: dict[Path, float | None] = {}  # each app's log → when it stopped (None: running)
+
+
+def log_tails(since: float, lines: int = 60) -> str:
+    """The last lines of the log of every app that ran after `since` (a time.time()), for a failing test's report:
+    on CI it is all there is to read."""
+    parts = []
+    for path in [path for path, stopped in APP_LOGS.items() if stopped is None or stopped >= since]:
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        parts.append(f"--- {path.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def free_port() -> int:
@@ -44,13 +58,16 @@ def running_app(outputs: Path, cache: Path, *, prefix: list[str] | None = None, 
     for name in drop_env:
         full_env.pop(name, None)
     command = [sys.executable, *(prefix or []), "app.py", "--port", str(port)]
-    log = open(log_path or outputs.parent / f"app-{port}.log", "w")  # noqa: SIM115
+    log_file = log_path or outputs.parent / f"app-{port}.log"
+    log = open(log_file, "w")  # noqa: SIM115
     process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    APP_LOGS[log_file] = None
     try:
         wait_for_page(url, process)
         yield url
     finally:
+        APP_LOGS[log_file] = time.time()
         process.terminate()
         try:
             process.wait(timeout=20)
