@@ -14,3 +14,9 @@ def set_number(page, elem_id: str, value: float) -> None:
     box = page.locator(f"#{elem_id} input[type=number]").first
     box.fill(str(value))
     box.press("Tab")
+    # A slider's range input is bound to the component's state, not to the box: once it shows the value, the
+    # next click sends it (on a slow machine a click right after Tab could still carry the old value).
+    handle = page.locator(f"#{elem_id} input[type=range]")
+    if handle.count():
+        page.wait_for_function("([selector, wanted]) => Number(document.querySelector(selector).value) === wanted",
+                               arg=[f"#{elem_id} input[type=range]", float(value)])
