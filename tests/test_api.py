@@ -151,17 +151,16 @@ def test_a_running_training_is_cancelled_and_its_checkpoint_loads(server, client
 
 def test_an_open_webcam_stream_does_not_hold_up_another_clients_stylize(server):
     """The stream event is driven through the server as the browser drives it; another client's Stylize,
-    submitted while it streams, finishes within a few frames' time of its time alone instead of waiting for the
-    stream to end (which it did when the stream held the model slot: bench/bench_live.py measured 21 s for a
-    1.4 s job behind a 20 s stream)."""
+    submitted while it streams, finishes while the stream is still open instead of waiting for it to end (which
+    it did when the stream held the model slot: bench/bench_live.py measured 21 s for a 1.4 s job behind a 20 s
+    stream). The order of events is asserted, not a time bound, so a loaded machine cannot fail it; the figures
+    are printed, and bench/bench_live.py measures them."""
     from tests.support.stream_client import measure_live
 
     photos = sorted((ROOT / "assets" / "samples").glob("*.jpg"))[:4]
-    stream_seconds = 40
+    stream_seconds = 60  # the stream stays open this long unless the other Stylize ends first
     figures = measure_live(server[0], SAMPLE, photos, stream_seconds=stream_seconds)
-    bound = 3 * figures.stylize_alone + 10 * figures.frame_seconds + 3  # sharing 2 cores, a few frames, noise
-    assert bound < stream_seconds / 2, figures  # the stream outlasts the bound: waiting for it would fail
-    assert figures.stylize_during < bound, figures
+    assert figures.finished_while_streaming, figures
     assert figures.frames >= 1, figures  # the stream really was running beside it
     print(f"stylize alone {figures.stylize_alone:.2f} s, during the stream {figures.stylize_during:.2f} s, "
           f"frame {figures.frame_seconds * 1000:.0f} ms: {figures.extra_frames:.1f} frame times extra")

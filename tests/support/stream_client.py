@@ -109,6 +109,7 @@ class LiveFigures:
     stylize_alone: float  # seconds for the other client's Stylize with no stream running (median)
     stylize_during: float  # the same Stylize while the stream runs
     stream_seconds: float  # how long the stream was kept open
+    finished_while_streaming: bool = False  # the other client's Stylize ended before the stream was closed
 
     @property
     def extra_frames(self) -> float:
@@ -159,6 +160,8 @@ def measure_live(url: str, frame: Path, photos: list[Path], *, stream_seconds: f
         session.send(data)
         time.sleep(frame_every)
     frames = len(session.result.outputs) - before
+    finished_while_streaming = not worker.is_alive()
     session.close()
     worker.join()
-    return LiveFigures(frame_seconds, frames, alone, result["seconds"], time.monotonic() - opened)
+    return LiveFigures(frame_seconds, frames, alone, result["seconds"], time.monotonic() - opened,
+                       finished_while_streaming)
