@@ -325,8 +325,12 @@ def build(tab: gr.Tab | None = None) -> None:
             png_preview = gr.Image(label="The image you dropped", type="filepath", interactive=False, height=200,
                                    scale=1)
         with gr.Row():
-            read_prompt = gr.Textbox(label="Prompt (edit before generating again)", lines=3, buttons=["copy"])
-            read_negative = gr.Textbox(label="Negative prompt", lines=3, buttons=["copy"])
+            read_prompt = gr.Textbox(label="Prompt (edit before generating again)",
+                                     info="The prompt stored in the image",
+                                     lines=3, buttons=["copy"])
+            read_negative = gr.Textbox(label="Negative prompt",
+                                       info="What you do not want in the picture, e.g. lowres, bad anatomy",
+                                       lines=3, buttons=["copy"])
         read_table = gr.Dataframe(headers=READ_HEADERS, label="Parameters (edit a value before generating again)",
                                   interactive=True, wrap=True)
         read_raw = gr.JSON(label="Raw metadata, as stored in the file", open=False)
@@ -337,10 +341,13 @@ def build(tab: gr.Tab | None = None) -> None:
             from pipelines.diffusion.models import default_model, model_choices
 
             again_model = gr.Dropdown(model_choices(), value=default_model(), allow_custom_value=True, scale=3,
-                                      label="Model to generate with (a hub id, folder or .safetensors path works too)")
+                                      label="Model to generate with (a hub id, folder or .safetensors path works too)",
+                                      info="The image model to make the picture again with")
             again_button = gr.Button("Generate again with these settings", variant="primary", scale=1)
         again_gallery = gr.Gallery(label="Generated again", columns=4, height=260)
-        again_text = gr.Textbox(label="Parameters of the new image (A1111 format)", lines=3, buttons=["copy"])
+        again_text = gr.Textbox(label="Parameters of the new image (A1111 format)",
+                                info="The new picture's settings as text other tools (A1111, Forge) read",
+                                lines=3, buttons=["copy"])
         again_notes = gr.Markdown()
     # No MODEL_WORK: reading text chunks loads no model, so it never waits behind a generation.
     png_file.change(dropped_image, inputs=png_file, outputs=png_preview, api_visibility="private")
