@@ -107,7 +107,7 @@ def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps:
     if note:
         lines.append(note)
     else:
-        lines.append("Model: the seed's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
+        lines.append("Model: paper 003's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
     return [_enlarge(image) for image in output.images], "\n\n".join(lines)
 
 
@@ -228,8 +228,8 @@ def _sd_defaults() -> tuple[str, str, str]:
 def build(tab: gr.Tab | None = None) -> None:
     from pipelines.landmark_faces import default_model
 
-    gr.Markdown("**Landmark faces** (seed 003): set the seed's 24 anime landmarks, then draw a face that follows "
-                "them. The default model is the seed's U-Net **trained in this project on synthetic cartoon "
+    gr.Markdown("**Landmark faces** (paper 003): set the paper's 24 anime landmarks, then draw a face that follows "
+                "them. The default model is the paper's U-Net **trained in this project on synthetic cartoon "
                 "faces** (32 px) — a demonstration of the method, not an anime illustrator.")
     start = L.parametric_face().tolist()
     points = gr.State(start)
@@ -337,11 +337,11 @@ def build(tab: gr.Tab | None = None) -> None:
                 condition = gr.Image(label="Condition image", interactive=False, height=256)
                 sd_notes = gr.Markdown(elem_id="lf-sd-notes")
             with gr.Tab("Train"):
-                gr.Markdown("Train the seed's U-Net yourself: on the synthetic cartoon faces, or on your own faces "
+                gr.Markdown("Train the paper's U-Net yourself: on the synthetic cartoon faces, or on your own faces "
                             "(a zip of images, each with a same-named landmark JSON — the format **Export JSON** "
                             "writes — and optionally `\"tags\": [\"blonde_hair\", …]`). Pressing Train again with "
                             "the same settings resumes from the last checkpoint. A CPU trains 32 px in minutes; "
-                            "the seed's 64 px takes about four times as long.")
+                            "the paper's 64 px takes about four times as long.")
                 train_zip = file_input("Your faces: a zip of images + landmark JSONs (empty: the synthetic faces)",
                                        kinds=("zip",))
                 with gr.Row():
@@ -350,7 +350,7 @@ def build(tab: gr.Tab | None = None) -> None:
                     train_size = gr.Radio([32, 64], value=32, label="Resolution (px)",
                                           info="Size of the faces it learns to draw; 32 is fast on a CPU")
                     train_target = gr.Radio([("clean image (as the shipped model)", "sample"),
-                                             ("noise (the seed's)", "epsilon")], value="sample",
+                                             ("noise (the paper's)", "epsilon")], value="sample",
                                             label="The U-Net predicts",
                                             info="What the network learns to output; the clean image trains faster "
                                                  "here")
@@ -371,7 +371,7 @@ def build(tab: gr.Tab | None = None) -> None:
                     train_cancel = gr.Button("Cancel")
                 train_status = gr.Markdown(elem_id="lf-train-status")
             with gr.Tab("Compare"):
-                gr.Markdown("The seed's comparison on this face: the U-Net **with its landmarks** against **its "
+                gr.Markdown("The paper's comparison on this face: the U-Net **with its landmarks** against **its "
                             "tags and orientation word only** (landmarks withheld) and, if ticked, **reference-only**"
                             " (the ControlNet tab's checkpoint + IP-Adapter given the reference drawing, no "
                             "landmarks). Scored against the synthetic drawing of these landmarks through the Metrics "

@@ -254,7 +254,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                  elem_classes=["asl-results"])
             with gr.Row():
                 bars = gr.Image(label="A and B with 95% intervals", type="filepath", elem_id="mt-bars")
-                scatter = gr.Image(label="Per-image FID vs KL (seed 000)", type="filepath", elem_id="mt-scatter")
+                scatter = gr.Image(label="Per-image FID vs KL (paper 000)", type="filepath", elem_id="mt-scatter")
             per_image = gr.Dataframe(label="Per-image values (click a column to sort)", interactive=False)
             downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple")
         with gr.Tab("Judge by eye (blind)", id="mt-judge", elem_id="mt-judge-tab"):

@@ -317,7 +317,7 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
 
 def build(tab: gr.Tab | None = None) -> None:
     gr.Markdown("Train a diffusion model on **one image** (a few minutes on a CPU), then make **variations** of it "
-                "and **text edits**. Seed 004, building on SinDDM; see About.")
+                "and **text edits**. Paper 004, building on SinDDM; see About.")
     model_path = gr.State(_default_model())
     label = gr.Markdown(model_label(_default_model()))
     with gr.Row():
@@ -417,7 +417,7 @@ def build(tab: gr.Tab | None = None) -> None:
         edit_gallery = gr.Gallery(label="Before and after", columns=4)
         edit_status = gr.Markdown()
     with gr.Tab("Ablation"):
-        gr.Markdown("The seed's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
+        gr.Markdown("The paper's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
                     "same seeds are sampled, and every variation is scored against the source by the Metrics "
                     "pipeline. **GPNN** (no training) stands beside them as the bar. Patch-NN: the mean distance of "
                     "each 7×7 patch of a variation to its nearest source patch (lower keeps the source's patches; "

@@ -418,7 +418,7 @@ def build(tab: gr.Tab | None = None) -> None:
         eval_summary = gr.Markdown()
         eval_table = gr.Dataframe(headers=TABLE_HEADERS, label="Base (A) vs tuned (B)", wrap=True,
                                   interactive=False)
-        eval_scatter = gr.Plot(label="Per-image FID vs KL (seed 000's scatter)")
+        eval_scatter = gr.Plot(label="Per-image FID vs KL (paper 000's scatter)")
 
     settings = [name, model, method, steps, learning_rate, embedding_lr, rank, alpha, vectors, initializer,
                 text_encoder, prior, class_prompt, precision, checkpointing, adam_8bit, seed, checkpoint_every,

@@ -61,7 +61,8 @@ def test_every_control_says_what_it_does(controls):
 def test_no_control_is_named_by_jargon_alone_or_calls_a_paper_a_seed(controls):
     labels = [str(control.label or "") for _, control in controls]
     assert not [label for label in labels if label in JARGON_LABELS]
-    texts = labels + [str(getattr(control, "info", "") or "") for _, control in controls]
+    choices = [str(choice[0]) for _, control in controls for choice in getattr(control, "choices", None) or []]
+    texts = labels + choices + [str(getattr(control, "info", "") or "") for _, control in controls]
     assert not [text for text in texts if PAPER_AS_SEED.search(text)]
     tab_titles = {tab for tab, _ in controls}
     assert "Seed's U-Net" not in tab_titles
