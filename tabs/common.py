@@ -163,13 +163,13 @@ def status_banner_markdown() -> str:
             missing.append(name)
             details.append(f"- **{name}** cannot be used: {reason}")
     if offline:
-        summary.append("Offline: only models already on this machine work")
+        summary.append("Offline")
     if missing:
-        summary.append(f"{len(missing)} kind{'s' * (len(missing) != 1)} of model missing, so test models stand in "
-                       "(their output is noise)")
+        summary.append(f"{len(missing)} kind{'s' * (len(missing) != 1)} of model missing; test models (output: "
+                       "noise) stand in")
     if not details:
         return ""
-    line = "; ".join(summary) if summary else "Notes about this server"
+    line = " — ".join(summary) if summary else "Notes about this server"
     return (f"<details class=\"asl-banner\"><summary>ℹ️ {_plain(line)} — <u>details</u></summary>\n\n"
             + "\n".join(details) + "\n\n</details>")
 

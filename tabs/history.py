@@ -147,6 +147,7 @@ def settings_rows(details: dict[str, Any] | None) -> list[list[str]]:
     rows: list[list[str]] = []
 
     def add(key: str, value: Any) -> None:
+        key = key.replace("_", " ")  # "preserve color", not "preserve_color"
         if isinstance(value, dict) and value:
             for inner, item in value.items():
                 add(f"{key} › {inner}", item)

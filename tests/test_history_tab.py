@@ -53,11 +53,11 @@ def test_summaries_name_the_style_the_training_or_the_compared_sets(tmp_path):
 
 def test_settings_are_written_out_not_folded_like_a_json_viewer():
     details = {"tab": "Storyboard", "status": "done", "seed": 7,
-               "params": {"prompts": ["a", "b"], "size": [512, 768], "memory": {"start": 0.2, "blocks": [1, 2]},
+               "params": {"prompts": ["a", "b"], "image_size": [512, 768], "memory": {"start": 0.2, "blocks": [1, 2]},
                           "controlnets": [{"model": "lineart", "scale": 0.8}]},
                "outputs": ["/x/0.png", "/x/1.png"], "error": None}
     rows = dict(history.settings_rows(details))
-    assert rows["settings › prompts"] == "a; b" and rows["settings › size"] == "512; 768"
+    assert rows["settings › prompts"] == "a; b" and rows["settings › image size"] == "512; 768"
     assert rows["settings › memory › blocks"] == "1; 2" and rows["settings › controlnets 1 › scale"] == "0.8"
     assert rows["seed"] == "7" and rows["error"] == "—" and rows["outputs"] == "/x/0.png; /x/1.png"
     assert not any("Array" in value or "{" in value for value in rows.values())

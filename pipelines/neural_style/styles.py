@@ -150,7 +150,7 @@ def _user_label(name: str) -> str:
 
 # What a pretrained style that is not on this machine says in the dropdown: the truth as known without a network call.
 NOT_DOWNLOADED = "(downloads on first use)"
-CANNOT_DOWNLOAD = "(not on this machine — cannot be downloaded while offline)"
+CANNOT_DOWNLOAD = "(not here — cannot be downloaded offline)"
 
 
 def _not_downloaded_note() -> str:
