@@ -69,6 +69,9 @@ def run_summary(record: Any) -> str:
         parts.append(f"“{_short(params['prompt'])}”")
     elif prompts:
         parts.append(" / ".join(f"“{_short(text, 40)}”" for text in prompts[:3]) + (" …" if len(prompts) > 3 else ""))
+    board = params.get("storyboard")
+    if isinstance(board, dict) and isinstance(board.get("memory_settings"), dict):
+        parts.append("memory " + ("on" if board["memory_settings"].get("enabled") else "off"))
     if params.get("style"):
         parts.append(f"style {params['style']}")
     name = params.get("name") or nested.get("name")

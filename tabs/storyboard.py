@@ -150,7 +150,7 @@ def compare_on_off(*args: Any, progress=gr.Progress()) -> tuple[list[Any], list[
     from pipelines.storyboard.compare import ab_compare
 
     request = _board_request(*args[:15], values=args[15:])
-    result = ab_compare(request, callback=progress_callback(progress))
+    result = ab_compare(request, callback=progress_callback(progress), record=True)  # both boards join History
     rows = [] if result.report is None else [
         [row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), f"[{_fmt(row.low)}, {_fmt(row.high)}]",
          row.verdict] for row in result.report.rows]

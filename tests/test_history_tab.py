@@ -30,13 +30,15 @@ def _saved_run(tmp_path, params, colour=(30, 160, 220), tab="Storyboard", output
 
 def test_each_row_shows_a_thumbnail_of_what_the_run_made_and_says_what_it_was(tmp_path):
     prompts = ["anime style, 1boy, outdoors", "1boy, sitting, on a bench"]
-    record = _saved_run(tmp_path, {"prompt": "", "prompts": prompts, "steps": 3})
+    record = _saved_run(tmp_path, {"prompt": "", "prompts": prompts, "steps": 3,
+                                   "storyboard": {"memory_settings": {"enabled": False}}})
     _, rows = history.list_runs(history.ALL)
     row = next(row for row in rows if row[-1] == record.id)
     thumb = _decode_thumbnail(row[0])
     assert max(thumb.size) == history.THUMB_PX and thumb.size[0] == 2 * thumb.size[1]  # the image's own shape
     assert np.abs(np.asarray(thumb, float).mean((0, 1)) - (30, 160, 220)).max() < 6  # its colour, JPEG aside
     assert "anime style, 1boy, outdoors" in row[1] and "on a bench" in row[1] and "1 image" in row[1]
+    assert "memory off" in row[1]
     assert dict(zip(history.TABLE_HEADERS, row, strict=True))["Tab"] == "Storyboard"
 
 
