@@ -103,10 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_settings(args)
     demo = build_app()
+    from tabs.common import app_theme
     from tabs.visitors import launch_options
 
     demo.launch(server_name=args.host, server_port=args.port, auth=read_auth(args.auth_file),
-                ssr_mode=False, show_error=False, **launch_options())
+                ssr_mode=False, show_error=False, theme=app_theme(), **launch_options())
 
 
 if __name__ == "__main__":

@@ -109,6 +109,28 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def keep_outputs_on_user_error(fn: Callable, outputs: int, note: int) -> Callable:
+    """friendly_errors for a handler whose earlier results must survive a refused request (a style that cannot
+    load, a missing input): a user error leaves every output as it was (gr.update() changes nothing) except
+    output `note`, which says what went wrong, and a warning toast says it too. gr.Error would mark every
+    output as failed. Other errors (bugs, cancels) still go through friendly_errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - sorted below; only the user's errors are answered here
+            if isinstance(err, (JobCancelled, gr.Error)) or not _meant_for_user(err):
+                raise
+            message = user_message(err)
+            gr.Warning(message)
+            values: list[Any] = [gr.update() for _ in range(outputs)]
+            values[note] = f"⚠️ {message}"
+            return tuple(values)
+
+    return friendly_errors(wrapper)
+
+
 def _is_generator(fn: Callable) -> bool:
     import inspect
 
@@ -116,9 +138,11 @@ def _is_generator(fn: Callable) -> bool:
 
 
 def status_banner_markdown() -> str:
-    """Which models cannot be had and why (offline hub, missing downloads); empty when all is well.
+    """The status banner: one line a visitor reads at a glance, the details (why, which models) behind a click.
 
+    Which models cannot be had and why (offline hub, missing downloads); empty when all is well.
     Each method pipeline may declare `unavailable_models() -> list[tuple[str, str]]` (name, reason).
+    The details keep the developer facts (environment variables, hub ids); the summary line never does.
     """
     from pipelines.core import network
 
@@ -126,15 +150,45 @@ def status_banner_markdown() -> str:
     from .visitors import banner_lines
 
     status = network.known_offline()
-    lines = banner_lines()
-    if status is not None and status.offline:
-        lines.append(f"**Offline:** {status.reason}. Only models already on this machine can be used; "
-                     "the *tiny (test, random weights)* models always work but produce noise.")
+    details = banner_lines()
+    summary = list(details[:1])  # the server's own note (storage, privacy) leads the line
+    offline = status is not None and status.offline
+    if offline:
+        details.append(f"**Offline:** {status.reason}. Only models already on this machine can be used; "
+                       "the *tiny (test, random weights)* models always work but produce noise.")
+    missing = []
     for module_name in method_pipelines():
         module = importlib.import_module(module_name)
         for name, reason in getattr(module, "unavailable_models", lambda: [])():
-            lines.append(f"- **{name}** cannot be used: {reason}")
-    return "\n".join(lines)
+            missing.append(name)
+            details.append(f"- **{name}** cannot be used: {reason}")
+    if offline:
+        summary.append("Offline")
+    if missing:
+        summary.append(f"{len(missing)} kind{'s' * (len(missing) != 1)} of model missing; test models (output: "
+                       "noise) stand in")
+    if not details:
+        return ""
+    line = " — ".join(summary) if summary else "Notes about this server"
+    return (f"<details class=\"asl-banner\"><summary>ℹ️ {_plain(line)} — <u>details</u></summary>\n\n"
+            + "\n".join(details) + "\n\n</details>")
+
+
+def _plain(text: str) -> str:
+    """One line of banner text without markdown that would break the <summary> element."""
+    return " ".join(text.replace("**", "").replace("*", "").split())
+
+
+def app_theme() -> gr.themes.Base:
+    """Gradio's default look, with one fix: its bundled Source Sans Pro *SemiBold* file holds only the glyphs
+    "A" and "B", so in bold text (weight 600) those two letters came from Source Sans Pro and every other letter
+    from the fallback font. Declaring the regular (400) and complete Bold (700) files instead makes bold text
+    use the Bold file for every letter (tests/test_tabs.py checks the files' glyphs)."""
+    from gradio.themes.utils import fonts
+
+    return gr.themes.Default(
+        font=(fonts.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif", "system-ui", "sans-serif"),
+        font_mono=(fonts.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace", "Consolas", "monospace"))
 
 
 def progress_callback(progress: Any) -> Callable[[int, int, str], None]:

@@ -25,7 +25,8 @@ from .common import (
 from .visitors import owned_list
 
 SLIDER_LABELS = {
-    "yaw": "Yaw (turn left/right, °)", "pitch": "Pitch (down > 0, °)", "roll": "Roll (clockwise > 0, °)",
+    "yaw": "Turn left/right (yaw, °)", "pitch": "Nod down/up (pitch, down > 0, °)",
+    "roll": "Tilt sideways (roll, clockwise > 0, °)",
     "left_eye_open": "Left eye open", "right_eye_open": "Right eye open", "gaze_x": "Gaze left/right",
     "gaze_y": "Gaze up/down", "mouth_open": "Mouth open", "smile": "Smile", "face_width": "Face width",
 }
@@ -106,7 +107,7 @@ def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps:
     if note:
         lines.append(note)
     else:
-        lines.append("Model: the seed's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
+        lines.append("Model: paper 003's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
     return [_enlarge(image) for image in output.images], "\n\n".join(lines)
 
 
@@ -227,8 +228,8 @@ def _sd_defaults() -> tuple[str, str, str]:
 def build(tab: gr.Tab | None = None) -> None:
     from pipelines.landmark_faces import default_model
 
-    gr.Markdown("**Landmark faces** (seed 003): set the seed's 24 anime landmarks, then draw a face that follows "
-                "them. The default model is the seed's U-Net **trained in this project on synthetic cartoon "
+    gr.Markdown("**Landmark faces** (paper 003): set the paper's 24 anime landmarks, then draw a face that follows "
+                "them. The default model is the paper's U-Net **trained in this project on synthetic cartoon "
                 "faces** (32 px) — a demonstration of the method, not an anime illustrator.")
     start = L.parametric_face().tolist()
     points = gr.State(start)
@@ -260,18 +261,27 @@ def build(tab: gr.Tab | None = None) -> None:
                 export = gr.Button("Export JSON")
                 exported = gr.File(label="Exported landmarks", interactive=False)
         with gr.Column(scale=1):
-            with gr.Tab("Seed's U-Net"):
-                unet_model = owned_list(gr.Dropdown(_model_choices(), value=default_model(), label="Model"),
+            with gr.Tab("Paper 003's U-Net"):
+                unet_model = owned_list(gr.Dropdown(_model_choices(), value=default_model(), label="Model",
+                                                    info="The face-drawing network: the shipped one (trained here on "
+                                                         "simple cartoon faces), yours, or a test one"),
                                         _model_choices)
                 tags = gr.Textbox(DEFAULT_TAGS, label="Tags (comma-separated)",
                                   info="hair: black/brown/blonde/pink/silver_hair; eyes: blue/green/purple_eyes; "
                                        "open_mouth, closed_mouth, smile, looking_left/right, closed_eyes")
                 with gr.Row():
-                    guidance = gr.Slider(MIN_GUIDANCE, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale")
-                    steps = gr.Slider(5, MAX_STEPS, value=50, step=1, label="Steps", elem_id="lf-steps")
+                    guidance = gr.Slider(MIN_GUIDANCE, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale",
+                                         info="How strictly the face follows the tags; higher is stricter but less "
+                                              "varied")
+                    steps = gr.Slider(5, MAX_STEPS, value=50, step=1, label="Steps",
+                                      info="How many times the picture is refined; more is slower and often cleaner",
+                                      elem_id="lf-steps")
                 with gr.Row():
-                    seed = gr.Number(0, precision=0, label="Seed")
-                    count = gr.Slider(1, MAX_FACES, value=4, step=1, label="Faces")
+                    seed = gr.Number(0, precision=0, label="Seed",
+                                     info="The same seed with the same settings gives the same result again; change "
+                                          "it for a different one")
+                    count = gr.Slider(1, MAX_FACES, value=4, step=1, label="Faces",
+                                      info="How many faces to draw")
                 generate = gr.Button("Generate", variant="primary", elem_id="lf-generate")
                 gallery = gr.Gallery(label="Faces", columns=4, height=300, elem_id="lf-gallery")
                 notes = gr.Markdown(elem_id="lf-notes")
@@ -282,7 +292,8 @@ def build(tab: gr.Tab | None = None) -> None:
                             "reference face, if you give one, steers the look through IP-Adapter (plus-face). "
                             "Without real SD 1.5 / ControlNet / IP-Adapter weights on this machine only the **test "
                             "models** (random weights, output is noise) can run.")
-                sd_model = gr.Dropdown(sd_models, value=sd_default, label="Checkpoint")
+                sd_model = gr.Dropdown(sd_models, value=sd_default, label="Checkpoint",
+                                       info="The image model (SD 1.5) that draws the face")
                 with gr.Row():
                     condition_kind = gr.Radio([("OpenPose face (drawn from the 24 points)", "openpose"),
                                                ("MediaPipe face mesh (from the photo)", "mediapipe")],
@@ -290,19 +301,35 @@ def build(tab: gr.Tab | None = None) -> None:
                                               info="Pair it with its ControlNet: OpenPose ↔ OpenPose, MediaPipe face "
                                                    "mesh ↔ MediaPipe face. The mesh is the photo's, not the edited "
                                                    "points.")
-                    control = gr.Dropdown(controls, value=control_default, label="ControlNet")
-                prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt", elem_id="lf-prompt")
-                negative = gr.Textbox("lowres, bad anatomy", label="Negative prompt")
+                    control = gr.Dropdown(controls, value=control_default, label="ControlNet",
+                                          info="The add-on that makes the face follow the landmark points")
+                prompt = gr.Textbox("1girl, anime, portrait, smile, blue eyes", label="Prompt",
+                                    info="What the face looks like, in words, e.g. 1girl, smile, blue eyes",
+                                    elem_id="lf-prompt")
+                negative = gr.Textbox("lowres, bad anatomy", label="Negative prompt",
+                                      info="What you do not want in the picture, e.g. lowres, bad anatomy")
                 with gr.Row():
-                    sd_steps = gr.Slider(1, 50, value=20, step=1, label="Steps", elem_id="lf-sd-steps")
-                    cfg = gr.Slider(1, 15, value=7, step=0.5, label="CFG scale")
-                    scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Control scale")
+                    sd_steps = gr.Slider(1, 50, value=20, step=1, label="Steps",
+                                         info="How many times the picture is refined; more is slower and often "
+                                              "cleaner",
+                                         elem_id="lf-sd-steps")
+                    cfg = gr.Slider(1, 15, value=7, step=0.5, label="Prompt strength (CFG scale)",
+                                    info="Guidance (CFG): how strictly the picture follows the prompt; 5–8 is usual, "
+                                         "high values look harsh")
+                    scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Control scale",
+                                      info="How closely the face follows the points: 0 ignores them, 1 follows them")
                 with gr.Row():
-                    sd_seed = gr.Number(0, precision=0, label="Seed")
-                    size = gr.Slider(64, 768, value=512, step=64, label="Size", elem_id="lf-sd-size")
+                    sd_seed = gr.Number(0, precision=0, label="Seed",
+                                        info="The same seed with the same settings gives the same result again; "
+                                             "change it for a different one")
+                    size = gr.Slider(64, 768, value=512, step=64, label="Size",
+                                     info="Width and height in pixels; 512 suits SD 1.5, smaller is faster",
+                                     elem_id="lf-sd-size")
                 with gr.Accordion("Reference face (IP-Adapter, optional)", open=False):
                     reference = image_input("Reference face", type="pil", height=200)
-                    ip_adapter = gr.Dropdown(adapters, value=adapter_default, label="IP-Adapter")
+                    ip_adapter = gr.Dropdown(adapters, value=adapter_default, label="IP-Adapter",
+                                             info="An add-on that copies the look of a reference face (upload one "
+                                                  "above)")
                     reference_scale = gr.Slider(0, 1.5, value=0.6, step=0.05, label="Reference strength",
                                                 info="0: ignore the reference; IP-Adapter's usual range is 0.5–1")
                 sd_generate = gr.Button("Generate with ControlNet", elem_id="lf-sd-generate")
@@ -310,36 +337,49 @@ def build(tab: gr.Tab | None = None) -> None:
                 condition = gr.Image(label="Condition image", interactive=False, height=256)
                 sd_notes = gr.Markdown(elem_id="lf-sd-notes")
             with gr.Tab("Train"):
-                gr.Markdown("Train the seed's U-Net yourself: on the synthetic cartoon faces, or on your own faces "
+                gr.Markdown("Train the paper's U-Net yourself: on the synthetic cartoon faces, or on your own faces "
                             "(a zip of images, each with a same-named landmark JSON — the format **Export JSON** "
                             "writes — and optionally `\"tags\": [\"blonde_hair\", …]`). Pressing Train again with "
                             "the same settings resumes from the last checkpoint. A CPU trains 32 px in minutes; "
-                            "the seed's 64 px takes about four times as long.")
+                            "the paper's 64 px takes about four times as long.")
                 train_zip = file_input("Your faces: a zip of images + landmark JSONs (empty: the synthetic faces)",
                                        kinds=("zip",))
                 with gr.Row():
-                    train_name = gr.Textbox("my_faces", label="Name (names the model file)")
-                    train_size = gr.Radio([32, 64], value=32, label="Resolution (px)")
+                    train_name = gr.Textbox("my_faces", label="Name (names the model file)",
+                                            info="Your name for the trained model")
+                    train_size = gr.Radio([32, 64], value=32, label="Resolution (px)",
+                                          info="Size of the faces it learns to draw; 32 is fast on a CPU")
                     train_target = gr.Radio([("clean image (as the shipped model)", "sample"),
-                                             ("noise (the seed's)", "epsilon")], value="sample",
-                                            label="The U-Net predicts")
+                                             ("noise (the paper's)", "epsilon")], value="sample",
+                                            label="The U-Net predicts",
+                                            info="What the network learns to output; the clean image trains faster "
+                                                 "here")
                 with gr.Row():
-                    train_width = gr.Slider(8, 64, value=16, step=4, label="Width (the seed's is 64)")
-                    train_steps = gr.Slider(10, 20000, value=1500, step=10, label="Steps", elem_id="lf-train-steps")
-                    train_batch = gr.Slider(1, 64, value=16, step=1, label="Batch size")
-                    train_seed = gr.Number(0, precision=0, label="Seed")
+                    train_width = gr.Slider(8, 64, value=16, step=4, label="Network width (paper 003 used 64)",
+                                            info="How big the network is; smaller trains faster, paper 003 used 64")
+                    train_steps = gr.Slider(10, 20000, value=1500, step=10, label="Steps",
+                                            info="How many times the picture is refined; more is slower and often "
+                                                 "cleaner",
+                                            elem_id="lf-train-steps")
+                    train_batch = gr.Slider(1, 64, value=16, step=1, label="Batch size",
+                                            info="Faces per training step; larger is smoother but uses more memory")
+                    train_seed = gr.Number(0, precision=0, label="Seed",
+                                           info="The same seed with the same settings gives the same result again; "
+                                                "change it for a different one")
                 with gr.Row():
                     train_button = gr.Button("Train (or resume)", variant="primary", elem_id="lf-train")
                     train_cancel = gr.Button("Cancel")
                 train_status = gr.Markdown(elem_id="lf-train-status")
             with gr.Tab("Compare"):
-                gr.Markdown("The seed's comparison on this face: the U-Net **with its landmarks** against **its "
+                gr.Markdown("The paper's comparison on this face: the U-Net **with its landmarks** against **its "
                             "tags and orientation word only** (landmarks withheld) and, if ticked, **reference-only**"
                             " (the ControlNet tab's checkpoint + IP-Adapter given the reference drawing, no "
                             "landmarks). Scored against the synthetic drawing of these landmarks through the Metrics "
                             "pipeline: SSIM, PSNR, FID/KID/IS against synthetic faces (when their network is on this "
                             "machine), and the landmark error (parts read back by colour, in image widths).")
                 with_reference = gr.Checkbox(False, label="Also reference-only (SD 1.5 + IP-Adapter)",
+                                             info="Add a third face drawn from the reference picture alone, without "
+                                                  "points",
                                              elem_id="lf-compare-reference")
                 compare = gr.Button("Compare", elem_id="lf-compare")
                 compare_gallery = gr.Gallery(label="Reference · with landmarks · baselines", columns=3, height=300)

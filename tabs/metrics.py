@@ -184,8 +184,11 @@ def _set_picker(label: str, run_choices: list[tuple[str, str]]):
         gr.Markdown(f"**Set {label}**" if len(label) == 1 else f"**{label}**")
         files = file_input("Images or a zip", ("image", "zip"), multiple=True, elem_id=f"mt-files-{label[0].lower()}")
         runs = gr.Dropdown(run_choices, multiselect=True, label="…or runs from History",
+                           info="Use the images of runs you made here",
                            visible=label != "Reference (real images)")
-        folder = gr.Textbox(label="…or a folder on the server (admin-enabled)", visible=folders_allowed())
+        folder = gr.Textbox(label="…or a folder on the server (admin-enabled)",
+                            info="A folder of images on the server, where the host allows it",
+                            visible=folders_allowed())
     return files, runs, folder
 
 
@@ -204,26 +207,46 @@ def build(tab: gr.Tab | None = None) -> None:
     with gr.Tabs():
         with gr.Tab("Compare with metrics", id="mt-metrics"):
             with gr.Accordion("Options", open=False):
-                prompts = gr.Textbox(lines=3, label="Prompts for text alignment (one per image, or one for all)")
+                prompts = gr.Textbox(lines=3, label="Prompts for text alignment (one per image, or one for all)",
+                                     info="The prompts the images were made from, to score how well they match (CLIP "
+                                          "score)")
                 pairing = gr.Radio(list(PAIRING), value=AUTO_PAIRING,
-                                   label="Pairing with the reference (paired metrics: SSIM, PSNR, LPIPS)")
+                                   label="Pairing with the reference (paired metrics: SSIM, PSNR, LPIPS)",
+                                   info="Which reference image each image is compared with, for the scores that "
+                                        "compare two pictures directly")
                 metrics = gr.CheckboxGroup(metric_choices(), value=default_metrics(),
                                            label="Metrics (with no reference, the defaults become the ones that "
-                                                 "need none)")
+                                                 "need none)",
+                                           info="The scores to compute; About's glossary says what each measures")
                 with gr.Row():
                     inception = gr.Dropdown(network_choices("inception"), value=default_network("inception"),
-                                            label="Inception network (FID, KID, IS)", elem_id="mt-inception")
+                                            label="Inception network (FID, KID, IS)",
+                                            info="The image network FID, KID and IS use; the real one is downloaded "
+                                                 "once",
+                                            elem_id="mt-inception")
                     clip = gr.Dropdown(network_choices("clip"), value=default_network("clip"),
-                                       label="CLIP model", elem_id="mt-clip")
+                                       label="CLIP model",
+                                       info="The network that scores text–image match and image likeness",
+                                       elem_id="mt-clip")
                     lpips = gr.Dropdown(network_choices("lpips"), value=default_network("lpips"),
-                                        label="LPIPS network", elem_id="mt-lpips")
+                                        label="LPIPS network",
+                                        info="The network that judges how different two images look",
+                                        elem_id="mt-lpips")
                     nima = gr.Dropdown(network_choices("nima"), value=default_network("nima"),
-                                       label="NIMA model (aesthetic rating)", elem_id="mt-nima")
+                                       label="NIMA model (aesthetic rating)",
+                                       info="A network that rates how good a picture looks (needs a model the host "
+                                            "supplies)",
+                                       elem_id="mt-nima")
                     dino = gr.Dropdown(network_choices("dino"), value=default_network("dino"),
-                                       label="DINO model (DINO-I)", elem_id="mt-dino")
+                                       label="DINO model (DINO-I)",
+                                       info="The network that judges how alike two images look (DINO-I)",
+                                       elem_id="mt-dino")
                 with gr.Row():
-                    n_bootstrap = gr.Slider(100, 5000, value=1000, step=100, label="Bootstrap resamples")
-                    seed = gr.Number(0, precision=0, label="Seed (resampling)")
+                    n_bootstrap = gr.Slider(100, 5000, value=1000, step=100, label="Bootstrap resamples",
+                                            info="How many times the images are resampled to get the 95% intervals; "
+                                                 "more is steadier but slower")
+                    seed = gr.Number(0, precision=0, label="Seed (resampling)",
+                                     info="Fixes the resampling, so the intervals come out the same again")
             compare_button = gr.Button("Compare", variant="primary", elem_id="mt-run")
             summary = gr.Markdown(elem_id="mt-summary")
             table = gr.Dataframe(headers=TABLE_HEADERS, label="Metrics", wrap=True, interactive=False,
@@ -231,7 +254,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                  elem_classes=["asl-results"])
             with gr.Row():
                 bars = gr.Image(label="A and B with 95% intervals", type="filepath", elem_id="mt-bars")
-                scatter = gr.Image(label="Per-image FID vs KL (seed 000)", type="filepath", elem_id="mt-scatter")
+                scatter = gr.Image(label="Per-image FID vs KL (paper 000)", type="filepath", elem_id="mt-scatter")
             per_image = gr.Dataframe(label="Per-image values (click a column to sort)", interactive=False)
             downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple")
         with gr.Tab("Judge by eye (blind)", id="mt-judge", elem_id="mt-judge-tab"):

@@ -322,10 +322,13 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
             with gr.Row():
                 name_a = gr.Textbox(label="Name of A (optional; hidden while judging)", elem_id="jd-name-a")
                 name_b = gr.Textbox(label="Name of B (optional; hidden while judging)", elem_id="jd-name-b")
-            pairing = gr.Radio(list(PAIRING), value=AUTO, label="Pairs", elem_id="jd-pairing")
+            pairing = gr.Radio(list(PAIRING), value=AUTO, label="Pairs",
+                               info="How images of A and B are put side by side: by file name, by order, or at random",
+                               elem_id="jd-pairing")
             with gr.Accordion("Question, reference, prompts and number of pairs", open=False):
                 question = gr.Dropdown(list(QUESTIONS), value=QUESTIONS[0], allow_custom_value=True,
                                        label="Question shown with every pair (or write your own)",
+                                       info="What judges are asked each time",
                                        elem_id="jd-question-choice")
                 show_reference = gr.Checkbox(False, label="Show the reference images (given above) beside each "
                                                           "pair: the one with A's file name, else up to 3")
@@ -338,12 +341,16 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
             setup_message = gr.Markdown(elem_id="jd-setup-message")
         with gr.Tab("2 · Judge", id="jd-judge"):
             with gr.Row():
-                comparison_id = gr.Textbox(label="Comparison id", scale=2, min_width=160, elem_id="jd-comparison")
+                comparison_id = gr.Textbox(label="Comparison id",
+                                           info="The id of the comparison (it is in the link you were given)",
+                                           scale=2, min_width=160, elem_id="jd-comparison")
                 judge_name = gr.Textbox(label="Your name (optional)", scale=2, min_width=160,
                                         elem_id="jd-judge-name")
                 start = gr.Button("Start judging", variant="primary", scale=1, min_width=120, elem_id="jd-start")
             with gr.Row():
-                session_id = gr.Textbox(label="Your session id (to resume later)", scale=4, min_width=160,
+                session_id = gr.Textbox(label="Your session id (to resume later)",
+                                        info="Keep it to come back and go on where you left off",
+                                        scale=4, min_width=160,
                                         elem_id="jd-session")
                 resume = gr.Button("Resume", scale=1, min_width=100, elem_id="jd-resume")
             with gr.Column(visible=False, elem_id="jd-panel") as panel:
@@ -375,11 +382,17 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
             position = gr.Number(visible="hidden", precision=0, elem_id="jd-position")
         with gr.Tab("3 · Results", id="jd-results"):
             with gr.Row():
-                results_id = gr.Textbox(label="Comparison id", scale=2, min_width=160, elem_id="jd-results-id")
-                owner_key = gr.Textbox(label="Owner key (the owner's; judges leave it empty)", type="password",
+                results_id = gr.Textbox(label="Comparison id",
+                                        info="The id of the comparison (it is in the link you were given)",
+                                        scale=2, min_width=160, elem_id="jd-results-id")
+                owner_key = gr.Textbox(label="Owner key (the owner's; judges leave it empty)",
+                                       info="The key the comparison's owner got when creating it; it shows the "
+                                            "results",
+                                       type="password",
                                        scale=2, min_width=160, elem_id="jd-owner-key")
             beside = gr.Dropdown(comparison_run_choices(), value="",
-                                 label="Beside the metric rows of a comparison from History (optional)")
+                                 label="Beside the metric rows of a comparison from History (optional)",
+                                 info="Show the votes next to the scores of a metrics comparison")
             with gr.Row():
                 results_button = gr.Button("Show results", variant="primary", elem_id="jd-show")
                 close_button = gr.Button("Close the voting (owner)", variant="stop", elem_id="jd-close")

@@ -16,6 +16,7 @@ from .common import (
     file_paths,
     friendly_errors,
     image_input,
+    keep_outputs_on_user_error,
     progress_callback,
     test_model_note,
 )
@@ -23,6 +24,12 @@ from .common import (
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 STYLE_SAMPLE = SAMPLES_DIR / "style_cel_ink.png"
 LIVE_MAX_SIZE = 512
+
+INTRO = ("**Repaint your photos in a painting's or a comic's style, in about a second each.** Upload one or more "
+         "photos (or press *Use the sample photos*), pick a style and press **Stylize**: you get each photo "
+         "repainted, saved with its settings in **History**. A small network trained on one style image does the "
+         "work in a single pass (fast style transfer, Johnson et al. 2016). Below: try it live on your webcam, add a "
+         "style file you have, or train a style from your own picture.")
 
 
 def sample_photos() -> list[str]:
@@ -49,6 +56,22 @@ def _default_style() -> str:
         return ready[0]
     status = known_offline()
     return TINY_STYLE if (status and status.offline) or not real else real[0].name
+
+
+def style_note(style: str | None) -> str:
+    """What the picked style will do, in plain words: nothing to say when it is ready, else whether it downloads
+    or cannot be had (offline). Shown beside the dropdown, so a pick never touches the results."""
+    from pipelines.neural_style import CANNOT_DOWNLOAD, list_styles
+
+    entry = next((entry for entry in list_styles() if entry.name == style), None)
+    if entry is None or entry.available and entry.kind != "test":
+        return ""
+    if entry.kind == "test":
+        return "⚠️ The test style has random weights: its output is noise. It only checks that the app works."
+    if entry.label.endswith(CANNOT_DOWNLOAD):
+        return ("⚠️ This style is not on this machine and cannot be downloaded while the app is offline. "
+                "Pick one marked *(yours)* or the test style, or connect to the internet.")
+    return "This style is downloaded the first time you use it (a few MB)."
 
 
 def checked_style(style: str) -> str:
@@ -171,16 +194,23 @@ def train_new_style(style_image: str | None, content_zip: Any, name: str, steps:
 
 def build(tab: gr.Tab | None = None) -> None:
     choices = style_choices()
+    gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1):
-            files = file_input("Content images (one or more)", ("image",), multiple=True, elem_id="ns-files")
+            files = file_input("Your photos (one or more)", ("image",), multiple=True, elem_id="ns-files")
             samples = gr.Button("Use the sample photos", size="sm", elem_id="ns-samples")
-            style = gr.Dropdown(choices=choices, value=_default_style(), label="Style", elem_id="ns-style",
+            default_style = _default_style()
+            style = gr.Dropdown(choices=choices, value=default_style, label="Style", elem_id="ns-style",
+                                info="The look to paint your photos in: styles that come with the app, styles you "
+                                     "trained or added, and a test style (noise)",
                                 allow_custom_value=True)  # styles trained after start-up; the pipeline checks names
-            strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (0 = the original image)")
+            chosen = gr.Markdown(style_note(default_style), elem_id="ns-style-note")
+            strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (0 = the original image)",
+                                 info="How much of the style to apply: 1 is the full style, 0.5 half-way")
             preserve = gr.Checkbox(False, label="Preserve colours (keep the photo's colours, take the style's "
                                                "brightness and strokes)")
-            max_size = gr.Slider(64, 2048, value=1024, step=32, label="Maximum size (long side, px)")
+            max_size = gr.Slider(64, 2048, value=1024, step=32, label="Maximum size (long side, px)",
+                                 info="Bigger photos are shrunk to this first; smaller is faster")
             with gr.Row():
                 run = gr.Button("Stylize", variant="primary", elem_id="ns-run", scale=3)
                 stop = gr.Button("Cancel", variant="stop", elem_id="ns-cancel", scale=1)
@@ -198,26 +228,34 @@ def build(tab: gr.Tab | None = None) -> None:
     with gr.Accordion("Add a style you have (.safetensors)", open=False):
         with gr.Row():
             upload = file_input("Style weights (.safetensors only)", ("safetensors",))
-            upload_name = gr.Textbox(label="Name for it")
+            upload_name = gr.Textbox(label="Name for it", info="How it will appear in the Style list")
         upload_button = gr.Button("Add style")
         upload_status = gr.Markdown()
 
     with gr.Accordion("Train your own style", open=False):
-        gr.Markdown("One style image plus content photos (a zip, or the bundled sample photos when no zip is "
-                    "given). Training uses a VGG16 perceptual loss; it saves checkpoints as it goes, so "
-                    "pressing Train again after a cancel or crash resumes where it stopped.")
+        gr.Markdown("One picture whose look you want (the style image) plus photos to practise on (a zip, or the "
+                    "bundled sample photos when no zip is given). A network that knows images (VGG16) judges how "
+                    "close each result is to the style; training saves checkpoints as it goes, so pressing Train "
+                    "again after a cancel or crash resumes where it stopped. Training takes minutes to hours.")
         with gr.Row():
             style_image = image_input("Style image", type="filepath", sources=("upload",), height=220)
             with gr.Column():
                 content_zip = file_input("Content photos (.zip, optional)", ("zip",))
                 style_sample = gr.Button("Use the sample style image", size="sm")
-                train_name = gr.Textbox(value="my_style", label="Name of the new style")
+                train_name = gr.Textbox(value="my_style", label="Name of the new style",
+                                        info="Letters, digits, _ and -; it appears in the Style list when done")
         with gr.Row():
-            steps = gr.Slider(10, 20000, value=2000, step=10, label="Steps")
-            image_size = gr.Slider(64, 512, value=256, step=32, label="Training size (px)")
-            content_weight = gr.Number(1e5, label="Content weight")
-            style_weight = gr.Number(1e10, label="Style weight")
-        loss_network = gr.Dropdown(LOSS_NETWORKS, value="imagenet", label="Loss network (what judges the style)")
+            steps = gr.Slider(10, 20000, value=2000, step=10, label="Steps",
+                              info="Training rounds; more is closer to the style but slower")
+            image_size = gr.Slider(64, 512, value=256, step=32, label="Training size (px)",
+                                   info="Photos are cut to this size while training; smaller is faster")
+            content_weight = gr.Number(1e5, label="Content weight",
+                                       info="How much the result must keep the photo's shapes")
+            style_weight = gr.Number(1e10, label="Style weight",
+                                     info="How much it must match the style's colours and strokes; raise it for a "
+                                          "stronger style")
+        loss_network = gr.Dropdown(LOSS_NETWORKS, value="imagenet", label="Loss network (what judges the style)",
+                                   info="The real one needs its weights (downloaded once); the random one is for tests")
         with gr.Row():
             train = gr.Button("Train", variant="primary")
             cancel = gr.Button("Cancel", variant="stop")
@@ -225,8 +263,12 @@ def build(tab: gr.Tab | None = None) -> None:
 
     samples.click(sample_photos, outputs=files, api_visibility="private")
     style_sample.click(lambda: str(STYLE_SAMPLE), outputs=style_image, api_visibility="private")
-    run.click(friendly_errors(stylize_files), inputs=[files, style, strength, preserve, max_size],
+    # A style that cannot load (offline) or a missing photo is answered in the readout; the gallery keeps the
+    # images made before.
+    run.click(keep_outputs_on_user_error(stylize_files, outputs=2, note=1),
+              inputs=[files, style, strength, preserve, max_size],
               outputs=[gallery, readout], api_name="stylize", **MODEL_WORK)
+    style.change(style_note, inputs=style, outputs=chosen, api_visibility="private")
     stop.click(cancel_stylize, outputs=readout, concurrency_limit=None, api_name="cancel_stylize")
     upload_button.click(friendly_errors(add_uploaded_style), inputs=[upload, upload_name],
                         outputs=[style, upload_status], api_name="add_style")

@@ -30,7 +30,7 @@ BLIP_CHOICES = [("BLIP base (Salesforce/blip-image-captioning-base)", "Salesforc
 CLIP_CHOICES = [("CLIP ViT-B/32 (openai/clip-vit-base-patch32)", "openai/clip-vit-base-patch32"),
                 ("CLIP — tiny test model, random weights: scores are noise", "tiny:clip")]
 BACKBONE_CHOICES = [("SinDDM fully convolutional (baseline, no text)", "fcn"),
-                    ("Seed's U-Net with cross-attention to text", "unet")]
+                    ("Paper 004's U-Net, which also reads a prompt", "unet")]
 TEXT_CHOICES = [("no text", "none"), ("my prompt (arbitrary)", "arbitrary"),
                 ("BLIP captions, CLIP's pick (P*)", "blip")]
 
@@ -317,7 +317,7 @@ def run_ablation_table(image: str | None, variants: list[str], steps: int, count
 
 def build(tab: gr.Tab | None = None) -> None:
     gr.Markdown("Train a diffusion model on **one image** (a few minutes on a CPU), then make **variations** of it "
-                "and **text edits**. Seed 004, building on SinDDM; see About.")
+                "and **text edits**. Paper 004, building on SinDDM; see About.")
     model_path = gr.State(_default_model())
     label = gr.Markdown(model_label(_default_model()))
     with gr.Row():
@@ -325,16 +325,33 @@ def build(tab: gr.Tab | None = None) -> None:
             image = image_input("Your image", elem_id="si-image")
             estimate_text = gr.Markdown("Upload an image to see how long training will take.")
             with gr.Accordion("Training settings", open=False, elem_id="si-settings"):
-                backbone = gr.Radio(BACKBONE_CHOICES, value="fcn", label="Backbone")
-                text_mode = gr.Radio(TEXT_CHOICES, value="none", label="Text conditioning (U-Net only)")
-                prompt = gr.Textbox(label="Arbitrary prompt", placeholder="e.g. coffee beans in a cup")
-                contrastive = gr.Checkbox(label="Contrastive prompt loss (needs BLIP captions)")
-                steps = gr.Slider(50, 20000, value=1500, step=50, label="Training steps", elem_id="si-steps")
-                width = gr.Slider(16, 128, value=32, step=16, label="Network width", elem_id="si-width")
-                seed = gr.Number(0, precision=0, label="Seed")
-                blip = gr.Dropdown(BLIP_CHOICES, value=BLIP_CHOICES[0][1], label="BLIP captioner")
-                clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
-            model_name_box = gr.Textbox(label="Model name (default: the file's name)", elem_id="si-name")
+                backbone = gr.Radio(BACKBONE_CHOICES, value="fcn", label="Backbone",
+                                    info="The kind of network trained on your image: SinDDM's (no text) or paper "
+                                         "004's, which can read a prompt")
+                text_mode = gr.Radio(TEXT_CHOICES, value="none", label="Text conditioning (U-Net only)",
+                                     info="Which words the network learns your image with")
+                prompt = gr.Textbox(label="Arbitrary prompt",
+                                    info="Your own description of the image, e.g. coffee beans in a cup",
+                                    placeholder="e.g. coffee beans in a cup")
+                contrastive = gr.Checkbox(label="Contrastive prompt loss (needs BLIP captions)",
+                                          info="Also push the image toward the best caption and away from the worst "
+                                               "(paper 004)")
+                steps = gr.Slider(50, 20000, value=1500, step=50, label="Training steps",
+                                  info="Training rounds; more learns the image better but takes longer",
+                                  elem_id="si-steps")
+                width = gr.Slider(16, 128, value=32, step=16, label="Network width",
+                                  info="How big the network is; smaller trains faster",
+                                  elem_id="si-width")
+                seed = gr.Number(0, precision=0, label="Seed",
+                                 info="The same seed with the same settings gives the same result again; change it "
+                                      "for a different one")
+                blip = gr.Dropdown(BLIP_CHOICES, value=BLIP_CHOICES[0][1], label="BLIP captioner",
+                                   info="The model that writes captions for your image")
+                clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model",
+                                   info="The model that scores how well a caption fits a picture")
+            model_name_box = gr.Textbox(label="Model name (default: the file's name)",
+                                        info="Your name for the trained model",
+                                        elem_id="si-name")
             with gr.Row():
                 train = gr.Button("Train", variant="primary", elem_id="si-train")
                 stop = gr.Button("Cancel", variant="stop", elem_id="si-cancel")
@@ -345,19 +362,29 @@ def build(tab: gr.Tab | None = None) -> None:
             preview = gr.Image(label="Live preview (reconstruction at each milestone)", interactive=False)
     with gr.Tab("Variations"):
         with gr.Row():
-            count = gr.Slider(1, MAX_COUNT, value=4, step=1, label="Number", elem_id="si-count")
-            var_seed = gr.Number(0, precision=0, label="Seed")
+            count = gr.Slider(1, MAX_COUNT, value=4, step=1, label="Number",
+                              info="How many variations to make",
+                              elem_id="si-count")
+            var_seed = gr.Number(0, precision=0, label="Seed",
+                                 info="The same seed with the same settings gives the same result again; change it "
+                                      "for a different one")
             start_scale = gr.Slider(0, MAX_START_SCALES, value=1, step=1,
-                                    label="Start scale (0 = from noise; higher keeps more of the layout)")
-            milestone = gr.Slider(1, 10, value=10, step=1, label="Load milestone (LM): lower = more varied")
+                                    label="Start scale (0 = from noise; higher keeps more of the layout)",
+                                    info="0 invents a new layout; higher keeps more of the original arrangement")
+            milestone = gr.Slider(1, 10, value=10, step=1, label="Training stage to use (1–10): lower = more varied",
+                                  info="Which saved stage of training to use (1–10): earlier stages give looser, more"
+                                       " varied copies")
         with gr.Row():
-            width_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Width ×")
-            height_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Height ×")
+            width_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Width ×",
+                                    info="Output width as a multiple of the original")
+            height_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Height ×",
+                                     info="Output height as a multiple of the original")
         with gr.Row():
             generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
             gpnn_button = gr.Button("GPNN variations (no training)", elem_id="si-gpnn")
             gpnn_iterations = gr.Slider(1, 10, value=10, step=1, label="GPNN iterations per scale (the paper: 10; "
-                                        "fewer is faster on a CPU)")
+                                        "fewer is faster on a CPU)",
+                                        info="How many times GPNN refines its patch matches at each size")
         gr.Markdown("**GPNN** (Granot et al., CVPR 2022) rearranges the image's own 7×7 patches by nearest-neighbour "
                     "search, scale by scale, from a noisy coarsest scale: no training, the bar the trained model has "
                     "to reach. It uses the uploaded image (else the model's) and the Number and Seed above.")
@@ -371,29 +398,41 @@ def build(tab: gr.Tab | None = None) -> None:
                     "Draw on the image to edit only there; everything outside stays exactly as it is.")
         with gr.Row():
             with gr.Column():
-                edit_prompt = gr.Textbox(label="Edit prompt", placeholder="e.g. red flowers")
+                edit_prompt = gr.Textbox(label="Edit prompt",
+                                         info="What to change the image toward, in words",
+                                         placeholder="e.g. red flowers")
                 augmentations = gr.Textbox(label="Prompts used (augmented)", interactive=False, lines=4)
-                guidance = gr.Slider(0, 200, value=20, step=5, label="CLIP guidance strength")
-                fill = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="How much of the region to fill")
-                edit_seed = gr.Number(0, precision=0, label="Seed")
-                edit_clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model")
+                guidance = gr.Slider(0, 200, value=20, step=5, label="CLIP guidance strength",
+                                     info="How hard the edit pushes toward the prompt; too high can spoil the picture")
+                fill = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="How much of the region to fill",
+                                 info="1 repaints the whole marked region; lower keeps more of it")
+                edit_seed = gr.Number(0, precision=0, label="Seed",
+                                      info="The same seed with the same settings gives the same result again; change "
+                                           "it for a different one")
+                edit_clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model",
+                                        info="The model that scores how well a caption fits a picture")
                 load_region = gr.Button("Put the model's image in the region editor")
             region = image_editor_input("Region to edit (optional)", type="numpy", layers=False)
         edit_button = gr.Button("Edit", variant="primary")
         edit_gallery = gr.Gallery(label="Before and after", columns=4)
         edit_status = gr.Markdown()
     with gr.Tab("Ablation"):
-        gr.Markdown("The seed's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
+        gr.Markdown("The paper's ablation (its Tables 2 and 3): each variant is trained on your image (cached), the "
                     "same seeds are sampled, and every variation is scored against the source by the Metrics "
                     "pipeline. **GPNN** (no training) stands beside them as the bar. Patch-NN: the mean distance of "
                     "each 7×7 patch of a variation to its nearest source patch (lower keeps the source's patches; "
                     "the control row is the source cut into 7×7 tiles and shuffled). Diversity is SinGAN's: "
                     "per-pixel std across variations over the source's std (0 = copies).")
-        variants = gr.CheckboxGroup(ABLATION_CHOICES, value=["baseline", "+U-Net", GPNN_VARIANT], label="Variants")
+        variants = gr.CheckboxGroup(ABLATION_CHOICES, value=["baseline", "+U-Net", GPNN_VARIANT], label="Variants",
+                                    info="Which versions of the method to train and compare")
         with gr.Row():
-            ablation_steps = gr.Slider(50, 5000, value=400, step=50, label="Training steps per variant")
-            ablation_count = gr.Slider(2, 8, value=4, step=1, label="Variations per variant")
-            ablation_prompt = gr.Textbox(label="Arbitrary prompt", value="a photo")
+            ablation_steps = gr.Slider(50, 5000, value=400, step=50, label="Training steps per variant",
+                                       info="Training rounds for each version")
+            ablation_count = gr.Slider(2, 8, value=4, step=1, label="Variations per variant",
+                                       info="Pictures each version makes for the scores")
+            ablation_prompt = gr.Textbox(label="Arbitrary prompt",
+                                         info="Your own description of the image, e.g. coffee beans in a cup",
+                                         value="a photo")
         ablation_button = gr.Button("Run the ablation", variant="primary")
         ablation_table = gr.Dataframe(headers=["variant", "patch-NN distance", "diversity (pixel std, SinGAN)",
                                                "training s", "s/variation", "CLIP-I", "SSIM", "PSNR", "LPIPS", "NIMA",

@@ -25,9 +25,9 @@ from pipelines.storyboard.request import (
 
 from .common import MODEL_WORK, friendly_errors, image_editor_input, progress_callback, test_model_note
 
-MAGA_LABEL = ("**Memory attention (our reading of the thesis's MAGA):** from transformer block L and denoising step "
-              "S on, each frame also attends to the earlier frames' keys and values, so the character stays the "
-              "same. The thesis's own equations cannot carry history (its values come from the current frame); "
+MAGA_LABEL = ("**Memory attention (our reading of paper 001's MAGA):** from layer L of the model and denoising "
+              "step S on, each frame also looks at the earlier frames while it is drawn, so the character stays the "
+              "same. The paper's own equations cannot carry history (its values come from the current frame); "
               "see About.")
 
 
@@ -150,7 +150,7 @@ def compare_on_off(*args: Any, progress=gr.Progress()) -> tuple[list[Any], list[
     from pipelines.storyboard.compare import ab_compare
 
     request = _board_request(*args[:15], values=args[15:])
-    result = ab_compare(request, callback=progress_callback(progress))
+    result = ab_compare(request, callback=progress_callback(progress), record=True)  # both boards join History
     rows = [] if result.report is None else [
         [row.name, _fmt(row.a), _fmt(row.b), _fmt(row.difference), f"[{_fmt(row.low)}, {_fmt(row.high)}]",
          row.verdict] for row in result.report.rows]
@@ -183,8 +183,8 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
         return values
 
     request = _board_request(*args[:15], values=args[15:])
-    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Start blocks L"),
-                   numbers(steps, 0, 50, "Start steps S"), callback=progress_callback(progress))
+    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
+                   numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))
     return result.image
 
 
@@ -196,16 +196,24 @@ def build(tab: gr.Tab | None = None) -> None:
     gr.Markdown("Write what happens in each panel, draw the sketches (then redraw, erase in or replace any of "
                 "them), and draw the storyboard over them. " + MAGA_LABEL)
     with gr.Row():
-        example = gr.Dropdown(list(EXAMPLES), value=next(iter(EXAMPLES)), label="Example from the thesis", scale=3)
+        example = gr.Dropdown(list(EXAMPLES), value=next(iter(EXAMPLES)), label="Example story (from paper 001)",
+                              info="A ready-made story from paper 001 to start from",
+                              scale=3)
         load = gr.Button("Load example", scale=1)
     with gr.Row():
-        count = gr.Slider(MIN_PANELS, MAX_PANELS, value=DEFAULT_PANELS, step=1, label="Panels", elem_id="sb-count")
-        prefix = gr.Textbox(label="Character and style (put before every panel's prompt, with a comma)", scale=3,
+        count = gr.Slider(MIN_PANELS, MAX_PANELS, value=DEFAULT_PANELS, step=1, label="Panels",
+                          info="How many pictures the story has",
+                          elem_id="sb-count")
+        prefix = gr.Textbox(label="Character and style (put before every panel's prompt, with a comma)",
+                            info="Describe the character once, e.g. 1girl, red scarf, anime style; it is added to "
+                                 "every panel",
+                            scale=3,
                             elem_id="sb-prefix")
     prompts, editors, rows = [], [], []
     for index in range(MAX_PANELS):
         with gr.Row(visible=index < DEFAULT_PANELS) as row:
-            prompts.append(gr.Textbox(label=f"Panel {index + 1}", lines=3, scale=1, elem_id=f"sb-prompt-{index}"))
+            prompts.append(gr.Textbox(label=f"Panel {index + 1}", lines=3, scale=1, elem_id=f"sb-prompt-{index}",
+                                      info="What happens in this panel, e.g. sitting on a bench, smiling"))
             # No layers panel: it covered most of a returned sketch; the sketch is one layer anyway.
             editors.append(image_editor_input(f"Sketch {index + 1} (draw, erase, or upload your own)",
                                               type="pil", height=360, scale=1, elem_id=f"sb-sketch-{index}",
@@ -215,47 +223,83 @@ def build(tab: gr.Tab | None = None) -> None:
         rows.append(row)
     with gr.Accordion("Sketch settings", open=False):
         with gr.Row():
-            sketch_model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Sketch model")
-            sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)")
+            sketch_model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Sketch model",
+                                       info="The image model that draws the line-art sketches")
+            sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)",
+                                    info="The same seed with the same settings gives the same result again; change it"
+                                         " for a different one")
             sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps",
+                                     info="How many times the picture is refined; more is slower and often cleaner",
                                      elem_id="sb-sketch-steps")
             sketch_size = gr.Slider(256, 1024, value=512, step=64, label="Sketch size (px; smaller is faster)",
+                                    info="Width and height of each sketch",
                                     elem_id="sb-sketch-size")
         with gr.Row():
-            method = gr.Radio(list(LINE_METHODS), value=LINE_METHODS[0], label="Clean lines with")
-            block = gr.Slider(3, 51, value=15, step=2, label="Adaptive block size")
-            c = gr.Slider(0, 30, value=8, step=1, label="Adaptive C")
-            low = gr.Slider(0, 500, value=100, step=5, label="Canny low")
-            high = gr.Slider(0, 1000, value=200, step=5, label="Canny high")
+            method = gr.Radio(list(LINE_METHODS), value=LINE_METHODS[0], label="Clean lines with",
+                              info="How a sketch is turned into clean black lines")
+            block = gr.Slider(3, 51, value=15, step=2, label="Line neighbourhood (adaptive block size)",
+                              info="Adaptive threshold: the neighbourhood (px) each pixel is compared with; larger "
+                                   "gives bolder lines")
+            c = gr.Slider(0, 30, value=8, step=1, label="Line threshold (adaptive C)",
+                          info="Adaptive threshold: how much darker than its neighbourhood a pixel must be to become "
+                               "a line; higher gives fewer lines")
+            low = gr.Slider(0, 500, value=100, step=5, label="Edge threshold, low (Canny)",
+                            info="Canny edge finder: edges weaker than this are dropped; lower finds more lines")
+            high = gr.Slider(0, 1000, value=200, step=5, label="Edge threshold, high (Canny)",
+                             info="Canny edge finder: edges stronger than this always become lines")
     with gr.Row():
         sketch_all = gr.Button("Draw all sketches", variant="primary", elem_id="sb-sketch-all")
-        redraw_panel = gr.Number(1, precision=0, label="Panel to redraw", minimum=1, maximum=MAX_PANELS)
+        redraw_panel = gr.Number(1, precision=0, label="Panel to redraw",
+                                 info="The number of the panel whose sketch to draw again",
+                                 minimum=1, maximum=MAX_PANELS)
         redraw = gr.Button("Redraw this panel")
-        order = gr.Textbox(label="New order (e.g. 2,1,3,4)")
+        order = gr.Textbox(label="New order (e.g. 2,1,3,4)",
+                           info="Panel numbers in the order you want them")
         reorder = gr.Button("Reorder panels")
     sketch_status = gr.Markdown(elem_id="sb-sketch-status", min_height=60)  # room for the progress bar
 
     with gr.Accordion("Frame settings", open=True):
         with gr.Row():
-            model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Anime model (SD 1.5)")
+            model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Anime model (SD 1.5)",
+                                info="The image model that draws the final frames")
             controls = _control_choices()
             # With only the test model here (offline), default to the test ControlNet too: a real one would fail.
             default_control = default_controlnet(DEFAULT_CONTROL, default)
-            control = gr.Dropdown(controls, value=default_control, allow_custom_value=True, label="ControlNet")
-            scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Sketch strength (conditioning scale)")
+            control = gr.Dropdown(controls, value=default_control, allow_custom_value=True, label="ControlNet",
+                                  info="The add-on that makes each frame follow its sketch")
+            scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Sketch strength (conditioning scale)",
+                              info="How closely the frames follow the sketches: 0 ignores them, 1 follows them")
         with gr.Row():
-            steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="sb-steps")
-            cfg = gr.Slider(1, 20, value=7, step=0.5, label="CFG scale")
-            seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)", elem_id="sb-seed")
-            size = gr.Slider(256, 1024, value=512, step=64, label="Size (px)", elem_id="sb-size")
-        negative = gr.Textbox(FRAME_NEGATIVE, label="Negative prompt")
+            steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps",
+                              info="How many times the picture is refined; more is slower and often cleaner",
+                              elem_id="sb-steps")
+            cfg = gr.Slider(1, 20, value=7, step=0.5, label="Prompt strength (CFG scale)",
+                            info="Guidance (CFG): how strictly the picture follows the prompt; 5–8 is usual, high "
+                                 "values look harsh")
+            seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)",
+                             info="The same seed with the same settings gives the same result again; change it for a "
+                                  "different one",
+                             elem_id="sb-seed")
+            size = gr.Slider(256, 1024, value=512, step=64, label="Size (px)",
+                             info="Width and height of each frame; 512 suits SD 1.5, smaller is faster",
+                             elem_id="sb-size")
+        negative = gr.Textbox(FRAME_NEGATIVE, label="Negative prompt",
+                              info="What you do not want in the picture, e.g. lowres, bad anatomy")
         with gr.Row():
-            memory_on = gr.Checkbox(True, label="Memory attention (MAGA, our reading)")
+            memory_on = gr.Checkbox(True, label="Keep the character the same (memory attention, MAGA)",
+                                    info="Each frame looks at the earlier frames while it is drawn, so the character "
+                                         "stays the same")
             start_layer = gr.Slider(0, SD15_TRANSFORMER_BLOCKS - 1, value=DEFAULT_START_LAYER, step=1,
-                                    label="From transformer block L (of 16; scaled for other UNets)")
-            start_step = gr.Slider(0, 50, value=DEFAULT_START_STEP_OF_50, step=1, label="From step S (of 50)")
-            scope = gr.Radio(list(SCOPES), value="all", label="Memory: earlier frames")
-            ratio = gr.Slider(0.05, 1, value=1, step=0.05, label="Memory tokens kept")
+                                    label="Memory from layer L on (0–15)",
+                                    info="Which of the model's 16 attention layers start sharing memory; lower shares"
+                                         " more (layout too), higher only details")
+            start_step = gr.Slider(0, 50, value=DEFAULT_START_STEP_OF_50, step=1, label="Memory from step S on (of 50)",
+                                   info="From which denoising step (of 50) memory is shared; later keeps each frame's"
+                                        " own layout")
+            scope = gr.Radio(list(SCOPES), value="all", label="Memory: earlier frames",
+                             info="Which earlier frames each frame looks at")
+            ratio = gr.Slider(0.05, 1, value=1, step=0.05, label="Memory tokens kept",
+                              info="The share of earlier frames' features kept in memory; less is faster and looser")
     with gr.Row():
         draw = gr.Button("Draw the storyboard", variant="primary", elem_id="sb-draw")
     frames = gr.Gallery(label="Frames", columns=4, height=320, elem_id="sb-frames")
@@ -271,9 +315,15 @@ def build(tab: gr.Tab | None = None) -> None:
         ab_table = gr.Dataframe(headers=["Metric", "Off (A)", "On (B)", "On − off", "95% interval", "Verdict"],
                                 interactive=False, wrap=True)
         ab_notes = gr.Markdown()
+        gr.Markdown("*How alike the frames are*: **CLIP-I** and **DINO-I** score how alike two pictures look to "
+                    "the CLIP or DINO image network (higher: more alike, so the character stayed the same); "
+                    "**CLIP score** how well each frame matches its prompt. The interval is where the true "
+                    "difference most likely lies; see About's glossary.")
         with gr.Row():
-            sweep_layers = gr.Textbox("0,4,8,12", label="Start blocks L (columns)")
-            sweep_steps = gr.Textbox("0,12,24,36", label="Start steps S of 50 (rows)")
+            sweep_layers = gr.Textbox("0,4,8,12", label="Layers L to try (columns)",
+                                      info="Layers to try, as a comma list (0–15); each is one column of the grid")
+            sweep_steps = gr.Textbox("0,12,24,36", label="Steps S to try, of 50 (rows)",
+                                     info="Steps to try, as a comma list (0–50); each is one row of the grid")
             sweep_button = gr.Button("Sweep")
         sweep_image = gr.Image(label="Sweep: one strip per (S, L)", type="pil")
 

@@ -39,12 +39,23 @@ FULL_HINT = ("⚠️ **Full UNet fine-tuning needs a GPU with ≥ 24 GB** for SD
              "Adam's two moments). On smaller GPUs choose LoRA or embedding + LoRA.")
 TRAIN_SLOT_S = TRAIN_SLICE_S  # what a ZeroGPU slot is asked for; the job checkpoints and pauses before it ends
 INTRO = (
-    "Teach a model an art style through a **trigger word** (seed 000). **1** upload 3–200 images of the style, "
-    "**2** train (default: the trigger word's embedding first, then a LoRA; defaults from the diffusers examples: "
-    "LoRA learning rate 1e-4, full UNet 2e-6, embedding 5e-4, about 100 steps per image), **3** compare base and "
-    "tuned images on the same seeds, **4** evaluate with FID/KID/per-image FID–KL, CLIP-I, CLIP score and LPIPS "
-    "diversity. Pressing Train again with the same settings resumes a cancelled or paused training. Results are "
-    "installed as `<lora:NAME:1>` and as an embedding named by the trigger word, usable in every generating tab.")
+    "**Teach an image model a drawing style from your own pictures, then draw anything in that style.** "
+    "**1** Upload 3–200 pictures that share one style (a zip or the files; the same artist or look), and pick a "
+    "made-up *trigger word* such as `mystyle`. **2** Press **Train**: the app teaches the model that the word "
+    "means your style (minutes on a GPU; the progress and sample pictures show as it goes, and Train again "
+    "resumes a stopped training). **3** Write a prompt and see the same pictures drawn before and after (top: "
+    "the original model, bottom: yours). **4** Optionally score how close the new pictures are to yours. "
+    "You get a small style file that every drawing tab here can use (and A1111/Forge can too), and each result "
+    "saved with its settings in **History**.")
+# For those who want the numbers: the method and its defaults, behind a click.
+INTRO_DETAILS = (
+    "How it learns (paper 000): by default it first learns the trigger word's *embedding* (textual inversion), "
+    "then a *LoRA* (a small add-on to the model), as DreamBooth-LoRA; you can also train the whole UNet or both "
+    "at once. Defaults from the diffusers examples: LoRA learning rate 1e-4, full UNet 2e-6, embedding 5e-4, about "
+    "100 steps per image. Evaluation: FID/KID and per-image FID–KL against your pictures, CLIP-I (likeness to your "
+    "pictures), CLIP score (match to the prompt) and LPIPS diversity, each with a 95% interval. Results are "
+    "installed as `<lora:NAME:1>` and as an embedding named by the trigger word. See About's glossary for the "
+    "terms.")
 
 
 def _job_id(request: gr.Request | None) -> str:
@@ -252,6 +263,8 @@ def build(tab: gr.Tab | None = None) -> None:
 
     defaults = TrainConfig()
     gr.Markdown(INTRO)
+    with gr.Accordion("How it works, and the numbers it uses", open=False):
+        gr.Markdown(INTRO_DETAILS)
     models = model_choices()
     with gr.Accordion("1 · Dataset", open=True):
         with gr.Row():
@@ -259,13 +272,21 @@ def build(tab: gr.Tab | None = None) -> None:
                                elem_id="sf-files")
             with gr.Column():
                 name = gr.Textbox(value="my_style", label="Name (names the LoRA file and the training folder)",
+                                  info="Your name for the style; the result is saved under it",
                                   elem_id="sf-name")
                 trigger = gr.Textbox(value="mystyle", label="Trigger word (a rare made-up word is best)",
+                                     info="A made-up word that will stand for the style: put it in a prompt later to "
+                                          "get the style",
                                      elem_id="sf-trigger")
                 resolution = gr.Slider(64, 1024, value=512, step=64, label="Training resolution (px)",
+                                       info="Your images are cropped to this square size; 512 suits SD 1.5, smaller "
+                                            "is faster",
                                        elem_id="sf-resolution")
-                face_aware = gr.Checkbox(False, label="Face-aware crop (MediaPipe; else centre crop)")
-                caption_model = gr.Dropdown(caption_choices(), value="", label="Captions")
+                face_aware = gr.Checkbox(False, label="Face-aware crop (MediaPipe; else centre crop)",
+                                         info="Centre each crop on the face found in the image instead of the middle")
+                caption_model = gr.Dropdown(caption_choices(), value="", label="Captions",
+                                            info="Optional descriptions of each image, written by a captioning model,"
+                                                 " so the style is learned apart from the content")
         prepare = gr.Button("Prepare dataset", variant="primary", elem_id="sf-prepare")
         dataset_status = gr.Markdown(elem_id="sf-dataset-status")
         crops = gr.Gallery(label="Training crops", columns=8, height=200)
@@ -273,38 +294,74 @@ def build(tab: gr.Tab | None = None) -> None:
                                 interactive=True, wrap=True, elem_id="sf-captions")
     with gr.Accordion("2 · Train", open=True):
         with gr.Row():
-            model = gr.Dropdown(models, value=default_model(), label="Base model", allow_custom_value=True)
+            model = gr.Dropdown(models, value=default_model(), label="Base model",
+                                info="The image model to teach the style to (an SD 1.5 checkpoint)",
+                                allow_custom_value=True)
             method = gr.Radio([(label, key) for key, label in METHODS.items()], value=defaults.method,
-                              label="Method")
+                              label="Method",
+                              info="What is trained: a new word (embedding), a small add-on file (LoRA), the whole "
+                                   "model, or word then add-on (default)")
         hint = gr.Markdown()
         with gr.Row():
-            steps = gr.Number(0, label="Steps (0 = about 100 per image)", precision=0, minimum=0, elem_id="sf-steps")
-            learning_rate = gr.Number(0, label="Learning rate (0 = 1e-4 LoRA, 2e-6 full)", minimum=0)
-            embedding_lr = gr.Number(defaults.embedding_learning_rate, label="Embedding learning rate", minimum=0)
-            seed = gr.Number(defaults.seed, label="Seed", precision=0, minimum=0)
+            steps = gr.Number(0, label="Steps (0 = about 100 per image)",
+                              info="Training rounds; 0 picks about 100 per image",
+                              precision=0, minimum=0, elem_id="sf-steps")
+            learning_rate = gr.Number(0, label="Learning rate (0 = 1e-4 LoRA, 2e-6 full)",
+                                      info="How big each training step is; 0 uses the tested default",
+                                      minimum=0)
+            embedding_lr = gr.Number(defaults.embedding_learning_rate, label="Embedding learning rate",
+                                     info="The step size for learning the trigger word itself",
+                                     minimum=0)
+            seed = gr.Number(defaults.seed, label="Seed",
+                             info="The same seed with the same settings gives the same result again; change it for a "
+                                  "different one",
+                             precision=0, minimum=0)
         with gr.Accordion("More settings", open=False):
             with gr.Row():
-                rank = gr.Slider(1, 128, value=defaults.rank, step=1, label="LoRA rank")
-                alpha = gr.Slider(1, 128, value=defaults.alpha, step=1, label="LoRA alpha")
-                vectors = gr.Slider(1, 16, value=defaults.vectors, step=1, label="Embedding vectors")
-                initializer = gr.Textbox(defaults.initializer, label="Embedding starts from the word")
+                rank = gr.Slider(1, 128, value=defaults.rank, step=1, label="LoRA rank",
+                                 info="How much the add-on can learn; higher is bigger and can copy your images more "
+                                      "closely")
+                alpha = gr.Slider(1, 128, value=defaults.alpha, step=1, label="LoRA alpha",
+                                  info="Scales the add-on's effect while training; usually the same as the rank")
+                vectors = gr.Slider(1, 16, value=defaults.vectors, step=1, label="Embedding vectors",
+                                    info="How many word-pieces the trigger word is made of; more can hold more of the"
+                                         " style")
+                initializer = gr.Textbox(defaults.initializer, label="Embedding starts from the word",
+                                         info="An existing word the new trigger word starts from, e.g. illustration")
             with gr.Row():
-                text_encoder = gr.Checkbox(False, label="LoRA on the text encoder too")
+                text_encoder = gr.Checkbox(False, label="LoRA on the text encoder too",
+                                           info="Also train the part that reads the prompt; can help the trigger "
+                                                "word, uses more memory")
                 joint = gr.Checkbox(False, label="Embedding and LoRA together (joint; default: embedding first)",
                                     info="Only for 'Embedding, then DreamBooth-LoRA': one phase, each at its own "
                                          "learning rate")
-                prior = gr.Checkbox(False, label="Prior preservation (class images from the base model)")
-                class_prompt = gr.Textbox(defaults.class_prompt, label="Class prompt")
+                prior = gr.Checkbox(False, label="Prior preservation (class images from the base model)",
+                                    info="Also train on the base model's own pictures of the class, so it does not "
+                                         "forget what the class looks like")
+                class_prompt = gr.Textbox(defaults.class_prompt, label="Class prompt",
+                                          info="What your images are in general words, e.g. anime illustration (used "
+                                               "with prior preservation)")
             with gr.Row():
-                preset = gr.Dropdown(list(MEMORY_PRESETS), value=None, label="GPU memory preset (sets the next three)")
-                precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Mixed precision")
-                checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)")
-                adam_8bit = gr.Checkbox(False, label="8-bit Adam (needs bitsandbytes)")
+                preset = gr.Dropdown(list(MEMORY_PRESETS), value=None, label="GPU memory preset (sets the next three)",
+                                     info="Pick your graphics card's memory to set precision, checkpointing and 8-bit"
+                                          " Adam for it")
+                precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Mixed precision",
+                                        info="Number format while training: fp16/bf16 use less memory and are faster "
+                                             "on a GPU; auto picks for you")
+                checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)",
+                                            info="Recomputes instead of storing, to fit a smaller GPU")
+                adam_8bit = gr.Checkbox(False, label="8-bit Adam (needs bitsandbytes)",
+                                        info="A smaller optimizer state to fit a smaller GPU")
             with gr.Row():
-                checkpoint_every = gr.Number(0, label="Checkpoint every N steps (0 = 10%)", precision=0, minimum=0)
-                validation_every = gr.Number(0, label="Validation images every N steps (0 = at the end)",
+                checkpoint_every = gr.Number(0, label="Checkpoint every N steps (0 = 10%)",
+                                             info="How often progress is saved, so a cancelled training can resume",
                                              precision=0, minimum=0)
-                validation_prompt = gr.Textbox("", label="Validation prompt (empty: '<trigger>, 1girl, solo')")
+                validation_every = gr.Number(0, label="Validation images every N steps (0 = at the end)",
+                                             info="How often sample pictures are drawn while training, to watch the "
+                                                  "style appear",
+                                             precision=0, minimum=0)
+                validation_prompt = gr.Textbox("", label="Validation prompt (empty: '<trigger>, 1girl, solo')",
+                                               info="What the sample pictures drawn during training show")
         with gr.Row():
             train = gr.Button("Train (or resume)", variant="primary", elem_id="sf-train")
             cancel = gr.Button("Cancel", elem_id="sf-cancel")
@@ -316,16 +373,30 @@ def build(tab: gr.Tab | None = None) -> None:
         exported = gr.File(label="Exported files", file_count="multiple", interactive=False)
     with gr.Accordion("3 · Generate & compare", open=True):
         with gr.Row():
-            tuned = owned_list(gr.Dropdown(tuned_choices(), label="Trained style", allow_custom_value=True,
+            tuned = owned_list(gr.Dropdown(tuned_choices(), label="Trained style",
+                                           info="A style you trained here (its LoRA and/or trigger word)",
+                                           allow_custom_value=True,
                                            elem_id="sf-tuned"), tuned_choices)
-            prompt = gr.Textbox("", label="Prompt (the trigger word is added when missing)")
-            negative = gr.Textbox("", label="Negative prompt")
+            prompt = gr.Textbox("", label="Prompt (the trigger word is added when missing)",
+                                info="What to draw, in words, e.g. 1girl, smile, outdoors")
+            negative = gr.Textbox("", label="Negative prompt",
+                                  info="What you do not want in the picture, e.g. lowres, bad anatomy")
         with gr.Row():
-            lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
-            ab_seed = gr.Number(0, label="First seed", precision=0, minimum=0)
-            count = gr.Slider(1, 8, value=4, step=1, label="Images per side", elem_id="sf-count")
-            ab_steps = gr.Slider(1, 50, value=20, step=1, label="Sampling steps", elem_id="sf-ab-steps")
-            size = gr.Slider(64, 1024, value=512, step=64, label="Size (px)", elem_id="sf-size")
+            lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale",
+                                   info="How strongly the trained style applies: 0 = not at all, 1 = as trained")
+            ab_seed = gr.Number(0, label="First seed",
+                                info="Image i uses this seed + i, for the base and the tuned model alike, so each "
+                                     "pair differs only by the training",
+                                precision=0, minimum=0)
+            count = gr.Slider(1, 8, value=4, step=1, label="Images per side",
+                              info="How many base and how many tuned pictures to draw",
+                              elem_id="sf-count")
+            ab_steps = gr.Slider(1, 50, value=20, step=1, label="Sampling steps",
+                                 info="How many times the picture is refined; more is slower and often cleaner",
+                                 elem_id="sf-ab-steps")
+            size = gr.Slider(64, 1024, value=512, step=64, label="Size (px)",
+                             info="Width and height of each picture; SD 1.5 works best at 512, smaller is faster",
+                             elem_id="sf-size")
         fast_preview = gr.Checkbox(False, label="Fast preview (LCM-LoRA: 4 steps at CFG 1 — for a CPU)",
                                    info="A quick look in seconds instead of minutes; fetches LCM-LoRA for SD 1.5 once "
                                         "(a tiny test LoRA for the test model). Evaluate always samples in full.",
@@ -335,15 +406,19 @@ def build(tab: gr.Tab | None = None) -> None:
         compare_notes = gr.Markdown(elem_id="sf-compare-notes")
     with gr.Accordion("4 · Evaluate", open=False):
         with gr.Row():
-            eval_count = gr.Slider(2, 200, value=16, step=1, label="Images per model")
+            eval_count = gr.Slider(2, 200, value=16, step=1, label="Images per model",
+                                   info="How many pictures each model draws for the scores; more gives tighter "
+                                        "intervals but takes longer")
             networks = gr.Radio([("Real networks (Inception, CLIP, LPIPS)", "real"),
                                  ("Test networks (random weights: numbers are not real)", "test")], value="real",
-                                label="Metric networks")
+                                label="Metric networks",
+                                info="The real scoring networks (downloaded once) or test ones that only check the "
+                                     "app works")
         evaluate = gr.Button("Evaluate", variant="primary")
         eval_summary = gr.Markdown()
         eval_table = gr.Dataframe(headers=TABLE_HEADERS, label="Base (A) vs tuned (B)", wrap=True,
                                   interactive=False)
-        eval_scatter = gr.Plot(label="Per-image FID vs KL (seed 000's scatter)")
+        eval_scatter = gr.Plot(label="Per-image FID vs KL (paper 000's scatter)")
 
     settings = [name, model, method, steps, learning_rate, embedding_lr, rank, alpha, vectors, initializer,
                 text_encoder, prior, class_prompt, precision, checkpointing, adam_8bit, seed, checkpoint_every,

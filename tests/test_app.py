@@ -118,4 +118,4 @@ def test_basic_auth_refuses_the_page_and_the_api_without_the_password(tmp_path):
         assert member.get(url + "config").status_code == 200
         client = Client(url, auth=("ann", "secret1"), verbose=False)
         gallery, table = client.predict("All tabs", api_name="/history_list")
-        assert table["headers"][0] == "When"
+        assert table["headers"][-1] == "Run id" and "What it was" in table["headers"]

@@ -49,17 +49,23 @@ def test_the_storyboard_from_edited_sketches_and_the_on_off_comparison() -> None
     frames, strip, files, readout = tab.draw_storyboard(*settings(), *padded(list(PROMPTS)), *padded([editor, None]))
     assert len(frames) == 2 and strip.endswith("_strip.png") and len(files) == 3
     assert "Panel 2 has no sketch" in readout and "random weights" in readout
+    from pipelines.core.records import default_store
+
+    before = {record.id for record in default_store().list(tab="Storyboard")}
     off, on, rows, notes = tab.compare_on_off(*settings(), *padded(list(PROMPTS)), *padded([editor, editor]))
     assert len(off) == len(on) == 2 and {row[0] for row in rows} >= {"CLIP-I"} and "Panel 1" in notes
+    # both storyboards of the comparison are in History, memory on and off
+    added = [record for record in default_store().list(tab="Storyboard") if record.id not in before]
+    assert sorted(record.params["storyboard"]["memory_settings"]["enabled"] for record in added) == [False, True]
 
 
 def test_bad_storyboards_are_answered_in_words() -> None:
     with pytest.raises(gr.Error, match="Panel 2 has no prompt"):
         tab.friendly_errors(tab.draw_storyboard)(*settings(), *padded(["a girl", " "]), *padded([None, None]))
-    with pytest.raises(gr.Error, match="Start blocks L"):
+    with pytest.raises(gr.Error, match="Layers L to try"):
         tab.friendly_errors(tab.sweep_grid)("0,99", "10", *settings(), *padded(list(PROMPTS)), *padded([None, None]))
     # not numbers at all: the field and what it takes, not Python's "invalid literal for int()"
-    for blocks, steps, field in (("a,b", "10", "Start blocks L"), ("0,4", "x", "Start steps S")):
+    for blocks, steps, field in (("a,b", "10", "Layers L to try"), ("0,4", "x", "Steps S to try")):
         with pytest.raises(gr.Error, match=f"{field}: .* is not a list of numbers; list 1 to 6 whole numbers") as err:
             tab.friendly_errors(tab.sweep_grid)(blocks, steps, *settings(), *padded(list(PROMPTS)),
                                                 *padded([None, None]))

@@ -157,3 +157,71 @@ def test_cancel_reaches_only_the_sessions_own_job():
         assert JOBS.get(job_id) is newer
     finally:
         JOBS.finish(job_id)
+
+
+def _banner_parts(banner: str) -> tuple[str, str]:
+    """(the one line shown closed, the details behind the click) of the status banner's <details> element."""
+    import re
+
+    match = re.fullmatch(r"<details[^>]*><summary>(.*?)</summary>(.*)</details>", banner, re.S)
+    assert match, banner
+    return match.group(1), match.group(2)
+
+
+def test_offline_banner_is_one_plain_line_with_the_developer_facts_behind_a_click(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    summary, details = _banner_parts(common.status_banner_markdown())
+    assert "\n" not in summary and len(summary) < 160, summary
+    assert "offline" in summary.lower() and "noise" in summary
+    for developer_fact in ("HF_HUB_OFFLINE", "rain_princess", "Salesforce/", "**"):
+        assert developer_fact not in summary
+    assert "HF_HUB_OFFLINE=1" in details and "rain_princess" in details
+
+
+def test_bold_text_uses_one_font_file_that_has_every_letter():
+    """Gradio's bundled Source Sans Pro SemiBold holds only "A" and "B": bold text mixed two fonts. The app's
+    theme must name only font files that hold the whole alphabet (read from the files themselves)."""
+    ttlib = pytest.importorskip("fontTools.ttLib")
+    from gradio.themes.utils import fonts
+
+    theme = common.app_theme()
+    local = [font for font in [*theme._font, *theme._font_mono] if isinstance(font, fonts.LocalFont)]
+    assert local
+    letters = {ord(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"}
+    for font in local:
+        for weight in font.weights:
+            path = fonts.font_file_path(font.name, weight)
+            missing = letters - set(ttlib.TTFont(str(path)).getBestCmap())
+            assert not missing, f"{path.name} lacks {''.join(sorted(map(chr, missing)))}"
+    default_semibold = fonts.font_file_path("Source Sans Pro", 600)  # the glitch this guards against
+    assert letters - set(ttlib.TTFont(str(default_semibold)).getBestCmap())
+
+
+def test_offline_the_pretrained_styles_do_not_promise_a_download(monkeypatch):
+    from pipelines.neural_style import list_styles
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pretrained = [entry for entry in list_styles() if entry.kind == "pretrained"]
+    assert len(pretrained) == 11 and not any(entry.available for entry in pretrained)
+    for entry in pretrained:
+        assert "downloads on first use" not in entry.label and "cannot be downloaded" in entry.label
+    assert "cannot be downloaded" in tab.style_note("rain_princess")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    from pipelines.core import network
+
+    network.forget_probes()  # online state unknown (never probed): a download is still possible
+    assert all("downloads on first use" in entry.label for entry in list_styles() if entry.kind == "pretrained")
+
+
+def test_a_style_that_cannot_load_leaves_the_earlier_results_in_place(monkeypatch, tmp_path):
+    from PIL import Image
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 24), (200, 120, 40)).save(photo)
+    handler = common.keep_outputs_on_user_error(tab.stylize_files, outputs=2, note=1)
+    gallery, note = handler([str(photo)], "rain_princess", 1.0, False, 64)
+    assert gallery == gr.update()  # an update with no value: the browser keeps what the gallery showed
+    assert note.startswith("⚠️") and "rain_princess" in note and "not downloaded" in note
+    gallery, note = handler([str(photo)], "tiny:style", 1.0, False, 64)  # a good pick still works
+    assert len(gallery) == 1 and "1 image" in note

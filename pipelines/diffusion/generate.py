@@ -201,7 +201,9 @@ def _control_images(request: GenerateRequest, notes: list[str]) -> list[Any]:
     images = []
     for index, unit in enumerate(request.controlnets):
         given = list(unit.image) if isinstance(unit.image, (tuple, list)) else [unit.image]
-        fitted = [_fit(image, request, f"ControlNet {index}", notes) for image in given]
+        what = "The guide image (sketch, pose or points)" if len(request.controlnets) == 1 else \
+            f"The guide image of ControlNet {index + 1}"
+        fitted = [_fit(image, request, what, notes) for image in given]
         images.append(fitted if isinstance(unit.image, (tuple, list)) else fitted[0])
     return images
 
@@ -211,8 +213,9 @@ def _fit(image: Any, request: GenerateRequest, what: str, notes: list[str]) -> A
 
     image = image.convert("RGB")
     if image.size != (request.width, request.height):
-        note = (f"{what}: its image ({image.width}×{image.height}) was resized (stretched) to "
-                f"{request.width}×{request.height}.")
+        # In words a visitor knows: which image, and what stretching means for it.
+        note = (f"{what} was {image.width}×{image.height} px and was resized to the picture's "
+                f"{request.width}×{request.height} px (stretched, so its proportions may have changed).")
         if note not in notes:
             notes.append(note)
         image = image.resize((request.width, request.height), Image.LANCZOS)

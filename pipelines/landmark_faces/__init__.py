@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 TAB = "Landmark faces"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "landmark_faces"
 SHIPPED_MODEL = ASSETS / "landmark_unet.safetensors"
-SHIPPED_LABEL = "Seed 003 U-Net, trained on synthetic cartoon faces (shipped)"
+SHIPPED_LABEL = "Paper 003's U-Net, trained on synthetic cartoon faces (shipped)"
 TINY_UNET = "tiny:landmark_unet"
 ARCHITECTURE = "landmark_unet"
 

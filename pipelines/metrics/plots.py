@@ -68,7 +68,7 @@ def scatter_plot(report: ComparisonReport):
                         label=f"{label} mean ± 95% CI")
     ax.set_xlabel("per-image KL to the reference class distribution (lower is closer)")
     ax.set_ylabel("per-image FID to the reference (lower is closer)")
-    title = "Per-image FID vs KL (seed 000)"
+    title = "Per-image FID vs KL (paper 000)"
     ax.set_title(title + (" · TEST NETWORK, not real scores" if report.test_model else ""), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -27,6 +27,7 @@ from pipelines.core.runs import register_rerunner
 from pipelines.core.tiny_models import TinySpec, register_tiny
 
 from .styles import (
+    CANNOT_DOWNLOAD,
     PRETRAINED,
     TEST_STYLE_NOTE,
     TINY_LABEL,
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
     from .train import TrainResult
 
 __all__ = [
-    "METHOD_CARD", "PRETRAINED", "TAB", "TINY_LABEL", "TINY_STYLE", "StyleEntry", "StyleUnavailableError",
+    "CANNOT_DOWNLOAD", "METHOD_CARD", "PRETRAINED",
+    "TAB", "TINY_LABEL", "TINY_STYLE", "StyleEntry", "StyleUnavailableError",
     "StylizeOutput", "clean_style_name", "import_style", "list_styles", "load_style", "run_stylize",
     "run_train_style", "stylize", "available_names", "style_test_note",
     "train_style", "train_style_job",

@@ -148,12 +148,25 @@ def _user_label(name: str) -> str:
     return f"{name} (yours)"
 
 
+# What a pretrained style that is not on this machine says in the dropdown: the truth as known without a network call.
+NOT_DOWNLOADED = "(downloads on first use)"
+CANNOT_DOWNLOAD = "(not here — cannot be downloaded offline)"
+
+
+def _not_downloaded_note() -> str:
+    """Offline (switched off, or a probe already failed) a missing style cannot be fetched: the label says so."""
+    from pipelines.core import network
+
+    status = network.known_offline()  # never probes: the dropdown is built at page load
+    return CANNOT_DOWNLOAD if status is not None and status.offline else NOT_DOWNLOADED
+
+
 def list_styles() -> list[StyleEntry]:
     """Every style a user can pick: pretrained (downloaded or not), trained/added ones, then the test style."""
     entries = []
     for style in PRETRAINED.values():
         downloaded = pretrained_path(style.name).exists()
-        label = style.label if downloaded else f"{style.label} (downloads on first use)"
+        label = style.label if downloaded else f"{style.label} {_not_downloaded_note()}"
         entries.append(StyleEntry(style.name, label, "pretrained", downloaded, style.source))
     for name in user_style_names():
         entries.append(StyleEntry(name, _user_label(name), "trained", True, str(user_style_path(name))))

@@ -58,13 +58,22 @@ def consistency_report(on: StoryboardOutput, off: StoryboardOutput, *, models: d
 
 
 def ab_compare(request: StoryboardRequest, *, callback: ProgressCallback | None = None,
-               cancel: CancelToken | None = None, models: dict[str, str] | None = None) -> ABResult:
+               cancel: CancelToken | None = None, models: dict[str, str] | None = None,
+               record: bool = False) -> ABResult:
+    """Memory on and off on the same seeds and sketches. `record`: each storyboard is also a recorded run (History
+    lists both and can re-run either), as the tab asks; scripts and tests may leave it off."""
     from .generate import generate_storyboard
+    from .runs import run_storyboard
+
+    def board(memory: MemorySettings) -> StoryboardOutput:
+        wanted = dataclasses.replace(request, memory=memory)
+        if record:
+            return run_storyboard(wanted, callback=callback, cancel=cancel)[1]
+        return generate_storyboard(wanted, callback=callback, cancel=cancel)
 
     settings = dataclasses.replace(request.memory, enabled=True)
-    on = generate_storyboard(dataclasses.replace(request, memory=settings), callback=callback, cancel=cancel)
-    off = generate_storyboard(dataclasses.replace(request, memory=dataclasses.replace(settings, enabled=False)),
-                              callback=callback, cancel=cancel)
+    on = board(settings)
+    off = board(dataclasses.replace(settings, enabled=False))
     if models is None and on.test_model:  # test-model frames are scored by the test CLIP: all of it labelled a test
         models = {"clip": "tiny:clip", "dino": "tiny:dino"}
     return ABResult(on, off, consistency_report(on, off, models=models))

@@ -13,7 +13,7 @@ from typing import Any
 from pipelines.core.errors import NAME_PATTERN
 
 METHODS = {
-    "embedding+lora": "Embedding, then DreamBooth-LoRA (default; seed 000's combination)",
+    "embedding+lora": "Embedding, then DreamBooth-LoRA (default; paper 000's combination)",
     "embedding": "Embedding only (textual inversion)",
     "lora": "DreamBooth-LoRA",
     "full": "DreamBooth, full UNet (needs a GPU with ≥ 24 GB)",
