@@ -82,8 +82,8 @@ def start_here_text(examples: dict[str, dict[str, Any]]) -> str:
     quick = examples.get(QUICK_EXAMPLE)
     lines = []
     if quick:
-        lines.append(f"**New here? Press Try it under {quick['title']}** below: you get new pictures of a coffee cup "
-                     f"in {about_seconds(quick['seconds'])}.")
+        lines.append(f"**New here? Press Try it under {quick['title']}** below: you get new variations of a photo in "
+                     f"{about_seconds(quick['seconds'])}.")
     lines.append("Each tab is one research method for anime and cartoon-style pictures. The examples here were "
                  "**made by this app**; **Try it** opens the tab with the same settings and makes it again.")
     return "\n\n".join(lines)

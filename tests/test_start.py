@@ -78,21 +78,28 @@ def test_the_single_image_example_is_what_the_shipped_model_makes_from_its_json(
     assert np.abs(made - _cell(EXAMPLES_DIR / card["image"], 1)).mean() < 1.0  # 0 here; another seed gives 3–4
 
 
-@pytest.mark.slow
-def test_the_landmark_example_is_what_the_shipped_unet_draws_from_its_json():
-    """Fails when a new landmark model ships without its example: run `python -m tools.make_examples landmark_faces`."""
-    from pipelines.landmark_faces import SHIPPED_MODEL, load_unet
-    from pipelines.landmark_faces import landmarks as L
-    from pipelines.landmark_faces.generate import sample
+def _shipped_model(name: str):
+    if name == "landmark_faces":
+        from pipelines.landmark_faces import SHIPPED_MODEL
 
-    card = json.loads((EXAMPLES_DIR / "landmark_faces.json").read_text())
-    params = card["params"]
-    points = L.parametric_face(L.FaceParams(**params["face"]))
-    tags = [tag.strip() for tag in params["tags"].split(",")]
-    first = sample(load_unet(str(SHIPPED_MODEL)), points, tags, steps=params["steps"], guidance=params["guidance"],
-                   seed=params["seed"], count=1).images[0]
-    made = np.asarray(_strip([first]), dtype=float)
-    assert np.abs(made - _cell(EXAMPLES_DIR / card["image"], 1)).mean() < 1.0  # 0 here; another seed gives 3–4
+        return SHIPPED_MODEL
+    from pipelines.single_image.runs import shipped_model
+
+    return shipped_model()
+
+
+@pytest.mark.parametrize("name", ["landmark_faces", "single_image"])
+def test_each_model_example_was_made_by_the_model_shipped_now(name):
+    """A new model shipped without its example fails here: run `python -m tools.make_examples NAME`. (Drawing the
+    landmark example again takes half a minute on a CPU; the single-image one is drawn again above.)"""
+    import hashlib
+
+    from tabs.start import ROOT
+
+    card = json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
+    path = _shipped_model(name)
+    assert ROOT / card["model_file"] == path
+    assert card["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_try_it_buttons_fill_their_tab_and_open_it():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -64,11 +65,21 @@ def _write(name: str, image: Any, card: dict[str, Any]) -> Path:
     return path
 
 
+def _digest(path: Path) -> str:
+    """sha256 of a shipped model file: the example's JSON names the exact weights that made it."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _device() -> str:
     from pipelines.core import devices
 
     device = devices.resolve_device()
-    return devices.describe(device, devices.resolve_dtype(device))
+    described = devices.describe(device, devices.resolve_dtype(device))
+    if str(device).startswith("cpu"):  # times on a CPU depend on its cores and on what else was running
+        described += f", {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    return described
 
 
 def make_landmark_faces() -> Path:
@@ -85,7 +96,9 @@ def make_landmark_faces() -> Path:
     seconds = time.perf_counter() - start
     image = _strip([L.overlay(points.tolist(), size=THUMB, numbers=False), *output.images])
     return _write("landmark_faces", image, {
-        "title": "Landmark faces", "params": params, "model": SHIPPED_LABEL, "seconds": round(seconds, 1),
+        "title": "Landmark faces", "params": params, "model": SHIPPED_LABEL,
+        "model_file": str(SHIPPED_MODEL.relative_to(ROOT)), "model_sha256": _digest(SHIPPED_MODEL),
+        "seconds": round(seconds, 1),
         "device": _device(),
         "caption": (f"The landmarks (left), set with three sliders (turned {params['face']['yaw']:.0f}°, smiling), "
                     f"and {params['count']} faces the shipped U-Net drew to follow them with the tags "
@@ -109,8 +122,10 @@ def make_single_image() -> Path:
     image = _strip([source, *output.images])
     return _write("single_image", image, {
         "title": "Single-image variation", "params": asdict(request) | SINGLE_IMAGE_PARAMS,
-        "model": shipped_card().get("label") or model_path.name, "seconds": round(seconds, 1), "device": _device(),
-        "caption": (f"A photo of a coffee cup (left) and {request.count} variations, {request.width_scale:g}× as "
+        "model": shipped_card().get("label") or "the single-image model shipped in assets/single_image/",
+        "model_file": str(model_path.relative_to(ROOT)), "model_sha256": _digest(model_path),
+        "seconds": round(seconds, 1), "device": _device(),
+        "caption": (f"A photo (left) and {request.count} variations, {request.width_scale:g}× as "
                     "wide, from the model the project trained on that one photo: the same cup, saucer and "
                     "textures, rearranged.")})
 
