@@ -75,7 +75,7 @@ def build_app():
     import gradio as gr
 
     from pipelines.core import owners
-    from tabs import TABS, visitors
+    from tabs import TABS, start, visitors
     from tabs.common import status_banner_markdown
 
     # Lists built now (trained models, runs) belong to no visitor: on a multi-user server they start with the
@@ -86,9 +86,14 @@ def build_app():
             gr.Blocks(title=TITLE, delete_cache=delete_cache) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         banner = gr.Markdown(elem_id="status-banner")
-        for spec in TABS:
-            with gr.Tab(spec.title, id=spec.module.rsplit(".", 1)[-1]) as tab:
-                importlib.import_module(spec.module).build(tab)
+        built = {}
+        with gr.Tabs(elem_id="asl-tabs") as tabs:
+            for spec in TABS:
+                tab_id = spec.module.rsplit(".", 1)[-1]
+                with gr.Tab(spec.title, id=tab_id) as tab:
+                    importlib.import_module(spec.module).build(tab)
+                built[tab_id] = tab
+        start.connect(tabs, built)  # the Start page's "Try it" buttons fill in and run other tabs
         visitors.install(demo)
         demo.asl_visitor_loaded.then(status_banner_markdown, outputs=banner, api_visibility="private")
     visitors.check_storage_before_model_work(demo)

@@ -17,6 +17,7 @@ class TabSpec:
 
 
 TABS: tuple[TabSpec, ...] = (
+    TabSpec("Start here", "tabs.start"),  # first, so it is what a visitor lands on
     TabSpec("Style fine-tuning", "tabs.style_finetune", "pipelines.style_finetune"),
     TabSpec("Storyboard", "tabs.storyboard", "pipelines.storyboard"),
     TabSpec("Landmark faces", "tabs.landmark_faces", "pipelines.landmark_faces"),

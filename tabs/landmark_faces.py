@@ -407,3 +407,8 @@ def build(tab: gr.Tab | None = None) -> None:
                                ip_adapter, reference_scale], [compare_gallery, compare_table, compare_notes],
                   **MODEL_WORK)
 
+    from .start import offer_example  # the Start page's example fills these in and presses Generate
+
+    offer_example(tab, "lf-generate", points=points, model=unet_model, tags=tags, guidance=guidance, steps=steps,
+                  seed=seed, count=count, **{f"face.{name}": slider for name, slider in zip(L.PARAM_NAMES, sliders,
+                                                                                            strict=True)})

@@ -269,3 +269,7 @@ def build(tab: gr.Tab | None = None) -> None:
     if tab is not None:  # runs made since start-up appear when the tab is opened
         tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2, outputs=[runs_a, runs_b],
                    api_visibility="private")
+    from .start import offer_example  # the Start page's example fills these in and presses Compare
+
+    offer_example(tab, "mt-run", files_a=files_a, files_b=files_b, files_reference=files_ref, metrics=metrics,
+                  seed=seed, n_bootstrap=n_bootstrap)

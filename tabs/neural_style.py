@@ -280,3 +280,6 @@ def build(tab: gr.Tab | None = None) -> None:
     if tab is not None:  # styles trained or added elsewhere show up when the tab is opened
         tab.select(lambda value: gr.Dropdown(choices=style_choices(), value=value), inputs=style, outputs=style,
                    api_visibility="private")
+    from .start import offer_example  # the Start page fills in the samples (and presses Stylize with a real style)
+
+    offer_example(tab, "ns-run", files=files)

@@ -466,3 +466,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                   clip],
                           outputs=[ablation_table, ablation_gallery, ablation_notes], api_name="single_image_ablation",
                           **MODEL_WORK)
+    from .start import offer_example  # the Start page's example fills these in and presses Make variations
+
+    offer_example(tab, "si-generate", model_path=model_path, model_label=label, count=count, seed=var_seed,
+                  start_scale=start_scale, width_scale=width_scale, height_scale=height_scale, milestone=milestone)
