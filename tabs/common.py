@@ -151,7 +151,9 @@ def status_banner_markdown() -> str:
 
     status = network.known_offline()
     details = banner_lines()
-    summary = list(details[:1])  # the server's own note (storage, privacy) leads the line
+    # Warnings about the visitor's work (a damaged database set aside, no persistent storage) lead the line; the
+    # privacy note waits behind the click unless it is all there is to say.
+    summary = [line for line in details if line.startswith("⚠️") or "persistent storage" in line]
     offline = status is not None and status.offline
     if offline:
         details.append(f"**Offline:** {status.reason}. Only models already on this machine can be used; "
@@ -169,9 +171,9 @@ def status_banner_markdown() -> str:
                        "noise) stand in")
     if not details:
         return ""
-    line = " — ".join(summary) if summary else "Notes about this server"
+    line = " — ".join(summary or details[:1])
     return (f"<details class=\"asl-banner\"><summary>ℹ️ {_plain(line)} — <u>details</u></summary>\n\n"
-            + "\n".join(details) + "\n\n</details>")
+            + "\n\n".join(details) + "\n\n</details>")
 
 
 def _plain(text: str) -> str:

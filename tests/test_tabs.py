@@ -225,3 +225,18 @@ def test_a_style_that_cannot_load_leaves_the_earlier_results_in_place(monkeypatc
     assert note.startswith("⚠️") and "rain_princess" in note and "not downloaded" in note
     gallery, note = handler([str(photo)], "tiny:style", 1.0, False, 64)  # a good pick still works
     assert len(gallery) == 1 and "1 image" in note
+
+
+def test_a_warning_about_the_visitors_work_stays_on_the_banners_line(monkeypatch):
+    from pipelines.core import settings
+
+    monkeypatch.setenv("ASL_MULTI_USER", "1")
+    monkeypatch.setenv("SPACE_ID", "someone/anime-style-lab")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(settings, "persistent_storage", lambda: None)
+    from pipelines.core import owners
+
+    with owners.acting_as(owners.Owner("browser", "abc123")):
+        summary, details = _banner_parts(common.status_banner_markdown())
+    assert "results vanish when it restarts" in summary and "\n" not in summary
+    assert "private to" in details and "private to" not in summary  # the privacy note waits behind the click
