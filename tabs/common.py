@@ -109,28 +109,6 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def keep_outputs_on_user_error(fn: Callable, outputs: int, note: int) -> Callable:
-    """friendly_errors for a handler whose earlier results must survive a refused request (a style that cannot
-    load, a missing input): a user error leaves every output as it was (gr.update() changes nothing) except
-    output `note`, which says what went wrong, and a warning toast says it too. gr.Error would mark every
-    output as failed. Other errors (bugs, cancels) still go through friendly_errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - sorted below; only the user's errors are answered here
-            if isinstance(err, (JobCancelled, gr.Error)) or not _meant_for_user(err):
-                raise
-            message = user_message(err)
-            gr.Warning(message)
-            values: list[Any] = [gr.update() for _ in range(outputs)]
-            values[note] = f"⚠️ {message}"
-            return tuple(values)
-
-    return friendly_errors(wrapper)
-
-
 def _is_generator(fn: Callable) -> bool:
     import inspect
 
