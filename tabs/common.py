@@ -109,28 +109,6 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def keep_outputs_on_user_error(fn: Callable, outputs: int, note: int) -> Callable:
-    """friendly_errors for a handler whose earlier results must survive a refused request (a style that cannot
-    load, a missing input): a user error leaves every output as it was (gr.update() changes nothing) except
-    output `note`, which says what went wrong, and a warning toast says it too. gr.Error would mark every
-    output as failed. Other errors (bugs, cancels) still go through friendly_errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - sorted below; only the user's errors are answered here
-            if isinstance(err, (JobCancelled, gr.Error)) or not _meant_for_user(err):
-                raise
-            message = user_message(err)
-            gr.Warning(message)
-            values: list[Any] = [gr.update() for _ in range(outputs)]
-            values[note] = f"⚠️ {message}"
-            return tuple(values)
-
-    return friendly_errors(wrapper)
-
-
 def _is_generator(fn: Callable) -> bool:
     import inspect
 
@@ -151,7 +129,9 @@ def status_banner_markdown() -> str:
 
     status = network.known_offline()
     details = banner_lines()
-    summary = list(details[:1])  # the server's own note (storage, privacy) leads the line
+    # Warnings about the visitor's work (a damaged database set aside, no persistent storage) lead the line; the
+    # privacy note waits behind the click unless it is all there is to say.
+    summary = [line for line in details if line.startswith("⚠️") or "persistent storage" in line]
     offline = status is not None and status.offline
     if offline:
         details.append(f"**Offline:** {status.reason}. Only models already on this machine can be used; "
@@ -169,9 +149,9 @@ def status_banner_markdown() -> str:
                        "noise) stand in")
     if not details:
         return ""
-    line = " — ".join(summary) if summary else "Notes about this server"
+    line = " — ".join(summary or details[:1])
     return (f"<details class=\"asl-banner\"><summary>ℹ️ {_plain(line)} — <u>details</u></summary>\n\n"
-            + "\n".join(details) + "\n\n</details>")
+            + "\n\n".join(details) + "\n\n</details>")
 
 
 def _plain(text: str) -> str:

@@ -16,7 +16,6 @@ from .common import (
     file_paths,
     friendly_errors,
     image_input,
-    keep_outputs_on_user_error,
     progress_callback,
     test_model_note,
 )
@@ -263,11 +262,10 @@ def build(tab: gr.Tab | None = None) -> None:
 
     samples.click(sample_photos, outputs=files, api_visibility="private")
     style_sample.click(lambda: str(STYLE_SAMPLE), outputs=style_image, api_visibility="private")
-    # A style that cannot load (offline) or a missing photo is answered in the readout; the gallery keeps the
-    # images made before.
-    run.click(keep_outputs_on_user_error(stylize_files, outputs=2, note=1),
-              inputs=[files, style, strength, preserve, max_size],
-              outputs=[gallery, readout], api_name="stylize", **MODEL_WORK)
+    # Progress and any error show on the readout only: an error shown on the gallery covers the images made
+    # before (Gradio paints its error state over every output it tracks), and a failed pick must not hide them.
+    run.click(friendly_errors(stylize_files), inputs=[files, style, strength, preserve, max_size],
+              outputs=[gallery, readout], api_name="stylize", show_progress_on=[readout], **MODEL_WORK)
     style.change(style_note, inputs=style, outputs=chosen, api_visibility="private")
     stop.click(cancel_stylize, outputs=readout, concurrency_limit=None, api_name="cancel_stylize")
     upload_button.click(friendly_errors(add_uploaded_style), inputs=[upload, upload_name],

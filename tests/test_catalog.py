@@ -127,7 +127,12 @@ def test_dropdowns_list_catalog_models_with_licence_and_size(fake_hub_cache, hub
     labels = dict((source, label) for label, source in model_choices())
     for entry in catalog.entries("sd15"):
         assert entry.licence in labels[entry.source] and "5.5 GB" in labels[entry.source]
+        # offline, a model that is not here cannot be had: the label must not promise a download
+        assert "cannot be downloaded offline" in labels[entry.source] and "first use" not in labels[entry.source]
     assert "output is noise" in labels["tiny:sd15"]
+    hub_state("online")
+    labels = dict((source, label) for label, source in model_choices())
+    assert all("download on first use" in labels[entry.source] for entry in catalog.entries("sd15"))
 
 
 def test_default_is_a_cached_real_model_even_offline(fake_hub_cache, hub_state, empty_models_folder):

@@ -193,7 +193,7 @@ def test_real_networks_offline_give_plain_needs_model_messages(tmp_path, monkeyp
         features.inception_features(images, "nobody/no-inception")
     assert FEATURE_CACHE.computed("inception") == 0  # failures are not cached
     labels = dict((source, label) for label, source in features.network_choices("inception"))
-    assert labels["fid-inception"].endswith("(downloads on first use)")
+    assert labels["fid-inception"].endswith("(not here — cannot be downloaded offline)")  # offline: no promise
 
 
 def test_labels_mark_test_networks():

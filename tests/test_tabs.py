@@ -214,14 +214,37 @@ def test_offline_the_pretrained_styles_do_not_promise_a_download(monkeypatch):
 
 
 def test_a_style_that_cannot_load_leaves_the_earlier_results_in_place(monkeypatch, tmp_path):
+    """Gradio paints an event's error over every output that shows its progress, hiding the images made before:
+    Stylize shows progress and errors on its readout only, and a refused style changes no output (it raises)."""
     from PIL import Image
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with gr.Blocks() as demo:
+        tab.build(None)
+    config = demo.get_config_file()
+    components = {block["id"]: block for block in config["components"]}
+    stylize = next(dep for dep in config["dependencies"] if dep.get("api_name") == "stylize")
+    gallery, readout = stylize["outputs"]
+    assert components[gallery]["type"] == "gallery" and components[readout]["type"] == "markdown"
+    assert stylize["show_progress_on"] == [readout]
     photo = tmp_path / "photo.png"
     Image.new("RGB", (32, 24), (200, 120, 40)).save(photo)
-    handler = common.keep_outputs_on_user_error(tab.stylize_files, outputs=2, note=1)
-    gallery, note = handler([str(photo)], "rain_princess", 1.0, False, 64)
-    assert gallery == gr.update()  # an update with no value: the browser keeps what the gallery showed
-    assert note.startswith("⚠️") and "rain_princess" in note and "not downloaded" in note
-    gallery, note = handler([str(photo)], "tiny:style", 1.0, False, 64)  # a good pick still works
-    assert len(gallery) == 1 and "1 image" in note
+    with pytest.raises(gr.Error, match="rain_princess.*not downloaded"):
+        common.friendly_errors(tab.stylize_files)([str(photo)], "rain_princess", 1.0, False, 64)
+    images, note = common.friendly_errors(tab.stylize_files)([str(photo)], "tiny:style", 1.0, False, 64)
+    assert len(images) == 1 and "1 image" in note  # a good pick still works
+
+
+def test_a_warning_about_the_visitors_work_stays_on_the_banners_line(monkeypatch):
+    from pipelines.core import settings
+
+    monkeypatch.setenv("ASL_MULTI_USER", "1")
+    monkeypatch.setenv("SPACE_ID", "someone/anime-style-lab")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(settings, "persistent_storage", lambda: None)
+    from pipelines.core import owners
+
+    with owners.acting_as(owners.Owner("browser", "abc123")):
+        summary, details = _banner_parts(common.status_banner_markdown())
+    assert "results vanish when it restarts" in summary and "\n" not in summary
+    assert "private to" in details and "private to" not in summary  # the privacy note waits behind the click

@@ -115,8 +115,17 @@ def is_cached(entry: CatalogEntry) -> bool | None:
 
 
 def licence_and_size(entry: CatalogEntry) -> str:
-    """'CreativeML OpenRAIL-M, ≈ 5.5 GB download on first use' (or 'downloaded' once it is here)."""
-    where = "downloaded" if is_cached(entry) else f"{entry.size_text} download on first use"
+    """'CreativeML OpenRAIL-M, ≈ 5.5 GB download on first use' (or 'downloaded' once it is here; offline, that it
+    cannot be downloaded now — known without a network call)."""
+    from .network import known_offline
+
+    status = known_offline()
+    if is_cached(entry):
+        where = "downloaded"
+    elif status is not None and status.offline:
+        where = f"not here ({entry.size_text}; cannot be downloaded offline)"
+    else:
+        where = f"{entry.size_text} download on first use"
     return f"{entry.licence}, {where}"
 
 

@@ -144,11 +144,15 @@ def network_choices(kind: str) -> list[tuple[str, str]]:
             register_host_nima(configured)
             entries = [network_for(kind, configured)] + [entry for entry in entries
                                                          if entry.source not in ("", configured)]
+    from pipelines.core.network import known_offline
+
+    status = known_offline()  # never probes: the dropdowns are built at page load
+    missing = " (not here — cannot be downloaded offline)" if status and status.offline else " (downloads on first use)"
     choices = []
     for entry in sorted(entries, key=lambda item: item.test_model):
         label = _label_with_size(entry)
         if not entry.test_model and is_downloaded(kind, entry.source) is False:
-            label += " (downloads on first use)"
+            label += missing
         choices.append((label, entry.source))
     return choices
 
