@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tabs.start import EXAMPLES_DIR, INTROS, SD_TABS, about_seconds, load_examples, start_here_text
+from tabs.start import EXAMPLES_DIR, INTROS, SD_TABS, about_seconds, load_examples, start_here_text, took
 from tools.make_examples import THUMB, _strip
 
 REAL_OFFLINE = {"single_image", "landmark_faces", "metrics"}
@@ -44,6 +44,14 @@ def test_the_start_here_line_leads_to_the_quick_example():
     assert about_seconds(0.2) == "under a second" and about_seconds(17.0) == "about 20 s"
     assert about_seconds(54.0) == "about 55 s" and about_seconds(61) == "about 2 min"
     assert start_here_text({}).startswith("Each tab")  # without examples: no promise of one
+
+
+def test_the_time_an_example_took_says_where():
+    assert took({"seconds": 17.0, "device": "cpu float32", "cpu_cores": 2, "load": 1.2}) == (
+        "it took 17.0 s on a 2-core processor")
+    assert took({"seconds": 47.4, "device": "cpu float32", "cpu_cores": 2, "load": 9.1}).endswith(
+        "(busy with other work then)")
+    assert took({"seconds": 1.5, "device": "cuda float16"}) == "it took 1.5 s on cuda float16"
 
 
 def test_the_metrics_example_verdict_is_true_of_its_images():
