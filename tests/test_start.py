@@ -132,3 +132,34 @@ def test_try_it_buttons_fill_their_tab_and_open_it():
         assert elem_ids <= {block.elem_id for block in outputs if block.elem_id}, tab_id
     for tab_id in SD_TABS:
         assert outputs_of(f"start-open-{tab_id}") == [tabs]
+
+
+def test_the_sd_cards_say_whether_a_real_model_is_here(monkeypatch):
+    """Offline with nothing cached: said plainly; with a checkpoint in the models folder: named (no example made)."""
+    import pipelines.diffusion.models as models
+    from pipelines.core import catalog
+    from tabs.start import sd_model_status
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(catalog, "is_cached", lambda entry: False)  # as on a machine that downloaded nothing
+    monkeypatch.setattr(models, "local_checkpoints", lambda: [])
+    assert "none is on this machine" in sd_model_status()
+    monkeypatch.setattr(models, "local_checkpoints", lambda: ["models/anything-v5.safetensors"])
+    assert sd_model_status() == "A real model is here: **anything-v5.safetensors**."
+
+
+def test_the_neural_style_card_offers_a_run_only_with_a_real_style(monkeypatch):
+    import pipelines.neural_style as neural_style
+    from pipelines.neural_style import StyleEntry
+    from tabs.start import neural_style_status
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    test_style = StyleEntry("tiny", "tiny (test, random weights)", "test", True, "random weights")
+    candy = StyleEntry("candy", "Candy", "pretrained", False, "hub")
+    monkeypatch.setattr(neural_style, "list_styles", lambda: [candy, test_style])
+    ready, note = neural_style_status()
+    assert not ready and "not on this machine" in note
+    monkeypatch.setattr(neural_style, "list_styles", lambda: [StyleEntry("candy", "Candy", "pretrained", True, "hub"),
+                                                              test_style])
+    ready, note = neural_style_status()
+    assert ready and "Candy" in note
