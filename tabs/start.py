@@ -45,7 +45,7 @@ INTROS = (
                 "Which of two sets of pictures is better, or closer to real ones? **Scores with 95% intervals and "
                 "a plain verdict**, or a blind vote by eye."),
     MethodIntro("neural_style", "Neural style",
-                "Repaint your photos in a drawing style, in a fraction of a second each (also live from a webcam), "
+                "Repaint your photos in a drawing style, about a second each on a CPU (also live from a webcam), "
                 "or teach it a new style from one picture."),
     MethodIntro("style_finetune", "Style fine-tuning",
                 "Teach Stable Diffusion a drawing style from **3–200 of your pictures**, then compare pictures "
@@ -232,7 +232,8 @@ def _fill(tab_id: str, card: dict[str, Any], names: list[str]) -> Callable[[], t
 
 
 def _press(elem_id: str) -> str:
-    """Browser-side: press the tab's run button once the filled-in values are on the page."""
+    """Browser-side: press the tab's run button, as a person would. This runs once the fill event's values are
+    applied; the short wait lets the newly shown tab render first."""
     return f"() => {{ setTimeout(() => document.querySelector('#{elem_id}')?.click(), 200); }}"
 
 
