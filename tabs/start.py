@@ -45,7 +45,7 @@ INTROS = (
                 "Which of two sets of pictures is better, or closer to real ones? **Scores with 95% intervals and "
                 "a plain verdict**, or a blind vote by eye."),
     MethodIntro("neural_style", "Neural style",
-                "Repaint your photos in a drawing style, in a fraction of a second each (also live from a webcam), "
+                "Repaint your photos in a drawing style, about a second each on a CPU (also live from a webcam), "
                 "or teach it a new style from one picture."),
     MethodIntro("style_finetune", "Style fine-tuning",
                 "Teach Stable Diffusion a drawing style from **3–200 of your pictures**, then compare pictures "
@@ -75,6 +75,15 @@ def about_seconds(seconds: float) -> str:
     if seconds < 55:
         return f"about {max(5, math.ceil(seconds / 5) * 5)} s"
     return f"about {math.ceil(seconds / 60)} min"
+
+
+def took(card: dict[str, Any]) -> str:
+    """'it took 17.0 s on a 2-core processor (busy with other work then)', or '… on cuda float16'."""
+    cores = card.get("cpu_cores")
+    if not cores:
+        return f"it took {card['seconds']} s on {card['device']}"
+    busy = " (busy with other work then)" if card.get("load", 0) > cores else ""
+    return f"it took {card['seconds']} s on a {cores}-core processor{busy}"
 
 
 def start_here_text(examples: dict[str, dict[str, Any]]) -> str:
@@ -118,8 +127,8 @@ def neural_style_status() -> tuple[bool, str]:
     if ready:
         return True, f"Style networks here: {len(ready)}, e.g. *{ready[0].label}*. Press **Stylize** on the samples."
     if hub_may_be_used():
-        return False, ("Its ready-made styles (a few MB each) download the first time you pick one; no example is "
-                       "shown until this app has made one.")
+        return False, ("Its ready-made styles (a few MB each) download the first time you use one: open the tab, "
+                       "press **Use the sample photos**, then **Stylize**.")
     return False, ("Its ready-made styles are **not on this machine** and cannot be downloaded now, so there is no "
                    "example: only the test style runs here (random weights, not a real style). Training your own "
                    "style needs a download too (the VGG16 network that judges style).")
@@ -130,8 +139,8 @@ def _example_card(intro: MethodIntro, card: dict[str, Any]) -> gr.Button:
     gr.Markdown(f"#### {intro.title}\n{intro.what}")
     gr.Image(card["image_path"], format="png", show_label=False, interactive=False, container=False,
              buttons=[], alt_text=card["caption"], elem_id=f"start-image-{intro.tab_id}")
-    gr.Markdown(f"{card['caption']}\n\n*Made by this app ({card['model']}) in {card['seconds']} s on "
-                f"{card['device']}.*", elem_classes=["start-caption"])
+    gr.Markdown(f"{card['caption']}\n\n*Made by this app with {card['model']}; {took(card)}.*",
+                elem_classes=["start-caption"])
     return gr.Button(f"Try it: {intro.title}", variant="primary", size="sm", elem_id=f"start-try-{intro.tab_id}")
 
 
@@ -146,17 +155,20 @@ def build(tab: gr.Tab | None = None) -> None:
     buttons: dict[str, tuple[gr.Button, dict[str, Any] | None]] = {}
     style_ready, style_note = neural_style_status()
     sd_note = sd_model_status()
-    with gr.Row(equal_height=False, elem_id="start-cards"):
-        for intro in INTROS:
+    with gr.Row(equal_height=False, elem_id="start-examples"):  # the methods with a real example, wide enough to see
+        for intro in (intro for intro in INTROS if intro.tab_id in examples):
+            with gr.Column(min_width=300, variant="panel"):
+                buttons[intro.tab_id] = (_example_card(intro, examples[intro.tab_id]), examples[intro.tab_id])
+    with gr.Row(equal_height=False, elem_id="start-others"):
+        for intro in (intro for intro in INTROS if intro.tab_id not in examples):
             with gr.Column(min_width=280, variant="panel"):
-                if intro.tab_id in examples:
-                    buttons[intro.tab_id] = (_example_card(intro, examples[intro.tab_id]), examples[intro.tab_id])
-                elif intro.tab_id == "neural_style":
+                if intro.tab_id == "neural_style":
                     label = "Try it on the sample photos" if style_ready else f"Open {intro.title}"
                     # the sample photos are filled in either way; Stylize is pressed only with a real style here
                     buttons[intro.tab_id] = (_plain_card(intro, style_note, label), {"press": style_ready})
-                elif intro.tab_id in SD_TABS:
-                    buttons[intro.tab_id] = (_plain_card(intro, sd_note, f"Open {intro.title}"), None)
+                else:  # the SD tabs (or a method whose example is missing): what it needs, and a way there
+                    note = sd_note if intro.tab_id in SD_TABS else ""
+                    buttons[intro.tab_id] = (_plain_card(intro, note, f"Open {intro.title}"), None)
     gr.Markdown("Everything you make is kept with its settings in **History**, where any result can be made again. "
                 "**About** says where each method comes from and explains the terms.")
     if tab is not None:
@@ -220,7 +232,8 @@ def _fill(tab_id: str, card: dict[str, Any], names: list[str]) -> Callable[[], t
 
 
 def _press(elem_id: str) -> str:
-    """Browser-side: press the tab's run button once the filled-in values are on the page."""
+    """Browser-side: press the tab's run button, as a person would. This runs once the fill event's values are
+    applied; the short wait lets the newly shown tab render first."""
     return f"() => {{ setTimeout(() => document.querySelector('#{elem_id}')?.click(), 200); }}"
 
 

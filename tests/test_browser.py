@@ -119,7 +119,8 @@ def test_the_quick_example_is_made_again_with_one_click(page, made_runs):
     page.wait_for_function("() => document.querySelector('#asl-tabs [role=tab][aria-selected=true]')"
                            "?.textContent.includes('Single-image variation')")
     status = page.locator("#si-var-status")
-    status.get_by_text(re.compile(rf"{example['params']['count']} variations in")).wait_for()
+    # a few seconds alone on 2 cores; the limit is for a CI machine busy with other work
+    status.get_by_text(re.compile(rf"{example['params']['count']} variations in")).wait_for(timeout=240_000)
     assert f"seeds {example['params']['seed']}, " in status.inner_text()  # the example's own settings
     assert page.locator("#si-gallery img").count() >= example["params"]["count"]
     made_runs.append(_run_id(status.inner_text()))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tabs.start import EXAMPLES_DIR, INTROS, SD_TABS, about_seconds, load_examples, start_here_text
+from tabs.start import EXAMPLES_DIR, INTROS, SD_TABS, about_seconds, load_examples, start_here_text, took
 from tools.make_examples import THUMB, _strip
 
 REAL_OFFLINE = {"single_image", "landmark_faces", "metrics"}
@@ -44,6 +44,14 @@ def test_the_start_here_line_leads_to_the_quick_example():
     assert about_seconds(0.2) == "under a second" and about_seconds(17.0) == "about 20 s"
     assert about_seconds(54.0) == "about 55 s" and about_seconds(61) == "about 2 min"
     assert start_here_text({}).startswith("Each tab")  # without examples: no promise of one
+
+
+def test_the_time_an_example_took_says_where():
+    assert took({"seconds": 17.0, "device": "cpu float32", "cpu_cores": 2, "load": 1.2}) == (
+        "it took 17.0 s on a 2-core processor")
+    assert took({"seconds": 47.4, "device": "cpu float32", "cpu_cores": 2, "load": 9.1}).endswith(
+        "(busy with other work then)")
+    assert took({"seconds": 1.5, "device": "cuda float16"}) == "it took 1.5 s on cuda float16"
 
 
 def test_the_metrics_example_verdict_is_true_of_its_images():
@@ -124,3 +132,34 @@ def test_try_it_buttons_fill_their_tab_and_open_it():
         assert elem_ids <= {block.elem_id for block in outputs if block.elem_id}, tab_id
     for tab_id in SD_TABS:
         assert outputs_of(f"start-open-{tab_id}") == [tabs]
+
+
+def test_the_sd_cards_say_whether_a_real_model_is_here(monkeypatch):
+    """Offline with nothing cached: said plainly; with a checkpoint in the models folder: named (no example made)."""
+    import pipelines.diffusion.models as models
+    from pipelines.core import catalog
+    from tabs.start import sd_model_status
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(catalog, "is_cached", lambda entry: False)  # as on a machine that downloaded nothing
+    monkeypatch.setattr(models, "local_checkpoints", lambda: [])
+    assert "none is on this machine" in sd_model_status()
+    monkeypatch.setattr(models, "local_checkpoints", lambda: ["models/anything-v5.safetensors"])
+    assert sd_model_status() == "A real model is here: **anything-v5.safetensors**."
+
+
+def test_the_neural_style_card_offers_a_run_only_with_a_real_style(monkeypatch):
+    import pipelines.neural_style as neural_style
+    from pipelines.neural_style import StyleEntry
+    from tabs.start import neural_style_status
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    test_style = StyleEntry("tiny", "tiny (test, random weights)", "test", True, "random weights")
+    candy = StyleEntry("candy", "Candy", "pretrained", False, "hub")
+    monkeypatch.setattr(neural_style, "list_styles", lambda: [candy, test_style])
+    ready, note = neural_style_status()
+    assert not ready and "not on this machine" in note
+    monkeypatch.setattr(neural_style, "list_styles", lambda: [StyleEntry("candy", "Candy", "pretrained", True, "hub"),
+                                                              test_style])
+    ready, note = neural_style_status()
+    assert ready and "Candy" in note

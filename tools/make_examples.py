@@ -72,18 +72,19 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _device() -> str:
+def _machine() -> dict[str, Any]:
+    """Where the time was measured: the device and, on a CPU, its cores and the load (other work running then)."""
     from pipelines.core import devices
 
     device = devices.resolve_device()
-    described = devices.describe(device, devices.resolve_dtype(device))
-    if str(device).startswith("cpu"):  # times on a CPU depend on its cores and on what else was running
-        described += f", {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
-    return described
+    machine: dict[str, Any] = {"device": devices.describe(device, devices.resolve_dtype(device))}
+    if str(device).startswith("cpu"):
+        machine |= {"cpu_cores": os.cpu_count(), "load": round(os.getloadavg()[0], 1)}
+    return machine
 
 
 def make_landmark_faces() -> Path:
-    from pipelines.landmark_faces import SHIPPED_LABEL, SHIPPED_MODEL, load_unet
+    from pipelines.landmark_faces import SHIPPED_MODEL, load_unet
     from pipelines.landmark_faces import landmarks as L
     from pipelines.landmark_faces.generate import sample
 
@@ -96,10 +97,11 @@ def make_landmark_faces() -> Path:
     seconds = time.perf_counter() - start
     image = _strip([L.overlay(points.tolist(), size=THUMB, numbers=False), *output.images])
     return _write("landmark_faces", image, {
-        "title": "Landmark faces", "params": params, "model": SHIPPED_LABEL,
+        "title": "Landmark faces", "params": params,
+        "model": "the landmark U-Net this project trained and ships (assets/landmark_faces/)",
         "model_file": str(SHIPPED_MODEL.relative_to(ROOT)), "model_sha256": _digest(SHIPPED_MODEL),
         "seconds": round(seconds, 1),
-        "device": _device(),
+        **_machine(),
         "caption": (f"The landmarks (left), set with three sliders (turned {params['face']['yaw']:.0f}°, smiling), "
                     f"and {params['count']} faces the shipped U-Net drew to follow them with the tags "
                     f"“{params['tags']}”. It was trained on synthetic cartoon faces at 32 px, so the faces are "
@@ -124,7 +126,7 @@ def make_single_image() -> Path:
         "title": "Single-image variation", "params": asdict(request) | SINGLE_IMAGE_PARAMS,
         "model": shipped_card().get("label") or "the single-image model shipped in assets/single_image/",
         "model_file": str(model_path.relative_to(ROOT)), "model_sha256": _digest(model_path),
-        "seconds": round(seconds, 1), "device": _device(),
+        "seconds": round(seconds, 1), **_machine(),
         "caption": (f"A photo (left) and {request.count} variations, {request.width_scale:g}× as "
                     "wide, from the model the project trained on that one photo: the same cup, saucer and "
                     "textures, rearranged.")})
@@ -179,8 +181,8 @@ def make_metrics() -> Path:
     image.paste(plot, (0, strip.height + 4))
     files = {label: [str(path.relative_to(ROOT)) for path in paths] for label, paths in sets.items()}
     return _write("metrics", image, {
-        "title": "Metrics / A-B", "params": params, "files": files, "model": "none (pixel metrics)",
-        "seconds": round(seconds, 1), "device": _device(),
+        "title": "Metrics / A-B", "params": params, "files": files, "model": "pixel metrics only (no network)",
+        "seconds": round(seconds, 1), **_machine(),
         "verdicts": [row.verdict for row in report.rows if row.verdict],
         "caption": ("Is A or B closer to the real images? Set A has a little noise, set B a lot (one of four "
                     "shown: reference, A, B). SSIM and PSNR against the reference, with 95% intervals, give the "
