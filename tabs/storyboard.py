@@ -23,7 +23,7 @@ from pipelines.storyboard.request import (
     MIN_PANELS,
 )
 
-from .common import MODEL_WORK, friendly_errors, image_editor_input, progress_callback, test_model_note
+from .common import MODEL_WORK, friendly_errors, image_editor_input, keeps_results, progress_callback, test_model_note
 
 MAGA_LABEL = ("**Memory attention (our reading of paper 001's MAGA):** from layer L of the model and denoising "
               "step S on, each frame also looks at the earlier frames while it is drawn, so the character stays the "
@@ -336,15 +336,17 @@ def build(tab: gr.Tab | None = None) -> None:
     # Progress in the status line, full width ("Sketch 2 of 4, step 5/25"), not clipped over each small editor.
     sketch_all.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, gr.State(0), *prompts],
                      outputs=[*editors, sketch_status], api_name="storyboard_sketches",
-                     show_progress_on=[sketch_status], **MODEL_WORK)
+                     **keeps_results(sketch_status), **MODEL_WORK)
     redraw.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, redraw_panel, *prompts],
-                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", show_progress_on=[sketch_status],
+                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", **keeps_results(sketch_status),
                  **MODEL_WORK)
     reorder.click(friendly_errors(reorder_panels), inputs=[order, count, *prompts, *editors],
                   outputs=[*prompts, *editors], api_visibility="private")
     draw.click(friendly_errors(draw_storyboard), inputs=[*settings, *prompts, *editors],
-               outputs=[frames, strip, files, readout], api_name="storyboard", **MODEL_WORK)
+               outputs=[frames, strip, files, readout], api_name="storyboard", **keeps_results(readout),
+               **MODEL_WORK)
     ab_button.click(friendly_errors(compare_on_off), inputs=[*settings, *prompts, *editors],
-                    outputs=[off_gallery, on_gallery, ab_table, ab_notes], api_name="storyboard_ab", **MODEL_WORK)
+                    outputs=[off_gallery, on_gallery, ab_table, ab_notes], api_name="storyboard_ab",
+                    **keeps_results(ab_notes), **MODEL_WORK)
     sweep_button.click(friendly_errors(sweep_grid), inputs=[sweep_layers, sweep_steps, *settings, *prompts, *editors],
                        outputs=sweep_image, api_name="storyboard_sweep", **MODEL_WORK)

@@ -14,6 +14,7 @@ from .common import (
     file_input,
     file_paths,
     friendly_errors,
+    keeps_results,
     progress_callback,
     start_worker,
     stop_worker,
@@ -425,17 +426,21 @@ def build(tab: gr.Tab | None = None) -> None:
                 validation_every, validation_prompt, joint]
     prepare.click(friendly_errors(prepare_dataset),
                   inputs=[files, name, trigger, resolution, face_aware, caption_model],
-                  outputs=[crops, captions, dataset_status], api_name="style_prepare", **MODEL_WORK)
+                  outputs=[crops, captions, dataset_status], api_name="style_prepare",
+                  **keeps_results(dataset_status), **MODEL_WORK)
     method.change(method_hint, inputs=method, outputs=hint, api_name=False)
     preset.change(memory_preset, inputs=preset, outputs=[precision, checkpointing, adam_8bit], api_name=False)
     train.click(friendly_errors(train_style), inputs=[captions, *settings],
-                outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train", **MODEL_WORK)
+                outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train",
+                **keeps_results(train_status), **MODEL_WORK)
     cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="style_cancel")
     compare.click(friendly_errors(compare_models),
                   inputs=[tuned, prompt, negative, lora_scale, ab_seed, count, ab_steps, size, fast_preview],
-                  outputs=[grid, compare_notes], api_name="style_compare", **MODEL_WORK)
+                  outputs=[grid, compare_notes], api_name="style_compare", **keeps_results(compare_notes),
+                  **MODEL_WORK)
     evaluate.click(friendly_errors(evaluate_models),
                    inputs=[tuned, prompt, eval_count, ab_steps, lora_scale, size, networks],
-                   outputs=[eval_summary, eval_table, eval_scatter], api_name="style_evaluate", **MODEL_WORK)
+                   outputs=[eval_summary, eval_table, eval_scatter], api_name="style_evaluate",
+                   **keeps_results(eval_summary), **MODEL_WORK)
     if tab is not None:  # trainings finished elsewhere (CLI, another page) show up when the tab is opened
         tab.select(lambda: gr.update(choices=tuned_choices()), outputs=tuned, api_name=False)
