@@ -62,7 +62,7 @@ def run_summary(record: Any) -> str:
     kind = params.get("task") or params.get("action") or params.get("kind") or ("train" if "train" in params else "")
     if params.get("path") == "train":
         kind = "train"
-    kinds = {"train": "Training", "judging": "Judging study"}
+    kinds = {"train": "Training", "judging": "Judging study", "sweep": "L × S sweep (memory from layer L / step S)"}
     parts = [kinds.get(str(kind), str(kind).capitalize())] if kind else []
     prompts = [text for text in params.get("prompts") or [] if isinstance(text, str) and text.strip()]
     if isinstance(params.get("prompt"), str) and params["prompt"].strip():

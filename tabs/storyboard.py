@@ -85,11 +85,11 @@ def _sketch_request(count: int, prefix: str, prompts: tuple[str, ...], model: st
 def draw_sketches(count: int, prefix: str, model: str, seed: int, steps: int, size: int, method: str, block: int,
                   c: int, low: int, high: int, panel: int, *prompts: str, progress=gr.Progress()) -> list[Any]:
     """Sketches for every panel (panel = 0) or only panel `panel` (1-based); the editors of the others are kept."""
-    from pipelines.storyboard.sketches import generate_sketches
+    from pipelines.storyboard.runs import run_sketches
 
     request = _sketch_request(count, prefix, prompts, model, seed, steps, size, method, block, c, low, high)
     panels = None if not panel else [int(panel) - 1]
-    output = generate_sketches(request, panels, callback=progress_callback(progress))
+    output = run_sketches(request, panels, callback=progress_callback(progress))[1]  # History lists it
     updates: list[Any] = [gr.update() for _ in range(MAX_PANELS)]
     for index, sketch in zip(output.panels, output.sketches, strict=True):
         updates[index] = sketch
@@ -170,7 +170,7 @@ def _fmt(value: Any) -> str:
 
 @gpu_task(duration=ZEROGPU_MAX_S)  # a storyboard per grid cell
 def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> Any:
-    from pipelines.storyboard.compare import sweep
+    from pipelines.storyboard.runs import run_sweep
 
     def numbers(text: str, low: int, high: int, what: str) -> list[int]:
         wanted = f"list 1 to 6 whole numbers from {low} to {high}, separated by commas, e.g. {low},{(low + high) // 2}"
@@ -183,8 +183,8 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
         return values
 
     request = _board_request(*args[:15], values=args[15:])
-    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
-                   numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))
+    result = run_sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
+                       numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))[1]
     return result.image
 
 
