@@ -238,19 +238,17 @@ def compare_models(tuned: str, prompt: str, negative: str, lora_scale: float, se
 def evaluate_models(tuned: str, prompt: str, count: int, steps: int, lora_scale: float, size: int, networks: str,
                     progress=gr.Progress()):
     from pipelines.metrics import plots
-    from pipelines.style_finetune.data import load_dataset
-    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest, evaluate
-    from pipelines.style_finetune.runs import dataset_folder
+    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest
+    from pipelines.style_finetune.runs import run_evaluate
 
     from .metrics import _summary, table_row
 
     if not tuned:
         raise gr.Error("Choose a trained style (train one in step 2).")
-    reference = list(load_dataset(dataset_folder(tuned)).images)
-    result = evaluate(EvaluateRequest(tuned=tuned, count=int(count), prompt=prompt or "", steps=int(steps),
-                                      lora_scale=float(lora_scale), size=int(size),
-                                      networks=TEST_NETWORKS if networks == "test" else {}),
-                      reference, callback=progress_callback(progress))
+    _, result = run_evaluate(EvaluateRequest(tuned=tuned, count=int(count), prompt=prompt or "", steps=int(steps),
+                                             lora_scale=float(lora_scale), size=int(size),
+                                             networks=TEST_NETWORKS if networks == "test" else {}),
+                             callback=progress_callback(progress))  # a recorded run: History lists it
     notes = "\n".join(f"- {item}" for item in result.notes)
     return (_summary(result.report) + "\n\n" + notes, [table_row(row) for row in result.report.rows],
             plots.scatter_plot(result.report))

@@ -106,3 +106,30 @@ def test_the_fast_preview_samples_four_lcm_steps_with_lcm_lora_on_both_sides(tra
     full = compare_base_tuned(dataclasses.replace(request, fast_preview=False, steps=4, sampler="LCM",
                                                   schedule="Automatic", cfg_scale=1.0))
     assert not np.array_equal(np.asarray(output.base[0]), np.asarray(full.base[0]))  # the LCM-LoRA acts
+
+
+@pytest.mark.slow
+def test_an_evaluation_is_in_history_with_its_images_and_reruns_the_same(trained):
+    """Evaluate is a recorded run: History lists it (kind evaluation, the style's name), each base and tuned
+    image a PNG equal to the one scored, and its Re-run generates the same images again."""
+    from PIL import Image
+
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest
+    from pipelines.style_finetune.runs import run_evaluate
+
+    def pixels(path):
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+
+    record, result = run_evaluate(EvaluateRequest(tuned="ab", count=4, steps=2, size=64, networks=TEST_NETWORKS,
+                                                  n_bootstrap=20))
+    stored = default_store().get(record.id)
+    assert stored.status == "done" and stored.params["kind"] == "evaluation" and stored.params["name"] == "ab"
+    assert len(stored.outputs) == 8
+    for path, image in zip(stored.outputs, [*result.base, *result.tuned], strict=True):
+        assert np.array_equal(pixels(path), np.asarray(image.convert("RGB")))
+    again = rerun(record.id)
+    assert again.id != record.id and again.params["kind"] == "evaluation"
+    assert np.array_equal(pixels(again.outputs[5]), pixels(stored.outputs[5]))
