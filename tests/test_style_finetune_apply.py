@@ -52,12 +52,24 @@ def test_a_paused_training_shows_unfinished_in_history_and_rerun_resumes_it():
 @pytest.mark.slow
 def test_base_and_tuned_share_seeds_and_the_lora_scale_acts(trained):
     from pipelines.diffusion.generate import generate
-    from pipelines.style_finetune.apply import CompareRequest, compare_base_tuned, requests_for
+    from pipelines.style_finetune.apply import (
+        GRID_GUTTER,
+        CompareRequest,
+        compare_base_tuned,
+        grid_label_height,
+        requests_for,
+    )
 
     request = CompareRequest(tuned="ab", prompt=f"{TRIGGER}, shapes", count=2, steps=2, size=64, seed=5)
     output = compare_base_tuned(request)
     assert output.seeds == [5, 6] and output.test_model
-    assert output.grid.size == (128, 128)
+    band, gap = grid_label_height(64), GRID_GUTTER  # each row under its label band, gutters between pictures
+    assert output.grid.size == (2 * 64 + gap, 2 * (band + 64) + gap)
+    for column, (top, bottom) in enumerate(zip(output.base, output.tuned, strict=True)):
+        left = column * (64 + gap)
+        assert np.array_equal(np.asarray(output.grid.crop((left, band, left + 64, band + 64))), np.asarray(top))
+        lower = 2 * band + 64 + gap
+        assert np.array_equal(np.asarray(output.grid.crop((left, lower, left + 64, lower + 64))), np.asarray(bottom))
     assert output.prompts[0] == "shapes"  # the base never learned the trigger word
     assert output.prompts[1] == f"{TRIGGER}, shapes, <lora:ab:1>"  # as written into the PNGs, for A1111
     base_request, tuned_request, _ = requests_for(request)
