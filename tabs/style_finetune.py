@@ -127,10 +127,26 @@ def _captions_from_table(table: Any) -> list[str] | None:
     return captions or None
 
 
-def _loss_frame(losses: list[float]):
-    import pandas as pd
+def loss_figure(losses: list[float]) -> Any:
+    """The loss curve as a matplotlib Figure: a line with a dot per step (a single step is a visible dot, where a
+    line chart showed an empty frame), whole-number steps, both axis titles inside the picture. A Figure, not
+    pyplot: nothing is kept in pyplot's registry when the page drops it."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    return pd.DataFrame({"step": list(range(1, len(losses) + 1)), "loss": losses})
+    figure = Figure(figsize=(6, 2.6), layout="constrained")
+    axes = figure.add_subplot()
+    steps = list(range(1, len(losses) + 1))
+    axes.plot(steps, losses, color="#DD8452", marker="o" if len(losses) <= 60 else None, markersize=4)
+    axes.set_xlabel("training step")
+    axes.set_ylabel("loss")
+    axes.set_xlim(0.5, max(len(losses), 1) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.grid(alpha=0.3)
+    if not losses:
+        axes.text(0.5, 0.5, "The loss of each step shows here", ha="center", va="center", transform=axes.transAxes,
+                  color="gray")
+    return figure
 
 
 @gpu_task(duration=TRAIN_SLOT_S)
@@ -165,10 +181,13 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
             outcome["error"] = err
 
     thread = start_worker(work, name=f"train-{config.name}")
+    drawn = -1
     try:
         while thread.is_alive():
             thread.join(timeout=1.0)
-            yield f"⏳ {message[0]}", _loss_frame(losses), list(validation), gr.update(), gr.update()
+            curve = gr.update() if len(losses) == drawn else loss_figure(losses)  # redrawn when a step is added
+            drawn = len(losses)
+            yield f"⏳ {message[0]}", curve, list(validation), gr.update(), gr.update()
     finally:
         stop_worker(thread, token)
         JOBS.finish(job_id, token)
@@ -183,7 +202,7 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
                  "the trigger-named embedding are for A1111/ComfyUI, the others for diffusers.")
     images = [str(path) for _, paths in result.validation[-1:] for path in paths]
     downloads = [str(path) for kind, path in result.files.items() if kind != "model" and not kind.endswith("installed")]
-    yield (text, _loss_frame(result.losses), images, gr.update(choices=tuned_choices(), value=config.name),
+    yield (text, loss_figure(result.losses), images, gr.update(choices=tuned_choices(), value=config.name),
            downloads or None)
 
 
@@ -366,7 +385,7 @@ def build(tab: gr.Tab | None = None) -> None:
             cancel = gr.Button("Cancel", elem_id="sf-cancel")
         train_status = gr.Markdown(elem_id="sf-train-status")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=240)
+            loss_plot = gr.Plot(label="Training loss", elem_id="sf-loss")
             validation = gr.Gallery(label="Validation images (fixed seeds)", columns=4, height=240,
                                     elem_id="sf-validation")
         exported = gr.File(label="Exported files", file_count="multiple", interactive=False)
