@@ -138,6 +138,7 @@ def loss_figure(losses: list[float]) -> Any:
     axes = figure.add_subplot()
     steps = list(range(1, len(losses) + 1))
     axes.plot(steps, losses, color="#DD8452", marker="o" if len(losses) <= 60 else None, markersize=4)
+    axes.set_title("Training loss", loc="left", fontsize=10)  # in the picture: a block label would cover the top tick
     axes.set_xlabel("training step")
     axes.set_ylabel("loss")
     axes.set_xlim(0.5, max(len(losses), 1) + 0.5)
@@ -385,7 +386,7 @@ def build(tab: gr.Tab | None = None) -> None:
             cancel = gr.Button("Cancel", elem_id="sf-cancel")
         train_status = gr.Markdown(elem_id="sf-train-status")
         with gr.Row():
-            loss_plot = gr.Plot(label="Training loss", elem_id="sf-loss")
+            loss_plot = gr.Plot(label="Training loss", show_label=False, elem_id="sf-loss")
             validation = gr.Gallery(label="Validation images (fixed seeds)", columns=4, height=240,
                                     elem_id="sf-validation")
         exported = gr.File(label="Exported files", file_count="multiple", interactive=False)

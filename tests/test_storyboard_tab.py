@@ -91,6 +91,10 @@ def test_sketches_and_the_sweep_are_in_history_and_rerun_to_the_same_images() ->
     outputs = tab.draw_sketches(*SKETCH_SETTINGS, 0, *padded(list(PROMPTS)))
     (sketches,) = _new_records(set())
     assert sketches.params["kind"] == "sketches" and sketches.status == "done" and len(sketches.outputs) == 2
+    from tabs.history import run_summary
+
+    summary = run_summary(sketches)  # History's row: what it was, its prompts, what it made
+    assert summary.startswith("Sketches · “1boy, outdoors,”") and summary.endswith("→ 2 images")
     for path, shown in zip(sketches.outputs, outputs[:2], strict=True):
         assert np.array_equal(_pixels(path), np.asarray(shown.convert("RGB")))
     again = runs.rerun(sketches.id)
@@ -101,5 +105,6 @@ def test_sketches_and_the_sweep_are_in_history_and_rerun_to_the_same_images() ->
     grid = tab.sweep_grid("0", "10", *settings(size=64, steps=2), *padded(list(PROMPTS)), *padded([sketch, None]))
     (sweep,) = _new_records(before)
     assert sweep.params["kind"] == "sweep" and sweep.params["layers"] == [0] and len(sweep.outputs) == 1
+    assert run_summary(sweep).startswith("L × S sweep") and run_summary(sweep).endswith("→ 1 image")
     assert np.array_equal(_pixels(sweep.outputs[0]), np.asarray(grid.convert("RGB")))
     assert np.array_equal(_pixels(runs.rerun(sweep.id).outputs[0]), np.asarray(grid.convert("RGB")))

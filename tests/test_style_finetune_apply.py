@@ -140,6 +140,9 @@ def test_an_evaluation_is_in_history_with_its_images_and_reruns_the_same(trained
     stored = default_store().get(record.id)
     assert stored.status == "done" and stored.params["kind"] == "evaluation" and stored.params["name"] == "ab"
     assert len(stored.outputs) == 8
+    from tabs.history import run_summary
+
+    assert run_summary(stored).startswith("Evaluation") and "named ab" in run_summary(stored)
     for path, image in zip(stored.outputs, [*result.base, *result.tuned], strict=True):
         assert np.array_equal(pixels(path), np.asarray(image.convert("RGB")))
     again = rerun(record.id)
