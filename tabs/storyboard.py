@@ -169,7 +169,7 @@ def _fmt(value: Any) -> str:
 
 
 @gpu_task(duration=ZEROGPU_MAX_S)  # a storyboard per grid cell
-def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> Any:
+def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> tuple[Any, str]:
     from pipelines.storyboard.runs import run_sweep
 
     def numbers(text: str, low: int, high: int, what: str) -> list[int]:
@@ -183,9 +183,10 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
         return values
 
     request = _board_request(*args[:15], values=args[15:])
-    result = run_sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
-                       numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))[1]
-    return result.image
+    record, result = run_sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
+                               numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))
+    return result.image, (f"Rows: steps S {', '.join(map(str, result.steps_of_50))}; columns: layers L "
+                          f"{', '.join(map(str, result.layers))}. Run `{record.id}` in History.")
 
 
 def build(tab: gr.Tab | None = None) -> None:
@@ -326,6 +327,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                      info="Steps to try, as a comma list (0–50); each is one row of the grid")
             sweep_button = gr.Button("Sweep")
         sweep_image = gr.Image(label="Sweep: one strip per (S, L)", type="pil")
+        sweep_note = gr.Markdown(elem_id="sb-sweep-note")
 
     settings = [count, prefix, negative, model, control, scale, steps, cfg, seed, size, memory_on, start_layer,
                 start_step, scope, ratio]
@@ -349,4 +351,5 @@ def build(tab: gr.Tab | None = None) -> None:
                     outputs=[off_gallery, on_gallery, ab_table, ab_notes], api_name="storyboard_ab",
                     **keeps_results(ab_notes), **MODEL_WORK)
     sweep_button.click(friendly_errors(sweep_grid), inputs=[sweep_layers, sweep_steps, *settings, *prompts, *editors],
-                       outputs=sweep_image, api_name="storyboard_sweep", **MODEL_WORK)
+                       outputs=[sweep_image, sweep_note], api_name="storyboard_sweep", **keeps_results(sweep_note),
+                       **MODEL_WORK)

@@ -102,9 +102,10 @@ def test_sketches_and_the_sweep_are_in_history_and_rerun_to_the_same_images() ->
 
     before = {record.id for record in _new_records(set())}
     sketch = Image.new("RGB", (64, 64), "white")
-    grid = tab.sweep_grid("0", "10", *settings(size=64, steps=2), *padded(list(PROMPTS)), *padded([sketch, None]))
+    grid, note = tab.sweep_grid("0", "10", *settings(size=64, steps=2), *padded(list(PROMPTS)), *padded([sketch, None]))
     (sweep,) = _new_records(before)
     assert sweep.params["kind"] == "sweep" and sweep.params["layers"] == [0] and len(sweep.outputs) == 1
+    assert sweep.id in note and "layers L 0" in note
     assert run_summary(sweep).startswith("L × S sweep") and run_summary(sweep).endswith("→ 1 image")
     assert np.array_equal(_pixels(sweep.outputs[0]), np.asarray(grid.convert("RGB")))
     assert np.array_equal(_pixels(runs.rerun(sweep.id).outputs[0]), np.asarray(grid.convert("RGB")))

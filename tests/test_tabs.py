@@ -282,5 +282,6 @@ def test_no_failed_run_covers_the_results_made_before(monkeypatch):
     assert not uncovered, f"errors would cover the results of {uncovered}"
     for name in ("style_prepare", "style_train", "style_compare", "style_evaluate", "storyboard", "storyboard_ab",
                  "storyboard_sketches", "single_image_variations", "single_image_edit", "compare", "stylize",
-                 "history_rerun", "generate_from_png", "single_image_ablation", "judge_results", "on_photo"):
+                 "history_rerun", "generate_from_png", "single_image_ablation", "judge_results", "on_photo",
+                 "storyboard_sweep"):
         assert name in checked
