@@ -109,6 +109,14 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def keeps_results(status: gr.components.Component) -> dict[str, Any]:
+    """Event options for a handler whose outputs hold earlier results (images, tables, plots): progress and any
+    error show on `status` (one of its outputs, a line of text) only. Gradio paints an event's error state over
+    every output that shows its progress, so a failed pick would hide the images made before; the handler still
+    raises the plain error (API clients and the toast get it). Use: `button.click(..., **keeps_results(note))`."""
+    return {"show_progress_on": [status]}
+
+
 def _is_generator(fn: Callable) -> bool:
     import inspect
 

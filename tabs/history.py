@@ -12,7 +12,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, file_input, file_paths, friendly_errors, progress_callback
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors, keeps_results, progress_callback
 
 ALL = "All tabs"
 # The run id stays the last column: a click on a row reads it from there.
@@ -62,7 +62,7 @@ def run_summary(record: Any) -> str:
     kind = params.get("task") or params.get("action") or params.get("kind") or ("train" if "train" in params else "")
     if params.get("path") == "train":
         kind = "train"
-    kinds = {"train": "Training", "judging": "Judging study"}
+    kinds = {"train": "Training", "judging": "Judging study", "sweep": "L × S sweep (memory from layer L / step S)"}
     parts = [kinds.get(str(kind), str(kind).capitalize())] if kind else []
     prompts = [text for text in params.get("prompts") or [] if isinstance(text, str) and text.strip()]
     if isinstance(params.get("prompt"), str) and params["prompt"].strip():
@@ -314,14 +314,14 @@ def build(tab: gr.Tab | None = None) -> None:
         .then(settings_rows, inputs=details, outputs=settings_table, api_visibility="private")
     # The new run joins the table (it is the newest), and its id fills the box: the settings show the new run.
     rerun_button.click(friendly_errors(rerun_run), inputs=run_id, outputs=[rerun_gallery, run_id],
-                       api_name="history_rerun", **MODEL_WORK) \
+                       api_name="history_rerun", **keeps_results(run_id), **MODEL_WORK) \
         .success(**list_event, api_visibility="private")
 
     share_button.click(friendly_errors(share_run), inputs=run_id, outputs=share_note, api_name="history_share")
     delete_button.click(friendly_errors(delete_run), inputs=[run_id, tab_filter], outputs=[run_id, gallery, table],
-                        api_name="history_delete")
+                        api_name="history_delete", **keeps_results(run_id))
     open_button.click(friendly_errors(open_shared_run), inputs=shared_code, outputs=[shared_gallery, shared_details],
-                      api_name="history_open_shared")
+                      api_name="history_open_shared", **keeps_results(shared_details))
 
     with gr.Accordion("Read a PNG (made here, in A1111 / Forge, or in ComfyUI)", open=False):
         with gr.Row():
@@ -358,4 +358,5 @@ def build(tab: gr.Tab | None = None) -> None:
     png_file.change(friendly_errors(read_png), inputs=png_file,
                     outputs=[read_table, read_prompt, read_negative, read_raw, read_parameters], api_name="read_png")
     again_button.click(friendly_errors(generate_from_png), inputs=[read_prompt, read_negative, read_table, again_model],
-                       outputs=[again_gallery, again_text, again_notes], api_name="generate_from_png", **MODEL_WORK)
+                       outputs=[again_gallery, again_text, again_notes], api_name="generate_from_png",
+                       **keeps_results(again_notes), **MODEL_WORK)

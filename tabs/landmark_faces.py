@@ -18,6 +18,7 @@ from .common import (
     file_paths,
     friendly_errors,
     image_input,
+    keeps_results,
     progress_callback,
     test_model_note,
     worker_stream,
@@ -392,20 +393,20 @@ def build(tab: gr.Tab | None = None) -> None:
     apply_table.click(on_table, table, views)
     load_json.click(on_json, json_file, views)
     export.click(on_export, points, exported)
-    use_photo.click(on_photo, photo, [*views, mesh, photo_note, photo_mesh])
+    use_photo.click(on_photo, photo, [*views, mesh, photo_note, photo_mesh], **keeps_results(photo_note))
     generate.click(on_generate_unet, [points, unet_model, tags, guidance, steps, seed, count], [gallery, notes],
-                   **MODEL_WORK)
+                   **keeps_results(notes), **MODEL_WORK)
     sd_generate.click(on_generate_controlnet, [points, sd_model, control, prompt, negative, sd_steps, cfg, scale,
                                                sd_seed, size, reference, ip_adapter, reference_scale,
                                                condition_kind, photo_mesh],
-                      [sd_gallery, condition, sd_notes], **MODEL_WORK)
+                      [sd_gallery, condition, sd_notes], **keeps_results(sd_notes), **MODEL_WORK)
     train_button.click(friendly_errors(on_train), [train_zip, train_name, train_size, train_width, train_steps,
                                                    train_batch, train_seed, train_target],
                        [train_status, unet_model], api_name="landmark_train", **MODEL_WORK)
     train_cancel.click(on_cancel_training, outputs=train_status, concurrency_limit=None, api_name=False)
     compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count, with_reference, sd_model,
                                ip_adapter, reference_scale], [compare_gallery, compare_table, compare_notes],
-                  **MODEL_WORK)
+                  **keeps_results(compare_notes), **MODEL_WORK)
 
     from .start import offer_example  # the Start page's example fills these in and presses Generate
 

@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines.core.gpu import gpu_task
 
-from .common import MODEL_WORK, file_input, file_paths, friendly_errors, progress_callback
+from .common import MODEL_WORK, file_input, file_paths, friendly_errors, keeps_results, progress_callback
 
 AUTO_PAIRING = "Automatic: by file name when the names match the reference's"
 PAIRING = {AUTO_PAIRING: "auto", "No pairing": None, "Pair by file name": "name", "Pair by order": "order"}
@@ -265,7 +265,8 @@ def build(tab: gr.Tab | None = None) -> None:
         friendly_errors(run_comparison),
         inputs=[files_a, runs_a, folder_a, files_b, runs_b, folder_b, files_ref, folder_ref, prompts, pairing,
                 metrics, inception, clip, lpips, nima, dino, n_bootstrap, seed],
-        outputs=[summary, table, bars, scatter, per_image, downloads], api_name="compare", **MODEL_WORK)
+        outputs=[summary, table, bars, scatter, per_image, downloads], api_name="compare",
+        **keeps_results(summary), **MODEL_WORK)
     if tab is not None:  # runs made since start-up appear when the tab is opened
         tab.select(lambda: [gr.Dropdown(choices=history_run_choices())] * 2, outputs=[runs_a, runs_b],
                    api_visibility="private")

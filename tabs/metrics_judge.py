@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from .common import friendly_errors
+from .common import friendly_errors, keeps_results
 from .metrics import COLUMN_WIDTHS, TABLE_HEADERS, set_sources, table_row
 
 AUTO = "Automatic: by file name when the names match, else random pairs"
@@ -409,7 +409,7 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
 
     view_outputs = [panel, session_id, question_text, progress_bar, notice, references, prompt_text, left, right,
                     pair_row, position, status, setup_message, comparison_id, results_id]
-    quick = {"show_progress": "hidden", "concurrency_limit": 4}
+    quick = {"show_progress": "hidden", "concurrency_limit": 4, **keeps_results(status)}
     set_inputs = [files_a, runs_a, folder_a, files_b, runs_b, folder_b]
     missing = [component for component in set_inputs if component is None]
     if missing:
@@ -419,11 +419,11 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
                          show_reference, prompts, question, pairing, pair_count],
                  outputs=[setup_message, comparison_id, results_id, owner_key, files_a, runs_a, folder_a, name_a,
                           files_b, runs_b, folder_b, name_b],
-                 api_name="judge_create")
+                 api_name="judge_create", **keeps_results(setup_message))
     start.click(friendly_errors(start_judging), inputs=[comparison_id, judge_name], outputs=view_outputs,
-                api_name="judge_start").then(None, inputs=session_id, js=REMEMBER_JS)
+                api_name="judge_start", **keeps_results(status)).then(None, inputs=session_id, js=REMEMBER_JS)
     resume.click(friendly_errors(resume_judging), inputs=session_id, outputs=view_outputs,
-                 api_name="judge_resume").then(None, inputs=session_id, js=REMEMBER_JS)
+                 api_name="judge_resume", **keeps_results(status)).then(None, inputs=session_id, js=REMEMBER_JS)
     for button, answer in ((left_button, "left"), (right_button, "right"), (tie_button, "tie"),
                            (skip_button, "skip")):
         button.click(friendly_errors(_answer(answer)), inputs=[session_id, position], outputs=view_outputs,
@@ -431,7 +431,8 @@ def build(tab: gr.Tab | None = None, *, sets: list | None = None) -> None:
     undo_button.click(friendly_errors(undo_vote), inputs=session_id, outputs=view_outputs, api_name="judge_undo",
                       **quick)
     results_button.click(friendly_errors(show_results), inputs=[results_id, owner_key, beside],
-                         outputs=[verdict, table, judges, split, downloads], api_name="judge_results")
+                         outputs=[verdict, table, judges, split, downloads], api_name="judge_results",
+                         **keeps_results(verdict))
     close_button.click(friendly_errors(close_comparison), inputs=[results_id, owner_key], outputs=verdict,
                        api_name="judge_close")
     comparison_id.change(lambda value: value, inputs=comparison_id, outputs=results_id, api_visibility="private")

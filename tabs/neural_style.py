@@ -16,6 +16,7 @@ from .common import (
     file_paths,
     friendly_errors,
     image_input,
+    keeps_results,
     progress_callback,
     test_model_note,
 )
@@ -265,7 +266,7 @@ def build(tab: gr.Tab | None = None) -> None:
     # Progress and any error show on the readout only: an error shown on the gallery covers the images made
     # before (Gradio paints its error state over every output it tracks), and a failed pick must not hide them.
     run.click(friendly_errors(stylize_files), inputs=[files, style, strength, preserve, max_size],
-              outputs=[gallery, readout], api_name="stylize", show_progress_on=[readout], **MODEL_WORK)
+              outputs=[gallery, readout], api_name="stylize", **keeps_results(readout), **MODEL_WORK)
     style.change(style_note, inputs=style, outputs=chosen, api_visibility="private")
     stop.click(cancel_stylize, outputs=readout, concurrency_limit=None, api_name="cancel_stylize")
     upload_button.click(friendly_errors(add_uploaded_style), inputs=[upload, upload_name],

@@ -21,6 +21,7 @@ from .common import (
     friendly_errors,
     image_editor_input,
     image_input,
+    keeps_results,
     progress_callback,
     worker_stream,
 )
@@ -446,26 +447,29 @@ def build(tab: gr.Tab | None = None) -> None:
     image.upload(default_name, inputs=image, outputs=model_name_box, api_visibility="private")
     train.click(friendly_errors(train_model), inputs=[image, *settings, model_name_box],
                 outputs=[status, preview, model_path, label, captions], api_name="single_image_train",
-                show_progress_on=[status], **MODEL_WORK)
+                **keeps_results(status), **MODEL_WORK)
     stop.click(cancel_training, outputs=status, concurrency_limit=None, api_name="single_image_cancel")
     generate.click(friendly_errors(make_variations),
                    inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone],
-                   outputs=[gallery, scales, var_status], api_name="single_image_variations", **MODEL_WORK
+                   outputs=[gallery, scales, var_status], api_name="single_image_variations",
+                   **keeps_results(var_status), **MODEL_WORK
                    ).then(model_source, inputs=model_path, outputs=source_view, api_visibility="private")
     gpnn_button.click(friendly_errors(make_gpnn_variations),
                       inputs=[image, model_path, count, var_seed, gpnn_iterations],
-                      outputs=[gallery, scales, var_status, source_view], api_name="single_image_gpnn", **MODEL_WORK)
+                      outputs=[gallery, scales, var_status, source_view], api_name="single_image_gpnn",
+                      **keeps_results(var_status), **MODEL_WORK)
     edit_prompt.change(show_augmentations, inputs=edit_prompt, outputs=augmentations, api_visibility="private")
     load_region.click(friendly_errors(source_for_editor), inputs=model_path, outputs=region,
                       api_visibility="private")
     edit_button.click(friendly_errors(make_edit),
                       inputs=[model_path, edit_prompt, guidance, fill, edit_seed, milestone, region, edit_clip],
-                      outputs=[edit_gallery, augmentations, edit_status], api_name="single_image_edit", **MODEL_WORK)
+                      outputs=[edit_gallery, augmentations, edit_status], api_name="single_image_edit",
+                      **keeps_results(edit_status), **MODEL_WORK)
     ablation_button.click(friendly_errors(run_ablation_table),
                           inputs=[image, variants, ablation_steps, ablation_count, var_seed, ablation_prompt, blip,
                                   clip],
                           outputs=[ablation_table, ablation_gallery, ablation_notes], api_name="single_image_ablation",
-                          **MODEL_WORK)
+                          **keeps_results(ablation_notes), **MODEL_WORK)
     from .start import offer_example  # the Start page's example fills these in and presses Make variations
 
     offer_example(tab, "si-generate", model_path=model_path, model_label=label, count=count, seed=var_seed,

@@ -23,7 +23,7 @@ from pipelines.storyboard.request import (
     MIN_PANELS,
 )
 
-from .common import MODEL_WORK, friendly_errors, image_editor_input, progress_callback, test_model_note
+from .common import MODEL_WORK, friendly_errors, image_editor_input, keeps_results, progress_callback, test_model_note
 
 MAGA_LABEL = ("**Memory attention (our reading of paper 001's MAGA):** from layer L of the model and denoising "
               "step S on, each frame also looks at the earlier frames while it is drawn, so the character stays the "
@@ -85,11 +85,11 @@ def _sketch_request(count: int, prefix: str, prompts: tuple[str, ...], model: st
 def draw_sketches(count: int, prefix: str, model: str, seed: int, steps: int, size: int, method: str, block: int,
                   c: int, low: int, high: int, panel: int, *prompts: str, progress=gr.Progress()) -> list[Any]:
     """Sketches for every panel (panel = 0) or only panel `panel` (1-based); the editors of the others are kept."""
-    from pipelines.storyboard.sketches import generate_sketches
+    from pipelines.storyboard.runs import run_sketches
 
     request = _sketch_request(count, prefix, prompts, model, seed, steps, size, method, block, c, low, high)
     panels = None if not panel else [int(panel) - 1]
-    output = generate_sketches(request, panels, callback=progress_callback(progress))
+    output = run_sketches(request, panels, callback=progress_callback(progress))[1]  # History lists it
     updates: list[Any] = [gr.update() for _ in range(MAX_PANELS)]
     for index, sketch in zip(output.panels, output.sketches, strict=True):
         updates[index] = sketch
@@ -169,8 +169,8 @@ def _fmt(value: Any) -> str:
 
 
 @gpu_task(duration=ZEROGPU_MAX_S)  # a storyboard per grid cell
-def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> Any:
-    from pipelines.storyboard.compare import sweep
+def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> tuple[Any, str]:
+    from pipelines.storyboard.runs import run_sweep
 
     def numbers(text: str, low: int, high: int, what: str) -> list[int]:
         wanted = f"list 1 to 6 whole numbers from {low} to {high}, separated by commas, e.g. {low},{(low + high) // 2}"
@@ -183,9 +183,10 @@ def sweep_grid(layers: str, steps: str, *args: Any, progress=gr.Progress()) -> A
         return values
 
     request = _board_request(*args[:15], values=args[15:])
-    result = sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
-                   numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))
-    return result.image
+    record, result = run_sweep(request, numbers(layers, 0, SD15_TRANSFORMER_BLOCKS - 1, "Layers L to try"),
+                               numbers(steps, 0, 50, "Steps S to try"), callback=progress_callback(progress))
+    return result.image, (f"Rows: steps S {', '.join(map(str, result.steps_of_50))}; columns: layers L "
+                          f"{', '.join(map(str, result.layers))}. Run `{record.id}` in History.")
 
 
 def build(tab: gr.Tab | None = None) -> None:
@@ -326,6 +327,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                      info="Steps to try, as a comma list (0–50); each is one row of the grid")
             sweep_button = gr.Button("Sweep")
         sweep_image = gr.Image(label="Sweep: one strip per (S, L)", type="pil")
+        sweep_note = gr.Markdown(elem_id="sb-sweep-note")
 
     settings = [count, prefix, negative, model, control, scale, steps, cfg, seed, size, memory_on, start_layer,
                 start_step, scope, ratio]
@@ -336,15 +338,18 @@ def build(tab: gr.Tab | None = None) -> None:
     # Progress in the status line, full width ("Sketch 2 of 4, step 5/25"), not clipped over each small editor.
     sketch_all.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, gr.State(0), *prompts],
                      outputs=[*editors, sketch_status], api_name="storyboard_sketches",
-                     show_progress_on=[sketch_status], **MODEL_WORK)
+                     **keeps_results(sketch_status), **MODEL_WORK)
     redraw.click(friendly_errors(draw_sketches), inputs=[*sketch_inputs, redraw_panel, *prompts],
-                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", show_progress_on=[sketch_status],
+                 outputs=[*editors, sketch_status], api_name="storyboard_redraw", **keeps_results(sketch_status),
                  **MODEL_WORK)
     reorder.click(friendly_errors(reorder_panels), inputs=[order, count, *prompts, *editors],
                   outputs=[*prompts, *editors], api_visibility="private")
     draw.click(friendly_errors(draw_storyboard), inputs=[*settings, *prompts, *editors],
-               outputs=[frames, strip, files, readout], api_name="storyboard", **MODEL_WORK)
+               outputs=[frames, strip, files, readout], api_name="storyboard", **keeps_results(readout),
+               **MODEL_WORK)
     ab_button.click(friendly_errors(compare_on_off), inputs=[*settings, *prompts, *editors],
-                    outputs=[off_gallery, on_gallery, ab_table, ab_notes], api_name="storyboard_ab", **MODEL_WORK)
+                    outputs=[off_gallery, on_gallery, ab_table, ab_notes], api_name="storyboard_ab",
+                    **keeps_results(ab_notes), **MODEL_WORK)
     sweep_button.click(friendly_errors(sweep_grid), inputs=[sweep_layers, sweep_steps, *settings, *prompts, *editors],
-                       outputs=sweep_image, api_name="storyboard_sweep", **MODEL_WORK)
+                       outputs=[sweep_image, sweep_note], api_name="storyboard_sweep", **keeps_results(sweep_note),
+                       **MODEL_WORK)

@@ -14,6 +14,7 @@ from .common import (
     file_input,
     file_paths,
     friendly_errors,
+    keeps_results,
     progress_callback,
     start_worker,
     stop_worker,
@@ -126,10 +127,27 @@ def _captions_from_table(table: Any) -> list[str] | None:
     return captions or None
 
 
-def _loss_frame(losses: list[float]):
-    import pandas as pd
+def loss_figure(losses: list[float]) -> Any:
+    """The loss curve as a matplotlib Figure: a line with a dot per step (a single step is a visible dot, where a
+    line chart showed an empty frame), whole-number steps, both axis titles inside the picture. A Figure, not
+    pyplot: nothing is kept in pyplot's registry when the page drops it."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    return pd.DataFrame({"step": list(range(1, len(losses) + 1)), "loss": losses})
+    figure = Figure(figsize=(6, 2.6), layout="constrained")
+    axes = figure.add_subplot()
+    steps = list(range(1, len(losses) + 1))
+    axes.plot(steps, losses, color="#DD8452", marker="o" if len(losses) <= 60 else None, markersize=4)
+    axes.set_title("Training loss", loc="left", fontsize=10)  # in the picture: a block label would cover the top tick
+    axes.set_xlabel("training step")
+    axes.set_ylabel("loss")
+    axes.set_xlim(0.5, max(len(losses), 1) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.grid(alpha=0.3)
+    if not losses:
+        axes.text(0.5, 0.5, "The loss of each step shows here", ha="center", va="center", transform=axes.transAxes,
+                  color="gray")
+    return figure
 
 
 @gpu_task(duration=TRAIN_SLOT_S)
@@ -164,10 +182,13 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
             outcome["error"] = err
 
     thread = start_worker(work, name=f"train-{config.name}")
+    drawn = -1
     try:
         while thread.is_alive():
             thread.join(timeout=1.0)
-            yield f"⏳ {message[0]}", _loss_frame(losses), list(validation), gr.update(), gr.update()
+            curve = gr.update() if len(losses) == drawn else loss_figure(losses)  # redrawn when a step is added
+            drawn = len(losses)
+            yield f"⏳ {message[0]}", curve, list(validation), gr.update(), gr.update()
     finally:
         stop_worker(thread, token)
         JOBS.finish(job_id, token)
@@ -182,7 +203,7 @@ def train_style(table: Any, *settings: Any, request: gr.Request = None):
                  "the trigger-named embedding are for A1111/ComfyUI, the others for diffusers.")
     images = [str(path) for _, paths in result.validation[-1:] for path in paths]
     downloads = [str(path) for kind, path in result.files.items() if kind != "model" and not kind.endswith("installed")]
-    yield (text, _loss_frame(result.losses), images, gr.update(choices=tuned_choices(), value=config.name),
+    yield (text, loss_figure(result.losses), images, gr.update(choices=tuned_choices(), value=config.name),
            downloads or None)
 
 
@@ -237,19 +258,17 @@ def compare_models(tuned: str, prompt: str, negative: str, lora_scale: float, se
 def evaluate_models(tuned: str, prompt: str, count: int, steps: int, lora_scale: float, size: int, networks: str,
                     progress=gr.Progress()):
     from pipelines.metrics import plots
-    from pipelines.style_finetune.data import load_dataset
-    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest, evaluate
-    from pipelines.style_finetune.runs import dataset_folder
+    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest
+    from pipelines.style_finetune.runs import run_evaluate
 
     from .metrics import _summary, table_row
 
     if not tuned:
         raise gr.Error("Choose a trained style (train one in step 2).")
-    reference = list(load_dataset(dataset_folder(tuned)).images)
-    result = evaluate(EvaluateRequest(tuned=tuned, count=int(count), prompt=prompt or "", steps=int(steps),
-                                      lora_scale=float(lora_scale), size=int(size),
-                                      networks=TEST_NETWORKS if networks == "test" else {}),
-                      reference, callback=progress_callback(progress))
+    _, result = run_evaluate(EvaluateRequest(tuned=tuned, count=int(count), prompt=prompt or "", steps=int(steps),
+                                             lora_scale=float(lora_scale), size=int(size),
+                                             networks=TEST_NETWORKS if networks == "test" else {}),
+                             callback=progress_callback(progress))  # a recorded run: History lists it
     notes = "\n".join(f"- {item}" for item in result.notes)
     return (_summary(result.report) + "\n\n" + notes, [table_row(row) for row in result.report.rows],
             plots.scatter_plot(result.report))
@@ -367,7 +386,7 @@ def build(tab: gr.Tab | None = None) -> None:
             cancel = gr.Button("Cancel", elem_id="sf-cancel")
         train_status = gr.Markdown(elem_id="sf-train-status")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=240)
+            loss_plot = gr.Plot(label="Training loss", show_label=False, elem_id="sf-loss")
             validation = gr.Gallery(label="Validation images (fixed seeds)", columns=4, height=240,
                                     elem_id="sf-validation")
         exported = gr.File(label="Exported files", file_count="multiple", interactive=False)
@@ -425,17 +444,21 @@ def build(tab: gr.Tab | None = None) -> None:
                 validation_every, validation_prompt, joint]
     prepare.click(friendly_errors(prepare_dataset),
                   inputs=[files, name, trigger, resolution, face_aware, caption_model],
-                  outputs=[crops, captions, dataset_status], api_name="style_prepare", **MODEL_WORK)
+                  outputs=[crops, captions, dataset_status], api_name="style_prepare",
+                  **keeps_results(dataset_status), **MODEL_WORK)
     method.change(method_hint, inputs=method, outputs=hint, api_name=False)
     preset.change(memory_preset, inputs=preset, outputs=[precision, checkpointing, adam_8bit], api_name=False)
     train.click(friendly_errors(train_style), inputs=[captions, *settings],
-                outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train", **MODEL_WORK)
+                outputs=[train_status, loss_plot, validation, tuned, exported], api_name="style_train",
+                **keeps_results(train_status), **MODEL_WORK)
     cancel.click(cancel_training, outputs=train_status, concurrency_limit=None, api_name="style_cancel")
     compare.click(friendly_errors(compare_models),
                   inputs=[tuned, prompt, negative, lora_scale, ab_seed, count, ab_steps, size, fast_preview],
-                  outputs=[grid, compare_notes], api_name="style_compare", **MODEL_WORK)
+                  outputs=[grid, compare_notes], api_name="style_compare", **keeps_results(compare_notes),
+                  **MODEL_WORK)
     evaluate.click(friendly_errors(evaluate_models),
                    inputs=[tuned, prompt, eval_count, ab_steps, lora_scale, size, networks],
-                   outputs=[eval_summary, eval_table, eval_scatter], api_name="style_evaluate", **MODEL_WORK)
+                   outputs=[eval_summary, eval_table, eval_scatter], api_name="style_evaluate",
+                   **keeps_results(eval_summary), **MODEL_WORK)
     if tab is not None:  # trainings finished elsewhere (CLI, another page) show up when the tab is opened
         tab.select(lambda: gr.update(choices=tuned_choices()), outputs=tuned, api_name=False)

@@ -70,3 +70,42 @@ def test_bad_storyboards_are_answered_in_words() -> None:
             tab.friendly_errors(tab.sweep_grid)(blocks, steps, *settings(), *padded(list(PROMPTS)),
                                                 *padded([None, None]))
         assert "invalid literal" not in str(err.value)
+
+
+def _new_records(before: set[str]) -> list:
+    from pipelines.core.records import default_store
+
+    return [record for record in default_store().list(tab="Storyboard") if record.id not in before]
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_sketches_and_the_sweep_are_in_history_and_rerun_to_the_same_images() -> None:
+    """History lists every Storyboard run: the drawn sketches (each PNG the sketch the editor got) and the L × S
+    sweep (its grid); a re-run of either from its record draws the same pixels (same seeds, same settings)."""
+    from pipelines.core import runs
+
+    outputs = tab.draw_sketches(*SKETCH_SETTINGS, 0, *padded(list(PROMPTS)))
+    (sketches,) = _new_records(set())
+    assert sketches.params["kind"] == "sketches" and sketches.status == "done" and len(sketches.outputs) == 2
+    from tabs.history import run_summary
+
+    summary = run_summary(sketches)  # History's row: what it was, its prompts, what it made
+    assert summary.startswith("Sketches · “1boy, outdoors,”") and summary.endswith("→ 2 images")
+    for path, shown in zip(sketches.outputs, outputs[:2], strict=True):
+        assert np.array_equal(_pixels(path), np.asarray(shown.convert("RGB")))
+    again = runs.rerun(sketches.id)
+    assert again.id != sketches.id and np.array_equal(_pixels(again.outputs[1]), _pixels(sketches.outputs[1]))
+
+    before = {record.id for record in _new_records(set())}
+    sketch = Image.new("RGB", (64, 64), "white")
+    grid, note = tab.sweep_grid("0", "10", *settings(size=64, steps=2), *padded(list(PROMPTS)), *padded([sketch, None]))
+    (sweep,) = _new_records(before)
+    assert sweep.params["kind"] == "sweep" and sweep.params["layers"] == [0] and len(sweep.outputs) == 1
+    assert sweep.id in note and "layers L 0" in note
+    assert run_summary(sweep).startswith("L × S sweep") and run_summary(sweep).endswith("→ 1 image")
+    assert np.array_equal(_pixels(sweep.outputs[0]), np.asarray(grid.convert("RGB")))
+    assert np.array_equal(_pixels(runs.rerun(sweep.id).outputs[0]), np.asarray(grid.convert("RGB")))

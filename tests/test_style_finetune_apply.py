@@ -52,12 +52,24 @@ def test_a_paused_training_shows_unfinished_in_history_and_rerun_resumes_it():
 @pytest.mark.slow
 def test_base_and_tuned_share_seeds_and_the_lora_scale_acts(trained):
     from pipelines.diffusion.generate import generate
-    from pipelines.style_finetune.apply import CompareRequest, compare_base_tuned, requests_for
+    from pipelines.style_finetune.apply import (
+        GRID_GUTTER,
+        CompareRequest,
+        compare_base_tuned,
+        grid_label_height,
+        requests_for,
+    )
 
     request = CompareRequest(tuned="ab", prompt=f"{TRIGGER}, shapes", count=2, steps=2, size=64, seed=5)
     output = compare_base_tuned(request)
     assert output.seeds == [5, 6] and output.test_model
-    assert output.grid.size == (128, 128)
+    band, gap = grid_label_height(64), GRID_GUTTER  # each row under its label band, gutters between pictures
+    assert output.grid.size == (2 * 64 + gap, 2 * (band + 64) + gap)
+    for column, (top, bottom) in enumerate(zip(output.base, output.tuned, strict=True)):
+        left = column * (64 + gap)
+        assert np.array_equal(np.asarray(output.grid.crop((left, band, left + 64, band + 64))), np.asarray(top))
+        lower = 2 * band + 64 + gap
+        assert np.array_equal(np.asarray(output.grid.crop((left, lower, left + 64, lower + 64))), np.asarray(bottom))
     assert output.prompts[0] == "shapes"  # the base never learned the trigger word
     assert output.prompts[1] == f"{TRIGGER}, shapes, <lora:ab:1>"  # as written into the PNGs, for A1111
     base_request, tuned_request, _ = requests_for(request)
@@ -106,3 +118,33 @@ def test_the_fast_preview_samples_four_lcm_steps_with_lcm_lora_on_both_sides(tra
     full = compare_base_tuned(dataclasses.replace(request, fast_preview=False, steps=4, sampler="LCM",
                                                   schedule="Automatic", cfg_scale=1.0))
     assert not np.array_equal(np.asarray(output.base[0]), np.asarray(full.base[0]))  # the LCM-LoRA acts
+
+
+@pytest.mark.slow
+def test_an_evaluation_is_in_history_with_its_images_and_reruns_the_same(trained):
+    """Evaluate is a recorded run: History lists it (kind evaluation, the style's name), each base and tuned
+    image a PNG equal to the one scored, and its Re-run generates the same images again."""
+    from PIL import Image
+
+    from pipelines.core.records import default_store
+    from pipelines.core.runs import rerun
+    from pipelines.style_finetune.evaluate import TEST_NETWORKS, EvaluateRequest
+    from pipelines.style_finetune.runs import run_evaluate
+
+    def pixels(path):
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+
+    record, result = run_evaluate(EvaluateRequest(tuned="ab", count=4, steps=2, size=64, networks=TEST_NETWORKS,
+                                                  n_bootstrap=20))
+    stored = default_store().get(record.id)
+    assert stored.status == "done" and stored.params["kind"] == "evaluation" and stored.params["name"] == "ab"
+    assert len(stored.outputs) == 8
+    from tabs.history import run_summary
+
+    assert run_summary(stored).startswith("Evaluation") and "named ab" in run_summary(stored)
+    for path, image in zip(stored.outputs, [*result.base, *result.tuned], strict=True):
+        assert np.array_equal(pixels(path), np.asarray(image.convert("RGB")))
+    again = rerun(record.id)
+    assert again.id != record.id and again.params["kind"] == "evaluation"
+    assert np.array_equal(pixels(again.outputs[5]), pixels(stored.outputs[5]))

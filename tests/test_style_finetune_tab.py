@@ -36,3 +36,25 @@ def test_the_tab_builds_with_its_api_names():
         tab.build(page)
     names = {dep.get("api_name") for dep in demo.config["dependencies"]}
     assert {"style_prepare", "style_train", "style_cancel", "style_compare", "style_evaluate"} <= names
+
+
+def test_the_loss_curve_after_one_step_shows_its_point_and_whole_axis_titles():
+    """After one step the curve is a visible dot (a line chart drew an empty frame), and the axis titles lie
+    inside the picture (the chart used to clip "step")."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for losses in ([0.1234], [0.3, 0.2, 0.25]):
+        figure = tab.loss_figure(losses)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+        orange = np.abs(pixels - [0xDD, 0x84, 0x52]).sum(axis=-1) < 60  # the curve's colour
+        assert orange.sum() >= 10, losses
+        axes = figure.axes[0]
+        box = figure.bbox
+        for label in (axes.xaxis.label, axes.yaxis.label, axes._left_title):  # the title names the plot inside it
+            extent = label.get_window_extent(canvas.get_renderer())
+            assert label.get_text() and box.x0 <= extent.x0 and extent.x1 <= box.x1
+            assert box.y0 <= extent.y0 and extent.y1 <= box.y1
+        assert all(float(tick).is_integer() for tick in axes.get_xticks())

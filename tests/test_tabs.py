@@ -248,3 +248,40 @@ def test_a_warning_about_the_visitors_work_stays_on_the_banners_line(monkeypatch
         summary, details = _banner_parts(common.status_banner_markdown())
     assert "results vanish when it restarts" in summary and "\n" not in summary
     assert "private to" in details and "private to" not in summary  # the privacy note waits behind the click
+
+
+RESULT_TYPES = {"gallery", "image", "dataframe", "plot", "lineplot", "scatterplot", "barplot", "file", "imageeditor",
+                "model3d", "video"}
+TEXT_TYPES = {"markdown", "textbox", "json", "html"}
+# Outputs that describe a new input (a PNG just dropped): a refused file must not leave the last file's readings
+# beside it, so its error rightly covers them.
+NEW_INPUT_EVENTS = {"read_png"}
+
+
+def test_no_failed_run_covers_the_results_made_before(monkeypatch):
+    """Every model-running event (and every event whose outputs mix earlier results with a line of text) shows
+    its progress and errors on that one line only: Gradio paints its error state over every output that shows
+    progress, and a failed pick must leave the images, tables and plots made before in view."""
+    import app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = app.build_app().get_config_file()
+    kinds = {block["id"]: block["type"] for block in config["components"]}
+    checked, uncovered = [], []
+    for dep in config["dependencies"]:
+        outputs = dep["outputs"]
+        results = [out for out in outputs if kinds.get(out) in RESULT_TYPES]
+        texts = [out for out in outputs if kinds.get(out) in TEXT_TYPES]
+        if (not dep.get("api_name") or dep["api_visibility"] == "private" or dep["api_name"] in NEW_INPUT_EVENTS
+                or not results or not texts or len(outputs) < 2):
+            continue  # a single result, or no line to speak on: nothing else to cover
+        checked.append(dep["api_name"])
+        spots = dep.get("show_progress_on") or []
+        if not (len(spots) == 1 and spots[0] in texts):
+            uncovered.append(dep["api_name"])
+    assert not uncovered, f"errors would cover the results of {uncovered}"
+    for name in ("style_prepare", "style_train", "style_compare", "style_evaluate", "storyboard", "storyboard_ab",
+                 "storyboard_sketches", "single_image_variations", "single_image_edit", "compare", "stylize",
+                 "history_rerun", "generate_from_png", "single_image_ablation", "judge_results", "on_photo",
+                 "storyboard_sweep"):
+        assert name in checked

@@ -306,18 +306,39 @@ def compare_base_tuned(request: CompareRequest, *, callback: ProgressCallback | 
         outputs.append(output)
         notes += [note for note in output.notes if note not in notes]
     base, tuned = outputs
-    grid = ab_grid(base.images, tuned.images)
+    grid = ab_grid(base.images, tuned.images, base.seeds)
     return CompareOutput(base.images, tuned.images, base.seeds, grid, (base.prompt, tuned.prompt), notes,
                          base.test_model or tuned.test_model, tuple(run_ids) if run_ids else ("", ""))
 
 
-def ab_grid(base: Sequence[Image.Image], tuned: Sequence[Image.Image]) -> Image.Image:
-    """Two rows: base on top, tuned below, one column per seed."""
-    from PIL import Image
+GRID_GUTTER = 8  # px of white between the pictures, so the seeds read as separate images
+
+
+def grid_label_height(height: int) -> int:
+    """Height of the band that names a row, in proportion to the pictures (readable when the page scales down)."""
+    return max(16, height // 12)
+
+
+def ab_grid(base: Sequence[Image.Image], tuned: Sequence[Image.Image], seeds: Sequence[int] = ()) -> Image.Image:
+    """Two labelled rows: "Base model" above the base pictures, "Tuned" above the tuned ones, one column per seed
+    (named under the row's label when given), white gutters between the pictures."""
+    from PIL import Image, ImageDraw, ImageFont
 
     width, height = base[0].size
-    grid = Image.new("RGB", (width * len(base), height * 2), "white")
-    for column, (top, bottom) in enumerate(zip(base, tuned, strict=True)):
-        grid.paste(top, (column * width, 0))
-        grid.paste(bottom, (column * width, height))
+    band = grid_label_height(height)
+    font = ImageFont.load_default(size=max(10, band * 3 // 4))
+    grid = Image.new("RGB", (width * len(base) + GRID_GUTTER * (len(base) - 1), 2 * (band + height) + GRID_GUTTER),
+                     "white")
+    draw = ImageDraw.Draw(grid)
+    for row, (label, images) in enumerate((("Base model", base), ("Tuned (your style)", tuned))):
+        top = row * (band + height + GRID_GUTTER)
+        for column, image in enumerate(images):
+            left = column * (width + GRID_GUTTER)
+            caption = label if column == 0 else ""
+            if column < len(seeds):
+                caption = f"{caption} · seed {seeds[column]}" if caption else f"seed {seeds[column]}"
+            while caption and font.getlength(caption) > width - 4:  # small pictures: the words that fit
+                caption = caption.rsplit(" ", 1)[0] if " " in caption else ""
+            draw.text((left + 2, top + band // 8), caption, fill="black", font=font)
+            grid.paste(image, (left, top + band))
     return grid

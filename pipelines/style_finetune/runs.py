@@ -1,5 +1,6 @@
 """Trainings as recorded runs: History lists them (status running / done / cancelled / failed) and its Re-run
-resumes an unfinished one from its last checkpoint, with the same settings and the dataset saved beside it."""
+resumes an unfinished one from its last checkpoint, with the same settings and the dataset saved beside it.
+Evaluations are recorded runs too (params kind "evaluation"), re-run with the same settings."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from pipelines.core.records import RunRecord, RunStore
 
     from .data import Dataset
+    from .evaluate import EvaluateOutput, EvaluateRequest
     from .train import TrainConfig, TrainResult
 
 
@@ -76,3 +78,41 @@ def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
     from .config import config_from_dict
 
     return run_train(config_from_dict(params["train"]), None, store=store)[0]
+
+
+def run_evaluate(request: EvaluateRequest, *, store: RunStore | None = None,
+                 callback: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> tuple[RunRecord, EvaluateOutput]:
+    """`evaluate` against the style's training images as a recorded run: History lists it (its base and tuned
+    images as PNGs, the settings) and its Re-run evaluates again with the same settings and seeds."""
+    from pipelines.core import devices
+    from pipelines.core.records import RunRecord, default_store
+    from pipelines.core.runs import save_outputs
+
+    from .data import load_dataset
+    from .evaluate import evaluate
+
+    reference = list(load_dataset(dataset_folder(request.tuned)).images)
+    params = {"kind": "evaluation", "name": request.tuned, "prompt": request.prompt,
+              "evaluate": dataclasses.asdict(request)}
+    record = RunRecord(tab=TAB, params=params, seed=int(request.seed), attention=devices.attention_backend(),
+                       device=str(devices.resolve_device()))
+    store = store or default_store()
+    with store.run(record):
+        with record.stage("evaluate"):
+            output = evaluate(request, reference, callback=callback, cancel=cancel)
+        sides = [("base", output.base, output.prompts[0]), ("tuned", output.tuned, output.prompts[1])]
+        save_outputs(record, [*output.base, *output.tuned],  # one call: file names count on across both sides
+                     [{"Side": side, "Seed": int(request.seed) + index}
+                      for side, images, _ in sides for index in range(len(images))],
+                     prompt=[prompt for _, images, prompt in sides for _ in images])
+    return record, output
+
+
+def rerun_any(params: dict[str, Any], store: RunStore) -> RunRecord:
+    """History's Re-run of a Style fine-tuning run: an evaluation evaluates again, a training resumes."""
+    if params.get("kind") == "evaluation":
+        from .evaluate import EvaluateRequest
+
+        return run_evaluate(EvaluateRequest(**params["evaluate"]), store=store)[0]
+    return rerun(params, store)
