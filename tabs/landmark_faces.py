@@ -106,7 +106,7 @@ def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps:
     if note:
         lines.append(note)
     else:
-        lines.append("Model: the seed's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
+        lines.append("Model: the seed's U-Net trained on synthetic cartoon faces (64 px), shown enlarged.")
     return [_enlarge(image) for image in output.images], "\n\n".join(lines)
 
 
@@ -252,7 +252,7 @@ def build(tab: gr.Tab | None = None) -> None:
 
     gr.Markdown("**Landmark faces** (seed 003): set the seed's 24 anime landmarks, then draw a face that follows "
                 "them. The default model is the seed's U-Net **trained in this project on synthetic cartoon "
-                "faces** (32 px) — a demonstration of the method, not an anime illustrator.")
+                "faces** (64 px) — a demonstration of the method, not an anime illustrator.")
     start = L.parametric_face().tolist()
     points = gr.State(start)
     photo_mesh = gr.State(None)  # the last photo's MediaPipe mesh (478 points), for the MediaPipe-face condition
