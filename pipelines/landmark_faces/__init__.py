@@ -74,6 +74,9 @@ METHOD_CARD = MethodCard(
         "hour of a shared 2-core CPU): it is a demonstration of the method, not an anime illustrator; it predicts "
         "the clean image rather than the seed's noise target, because a noise-target model trained as long still "
         "drew noise",
+        "after 2,034 CPU steps its eyes are dark marks with little iris colour: gaze is not followed beyond what "
+        "the read-back can measure, a shut eye is drawn shut only some of the time, and given tags only it draws a "
+        "hair-coloured blob rather than a face (see the per-slider table in Compare)",
         "the text-only baseline is this same model given tags and an empty landmark map — an input it saw in "
         "training, where landmarks and tags are dropped independently (not a separate text-only model)",
         "the seed trained on 30,000 Danbooru faces with OpenCLIP captions (290 M parameters claimed); neither "
