@@ -3,6 +3,13 @@ channels_last against plain fp32 (speed ratio, and that the loss matches), param
 290 M claim.
 
     .venv/bin/python bench/bench_landmark_faces.py [--widths 12 64] [--sizes 32 64] [--steps 6] [--batch 16]
+    .venv/bin/python bench/bench_landmark_faces.py --readback [--model M] [--values 5] [--record M.json]
+
+--readback prints the per-slider shape read-back instead (issue #23): for each slider, faces drawn at evenly
+spaced values across its whole range, and the mean |read back − asked| of the model, of the synthetic drawings of
+the same landmarks (the read-back's own floor), of the model given tags only and of the untrained network;
+--record merges the table into the model's JSON, where the tab's Compare shows it. It is
+`python -m pipelines.landmark_faces readback`.
 
 fp32 (the plain reference) and bf16 are timed interleaved, step by step, on the same batches from the same
 initial weights, so load from other processes hits both alike. "loss gap" is the largest relative difference of
@@ -26,6 +33,11 @@ SEED_CLAIM = 290e6
 
 
 def main() -> None:
+    if "--readback" in sys.argv:
+        from pipelines.landmark_faces.__main__ import main as cli
+
+        sys.argv = [sys.argv[0], "readback", *(arg for arg in sys.argv[1:] if arg != "--readback")]
+        raise SystemExit(cli(sys.argv[1:]))  # the record then names the command as the CLI would
     import torch
 
     from pipelines.core import devices

@@ -108,7 +108,7 @@ def on_generate_unet(points: Any, model: str, tags: str, guidance: float, steps:
     if note:
         lines.append(note)
     else:
-        lines.append("Model: paper 003's U-Net trained on synthetic cartoon faces (32 px), shown enlarged.")
+        lines.append("Model: paper 003's U-Net trained on synthetic cartoon faces (64 px), shown enlarged.")
     return [_enlarge(image) for image in output.images], "\n\n".join(lines)
 
 
@@ -139,18 +139,41 @@ def on_generate_controlnet(points: Any, model: str, controlnet: str, prompt: str
 @friendly_errors
 def on_compare(points: Any, model: str, tags: str, guidance: float, steps: int, seed: int, count: int,
                with_reference: bool, sd_model: str, ip_adapter: str, reference_scale: float,
-               progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str]:
+               progress: gr.Progress = gr.Progress()) -> tuple[list[Any], Any, str, Any]:
+    """The comparison on this face (a recorded run, listed in History) and the per-slider read-back stored in the
+    model's record by the bench (not recomputed here: it samples ~200 faces)."""
+    import pandas as pd
+
     from pipelines.core.loader import is_test_model
-    from pipelines.landmark_faces.compare import ReferenceOnly, compare_on_face
+    from pipelines.landmark_faces.compare import ReferenceOnly
+    from pipelines.landmark_faces.runs import run_compare
 
     reference_only = (ReferenceOnly(model=sd_model, ip_adapter=ip_adapter, scale=float(reference_scale),
                                     size=64 if is_test_model(sd_model) else 512) if with_reference else None)
-    result = compare_on_face(points, _tags(tags), model=model, guidance=guidance, steps=int(steps), seed=int(seed),
-                             count=int(count), reference_only=reference_only, callback=progress_callback(progress))
+    record, result = run_compare(points, _tags(tags), model=model, guidance=guidance, steps=int(steps),
+                                 seed=int(seed), count=int(count), reference_only=reference_only,
+                                 callback=progress_callback(progress))
     gallery = [(_enlarge(image), caption) for image, caption in result.gallery]
+    sliders, note = slider_readback_table(model)
+    markdown = "\n\n".join([f"Run {record.id} (in History).", result.markdown, note])
+    return gallery, pd.DataFrame(result.table, columns=result.headers), markdown, sliders
+
+
+def slider_readback_table(model: str) -> tuple[Any, str]:
+    """The per-slider read-back of `model` from its record (a DataFrame, or None) and a line saying what it is."""
     import pandas as pd
 
-    return gallery, pd.DataFrame(result.table, columns=result.headers), result.markdown
+    from pipelines.landmark_faces.readback import stored_table, table_rows
+
+    report = stored_table(model)
+    if report is None:
+        return None, ("No per-slider read-back is stored for this model: run `python -m pipelines.landmark_faces "
+                      "readback --model MODEL --record MODEL.json` (or bench/bench_landmark_faces.py --readback).")
+    headers, rows = table_rows(report)
+    return pd.DataFrame(rows, columns=headers), (
+        f"Per slider (from the model's record, {report.get('faces_per_slider')} faces across each slider's range, "
+        f"{report.get('sampling_steps')} steps): mean |read back − asked|, lower is better; the synthetic drawings "
+        "are the read-back's own floor.")
 
 
 def _train_job_id(request: gr.Request | None) -> str:
@@ -231,7 +254,7 @@ def build(tab: gr.Tab | None = None) -> None:
 
     gr.Markdown("**Landmark faces** (paper 003): set the paper's 24 anime landmarks, then draw a face that follows "
                 "them. The default model is the paper's U-Net **trained in this project on synthetic cartoon "
-                "faces** (32 px) — a demonstration of the method, not an anime illustrator.")
+                "faces** (64 px) — a demonstration of the method, not an anime illustrator.")
     start = L.parametric_face().tolist()
     points = gr.State(start)
     photo_mesh = gr.State(None)  # the last photo's MediaPipe mesh (478 points), for the MediaPipe-face condition
@@ -386,10 +409,15 @@ def build(tab: gr.Tab | None = None) -> None:
                 compare_gallery = gr.Gallery(label="Reference · with landmarks · baselines", columns=3, height=300)
                 compare_table = gr.Dataframe(label="Metrics", interactive=False)
                 compare_notes = gr.Markdown()
+                slider_table = gr.Dataframe(label="Per slider: shape read back vs asked (the model's record)",
+                                            interactive=False, elem_id="lf-slider-table")
 
     views = [points, overlay, table]
     for slider in sliders:
-        slider.change(on_sliders, sliders, views, show_progress="hidden")
+        # The preview is cheap, but queued behind other work 20 arrow presses took 42 s to catch up: off the queue,
+        # and a press made while one is pending replaces any other waiting one (only the newest values run).
+        slider.change(on_sliders, sliders, views, show_progress="hidden", trigger_mode="always_last", queue=False,
+                      api_name=False)
     apply_table.click(on_table, table, views)
     load_json.click(on_json, json_file, views)
     export.click(on_export, points, exported)
@@ -405,7 +433,8 @@ def build(tab: gr.Tab | None = None) -> None:
                        [train_status, unet_model], api_name="landmark_train", **MODEL_WORK)
     train_cancel.click(on_cancel_training, outputs=train_status, concurrency_limit=None, api_name=False)
     compare.click(on_compare, [points, unet_model, tags, guidance, steps, seed, count, with_reference, sd_model,
-                               ip_adapter, reference_scale], [compare_gallery, compare_table, compare_notes],
+                               ip_adapter, reference_scale],
+                  [compare_gallery, compare_table, compare_notes, slider_table],
                   **keeps_results(compare_notes), **MODEL_WORK)
 
     from .start import offer_example  # the Start page's example fills these in and presses Generate

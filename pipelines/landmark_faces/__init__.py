@@ -62,14 +62,23 @@ METHOD_CARD = MethodCard(
     output="faces whose eyes, mouth and outline sit on the landmarks, PNGs with their settings",
     good_at=(
         "exact control of head turn, eye openness, gaze and mouth without drawing",
-        "the shipped U-Net runs on a CPU in seconds at 32–64 px and follows the landmarks it is given",
+        "the shipped U-Net runs on a CPU in seconds at 64 px and follows the landmarks it is given, over the whole "
+        "range of every slider (it was trained on it), with the hair in the frame; seeds change what the landmarks "
+        "leave free (hair length, fringe, shade, blush, background)",
+        "its per-slider read-back (eye openness, mouth opening, smile, gaze, roll, place) against the drawings, the "
+        "same model given tags only and the untrained network is stored beside it and shown in Compare",
         "the same 24 points drive both models, and export/import as JSON",
     ),
     bad_at=(
-        "the shipped U-Net only knows the synthetic cartoon faces it was trained on (flat colours, 32 px, ~15 "
-        "minutes of a shared CPU): it is a demonstration of the method, not an anime illustrator; it predicts the "
-        "clean image rather than the seed's noise target, because a noise-target model trained as long still "
+        "the shipped U-Net only knows the synthetic cartoon faces it was trained on (flat colours, 64 px, under an "
+        "hour of a shared 2-core CPU): it is a demonstration of the method, not an anime illustrator; it predicts "
+        "the clean image rather than the seed's noise target, because a noise-target model trained as long still "
         "drew noise",
+        "after 2,034 CPU steps its eyes are dark marks with little iris colour: gaze is not followed beyond what "
+        "the read-back can measure, a shut eye is drawn shut only some of the time, and given tags only it draws a "
+        "hair-coloured blob rather than a face (see the per-slider table in Compare)",
+        "the text-only baseline is this same model given tags and an empty landmark map — an input it saw in "
+        "training, where landmarks and tags are dropped independently (not a separate text-only model)",
         "the seed trained on 30,000 Danbooru faces with OpenCLIP captions (290 M parameters claimed); neither "
         "the data nor those weights are available here",
         "MediaPipe finds photo faces only; anime faces need hand-set landmarks",

@@ -1,10 +1,13 @@
-"""python -m pipelines.landmark_faces train|generate|synth|evaluate
+"""python -m pipelines.landmark_faces train|generate|synth|evaluate|readback
 
     train     train the seed's U-Net (resumable: run the same command again to continue); --record writes the
               JSON beside the model with the command, seed, data settings and the figures reached
     generate  faces from landmarks (sliders' parameters, or --landmarks FILE.json) and tags
     synth     write synthetic cartoon faces (PNG + landmark JSON with tags) to a folder
     evaluate  landmark error of a model's samples on held-out synthetic faces, against the untrained network
+    readback  per slider, how far the drawn shape (eye openness, mouth, gaze, roll, place) is from what was
+              asked: the model vs the synthetic drawings vs tags only vs untrained; --record merges it into the
+              model's JSON, where the tab's Compare reads it
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def _train(args: argparse.Namespace) -> int:
             "command": "python -m pipelines.landmark_faces " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "trained_on": "synthetic cartoon faces (pipelines/landmark_faces/synthetic.py)",
             "config": asdict(config), "parameters": result.parameters, "precision": result.precision,
-            "seconds_this_invocation": round(result.seconds, 1), "steps": result.steps,
+            "seconds_this_invocation": round(result.seconds, 1), "time_budget_s": args.time_budget,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": result.steps,
             "stopped_by_time_budget": not result.finished,
             "resumed_from_step": result.resumed_from,
             "loss_first_100_mean": round(float(sum(losses[:100]) / max(1, len(losses[:100]))), 5),
@@ -115,6 +119,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _readback(args: argparse.Namespace) -> int:
+    from . import default_model, load_unet
+    from .readback import slider_table, table_rows, untrained_twin, write_into_record
+
+    source = args.model or default_model()
+    model = load_unet(source)
+    started = time.perf_counter()
+    report = slider_table(model, values_per_slider=args.values, steps=args.steps, guidance=args.guidance,
+                          untrained=untrained_twin(model))
+    report["model"] = Path(source).name
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["command"] = "python -m pipelines.landmark_faces " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    headers, rows = table_rows(report)
+    print(" | ".join(headers))
+    for row in rows:
+        print(" | ".join(f"{cell:.3f}" if isinstance(cell, float) else str(cell) for cell in row))
+    print(report["note"])
+    if args.record:
+        print(f"Wrote {write_into_record(report, args.record)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import landmarks as L
     from .train import TrainConfig
@@ -157,8 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--model", default=None)
     evaluate.add_argument("--faces", type=int, default=32)
     evaluate.add_argument("--steps", type=int, default=50)
+    readback = commands.add_parser("readback", help="per-slider shape read-back: model vs drawings vs tags only "
+                                                    "vs untrained")
+    readback.add_argument("--model", default=None, help="default: the shipped model")
+    readback.add_argument("--values", type=int, default=5, help="faces per slider, evenly across its range")
+    readback.add_argument("--steps", type=int, default=25)
+    readback.add_argument("--guidance", type=float, default=2.0)
+    readback.add_argument("--record", help="merge the table into this JSON (the model's record)")
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "generate": _generate, "synth": _synth, "evaluate": _evaluate}
+    handlers = {"train": _train, "generate": _generate, "synth": _synth, "evaluate": _evaluate,
+                "readback": _readback}
     return handlers[args.command](args)
 
 

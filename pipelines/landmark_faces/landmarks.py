@@ -228,7 +228,9 @@ LIMITS: dict[str, tuple[float, float]] = {
 PARAM_NAMES = tuple(f.name for f in fields(FaceParams))
 _PIVOT_Z = -0.6  # heads turn about the neck, behind the face's centre: features move with the turn
 _HEAD_DEPTH = 0.9  # head outline: an ellipse of half-width 1 and half-depth 0.9 (in face half-widths)
-_SCALE, _CENTRE = 0.3, (0.5, 0.47)  # face half-width as a share of the image; where the head centre sits
+# Face half-width as a share of the image, and where the head centre sits: small and low enough that the hair
+# on top of the head stays in the frame at every pitch/roll the sliders allow (±30°) and the widest face fits.
+_SCALE, _CENTRE = 0.24, (0.5, 0.54)
 
 
 def check_params(params: FaceParams) -> FaceParams:

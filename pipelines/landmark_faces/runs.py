@@ -66,6 +66,45 @@ def run_generate(points: Any, tags: Sequence[str] = (), *, model: str | None = N
     return record, output
 
 
+def run_compare(points: Any, tags: Sequence[str] = (), *, model: str | None = None, guidance: float = 2.0,
+                steps: int = 50, seed: int = 0, count: int = 8, reference_only: Any = None,
+                store: RunStore | None = None, callback: ProgressCallback | None = None) -> tuple[RunRecord, Any]:
+    """The Compare panel as one recorded run (History lists it; Re-run repeats it): the faces of each path as PNGs
+    and the metrics table in the record's params. `reference_only`: compare.ReferenceOnly or None."""
+    import dataclasses
+
+    from pipelines.core import devices
+    from pipelines.core.records import RunRecord, default_store
+    from pipelines.core.runs import save_outputs
+
+    from . import default_model, landmarks
+    from .compare import compare_on_face
+
+    source = str(model or default_model())
+    array = landmarks.check_points(points)
+    tags = [str(tag).strip() for tag in tags if str(tag).strip()]
+    params: dict[str, Any] = {
+        "path": "compare", "points": array.round(5).tolist(), "tags": tags, "model": source,
+        "guidance": float(guidance), "steps": int(steps), "seed": int(seed), "count": int(count),
+        "reference_only": dataclasses.asdict(reference_only) if reference_only is not None else None}
+    store = store or default_store()
+    record = RunRecord(tab=TAB, params=params, seed=int(seed), attention=devices.attention_backend())
+    with store.run(record):
+        test = is_test_model(source)
+        record.models = [{"id": source, "revision": "local", "test_model": test,
+                          **({"test_note": TINY_NOTE} if test else {})}]
+        with record.stage("compare"):
+            result = compare_on_face(array, tags, model=source, guidance=guidance, steps=steps, seed=seed,
+                                     count=count, reference_only=reference_only, callback=callback)
+        with record.stage("save"):
+            images = [image for image, _ in result.gallery]
+            metadata = [{"Model": source, "Compare": caption, "Tags": ", ".join(tags),
+                         "Landmarks": landmarks.to_json(array)} for _, caption in result.gallery]
+            save_outputs(record, images, metadata, prompt=", ".join(tags))
+        params["table"] = {"headers": result.headers, "rows": [[str(cell) for cell in row] for row in result.table]}
+    return record, result
+
+
 def controlnet_request(points: Any, prompt: str, *, negative_prompt: str = "", model: str = "tiny:sd15",
                        controlnet: str = CONTROLNET_TEST, control_scale: float = 1.0, steps: int = 20,
                        cfg_scale: float = 7.0, seed: int = 0, size: int = 512, sampler: str = "Euler a",
@@ -194,6 +233,14 @@ def rerun(params: dict[str, Any], store: RunStore) -> RunRecord:
         from .train import TrainConfig
 
         return run_train(TrainConfig(**params["config"]), store=store)[0]
+    if params.get("path") == "compare":
+        from .compare import ReferenceOnly
+
+        reference = params.get("reference_only")
+        return run_compare(params["points"], params.get("tags", ()), model=params["model"],
+                           guidance=params["guidance"], steps=params["steps"], seed=params["seed"],
+                           count=params.get("count", 8), store=store,
+                           reference_only=ReferenceOnly(**reference) if reference else None)[0]
     if params.get("path") == "unet":
         return run_generate(params["points"], params.get("tags", ()), model=params["model"],
                             guidance=params["guidance"], steps=params["steps"], seed=params["seed"],

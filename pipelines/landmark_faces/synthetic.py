@@ -34,7 +34,7 @@ TURN_TAGS = ("looking_left", "looking_right", "facing_viewer")
 EYE_TAGS = ("closed_eyes", "one_eye_closed")
 TAGS: tuple[str, ...] = (*HAIR_COLOURS, *EYE_COLOURS, *MOUTH_TAGS, *TURN_TAGS, *EYE_TAGS)
 MIRRORED_TAGS = {"looking_left": "looking_right", "looking_right": "looking_left"}  # what a flip swaps
-_SUPERSAMPLE = 4  # drawn at 4× and shrunk with area averaging: smooth edges at 32 px
+_SUPERSAMPLE = 4  # drawn at 4× and shrunk with area averaging: smooth edges at 32–64 px
 
 
 @dataclass
@@ -45,17 +45,45 @@ class SyntheticFace:
     params: L.FaceParams
     hair: str
     eyes: str
+    style: Style | None = None
 
 
 def random_params(rng: np.random.Generator) -> L.FaceParams:
-    closed = rng.random()
+    """A face drawn from the WHOLE range every slider allows (landmarks.LIMITS), so the model has seen every
+    value a user can ask for: a closed eye (each eye on its own, and both), any gaze, a mouth from shut to wide."""
+    def uniform(name: str) -> float:
+        return float(rng.uniform(*L.LIMITS[name]))
+
+    def eye() -> float:  # a fifth of the eyes are shut: a closed eye must be drawn closed, not just rarely seen
+        return 0.0 if rng.random() < 0.2 else uniform("left_eye_open")
+
     return L.FaceParams(
-        yaw=float(rng.uniform(-35, 35)), pitch=float(rng.uniform(-15, 15)), roll=float(rng.uniform(-15, 15)),
-        left_eye_open=0.0 if closed < 0.08 else float(rng.uniform(0.5, 1.0)),
-        right_eye_open=0.0 if closed < 0.12 else float(rng.uniform(0.5, 1.0)),
-        gaze_x=float(rng.uniform(-0.8, 0.8)), gaze_y=float(rng.uniform(-0.5, 0.5)),
-        mouth_open=float(rng.choice([0.0, rng.uniform(0.3, 1.0)])), smile=float(rng.uniform(0, 1)),
-        face_width=float(rng.uniform(0.85, 1.15)))
+        yaw=uniform("yaw"), pitch=uniform("pitch"), roll=uniform("roll"), left_eye_open=eye(),
+        right_eye_open=eye(), gaze_x=uniform("gaze_x"), gaze_y=uniform("gaze_y"),
+        mouth_open=0.0 if rng.random() < 0.25 else uniform("mouth_open"), smile=uniform("smile"),
+        face_width=uniform("face_width"))
+
+
+@dataclass(frozen=True)
+class Style:
+    """What the landmarks leave free, drawn from the seed: hair length and fringe, the hair colour's shade, blush
+    and the background's tint. The model learns these from the noise, so seeds give different faces."""
+
+    length: float = 0.6  # back hair below the face sides, in half face heights (0.3 short … 2.2 long)
+    fringe: float = 0.12  # how far the bangs come down over the forehead
+    strands: int = 3  # points along the fringe's lower edge
+    shade: float = 1.0  # the hair colour times this
+    blush: bool = False
+    background: tuple[int, int, int] = BACKGROUNDS[0]
+
+
+def random_style(rng: np.random.Generator) -> Style:
+    base = np.array(BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], np.float64)
+    tint = np.clip(base + rng.uniform(-12, 12, 3), 0, 255)
+    return Style(length=float(rng.choice([0.3, 0.7, 1.3, 2.2]) + rng.uniform(-0.1, 0.1)),
+                 fringe=float(rng.uniform(0.0, 0.42)), strands=int(rng.integers(2, 6)),
+                 shade=float(rng.uniform(0.8, 1.15)), blush=bool(rng.random() < 0.4),
+                 background=tuple(int(v) for v in tint))
 
 
 def tags_for(params: L.FaceParams, hair: str, eyes: str) -> tuple[str, ...]:
@@ -82,31 +110,54 @@ def _quarter_ring(points: np.ndarray, per_quarter: int = 8) -> np.ndarray:
     return np.array(ring)
 
 
-def draw_face(points: np.ndarray, size: int, hair: str, eyes: str, background: tuple[int, int, int]) -> np.ndarray:
-    """Draw the cartoon face whose features sit exactly on `points` (24, in [0, 1]); H×W×3 uint8."""
+def _shaded(colour: tuple[int, int, int], shade: float) -> tuple[int, int, int]:
+    return tuple(int(min(255, max(0, round(c * shade)))) for c in colour)
+
+
+def draw_face(points: np.ndarray, size: int, hair: str, eyes: str, background: tuple[int, int, int] | None = None,
+              style: Style | None = None) -> np.ndarray:
+    """Draw the cartoon face whose features sit exactly on `points` (24, in [0, 1]); H×W×3 uint8. `style` (hair
+    length, fringe, shade, blush, background) is what the landmarks leave free; the default is one plain style."""
+    style = style or Style(background=background or BACKGROUNDS[0])
     big = size * _SUPERSAMPLE
-    canvas = np.full((big, big, 3), background, np.uint8)
+    canvas = np.full((big, big, 3), style.background, np.uint8)
     p = points * (big - 1)
     unit = np.linalg.norm(p[22] - p[21]) / 2  # face half-width in pixels
-    hair_colour, eye_colour = HAIR_COLOURS[hair], EYE_COLOURS[eyes]
+    hair_colour, eye_colour = _shaded(HAIR_COLOURS[hair], style.shade), EYE_COLOURS[eyes]
     thick = max(1, round(unit / 20))
     jaw = L.openpose_face_points(points)[:17] * (big - 1)
     brow_mid = (p[1] + p[4]) / 2
     up = brow_mid - (p[23] + brow_mid) / 2  # from the face's middle toward the top of the head
+    across = (p[22] - p[21]) * 0.5  # the face's half-width, image-left to image-right
     top = brow_mid + up * 0.9
     crown = [p[22] + up * 0.9, top, p[21] + up * 0.9]
     head = np.array([*jaw, *crown], np.int32)
-    # hair behind the head, the face, then the bangs over the forehead
-    cv2.fillPoly(canvas, [np.array([p[21] - up * 0.1 - (p[22] - p[21]) * 0.08, *crown[::-1][:1], top + up * 0.25,
-                                    crown[0], p[22] - up * 0.1 + (p[22] - p[21]) * 0.08,
-                                    p[22] + (p[23] - p[22]) * 0.5, p[21] + (p[23] - p[21]) * 0.5], np.int32)],
-                 hair_colour, cv2.LINE_AA)
+    # hair behind the head (down to the style's length), the face, then the bangs over the forehead
+    low = -up * style.length
+    back = [p[21] - across * 0.3 + low, p[21] - across * 0.22 - up * 0.1, crown[2] - across * 0.15, top + up * 0.25,
+            crown[0] + across * 0.15, p[22] + across * 0.22 - up * 0.1, p[22] + across * 0.3 + low,
+            p[22] + low * 0.9 - across * 0.05, p[21] + low * 0.9 + across * 0.05]
+    cv2.fillPoly(canvas, [np.array(back, np.int32)], hair_colour, cv2.LINE_AA)
     cv2.fillPoly(canvas, [head], SKIN, cv2.LINE_AA)
     cv2.polylines(canvas, [jaw.astype(np.int32)], False, OUTLINE, thick, cv2.LINE_AA)
-    fringe_low = (p[0] + p[5]) / 2 - up * 0.12
-    bangs = np.array([p[21] + up * 0.2, crown[2], top + up * 0.1, crown[0], p[22] + up * 0.2,
-                      p[5] - up * 0.15, fringe_low, p[0] - up * 0.15], np.int32)
+    # the fringe's lower edge: `strands` points that come down between the brows' line and the hairline
+    edge = []
+    for k in range(style.strands + 1):
+        t = k / style.strands
+        along = p[5] * (1 - t) + p[0] * t  # right brow's outer end → left brow's outer end
+        dip = style.fringe if 0 < k < style.strands else style.fringe * 0.5
+        edge.append(along + up * (0.3 - dip))
+        if k < style.strands:
+            edge.append(p[5] * (1 - t - 0.5 / style.strands) + p[0] * (t + 0.5 / style.strands) + up * 0.32)
+    bangs = np.array([p[21] + up * 0.2, crown[2], top + up * 0.1, crown[0], p[22] + up * 0.2, *edge], np.int32)
     cv2.fillPoly(canvas, [bangs], hair_colour, cv2.LINE_AA)
+    if style.blush:  # soft pink on the cheeks, blended so the skin still reads as skin
+        layer = canvas.copy()
+        for eye_bottom in (p[9], p[14]):
+            cheek = eye_bottom + (p[16] - (p[7] + p[12]) / 2) * 0.7
+            cv2.ellipse(layer, tuple(int(v) for v in cheek), (max(1, int(unit * 0.2)), max(1, int(unit * 0.09))),
+                        0, 0, 360, (240, 150, 160), -1, cv2.LINE_AA)
+        canvas = cv2.addWeighted(layer, 0.35, canvas, 0.65, 0)
     for brow in ((0, 1, 2), (3, 4, 5)):
         cv2.polylines(canvas, [p[list(brow)].astype(np.int32)], False, OUTLINE, thick * 2, cv2.LINE_AA)
     for outer, inner, top_i, bottom_i, pupil in ((6, 7, 8, 9, 10), (11, 12, 13, 14, 15)):
@@ -142,10 +193,10 @@ def make_face(rng: np.random.Generator, size: int, *, hair: str | None = None, e
     params = params or random_params(rng)
     hair = hair or str(rng.choice(list(HAIR_COLOURS)))
     eyes = eyes or str(rng.choice(list(EYE_COLOURS)))
-    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    style = random_style(rng)
     points = L.parametric_face(params)
-    image = draw_face(points, size, hair, eyes, background)
-    return SyntheticFace(image, points, tags_for(params, hair, eyes), params, hair, eyes)
+    image = draw_face(points, size, hair, eyes, style=style)
+    return SyntheticFace(image, points, tags_for(params, hair, eyes), params, hair, eyes, style)
 
 
 def make_faces(count: int, size: int, seed: int = 0, **fixed: str) -> list[SyntheticFace]:
@@ -181,13 +232,14 @@ def _weighted_centre(weight: np.ndarray, minimum: float) -> np.ndarray | None:
     return np.array([(xs * weight).sum(), (ys * weight).sum()]) / total
 
 
-def detect_features(image: np.ndarray, hair: str, eyes: str) -> dict[str, np.ndarray | None]:
+def detect_features(image: np.ndarray, hair: str, eyes: str, eye_reach: float = 1 / 8) -> dict[str, np.ndarray | None]:
     """Where the face's parts are in an image drawn in the synthetic palette: the skin region (pixels nearest to
     the skin tone; its largest blob) gives the face sides (leftmost, rightmost) and the chin (lowest point);
     inside its box, the eye colours' (white, iris) weighted centre on each side of the box's midline gives the
     eyes, and
     the mouth colour's below the middle gives the mouth. None for a part that is not found. Knows nothing of
-    the landmarks asked for: this is the independent read-back behind `landmark_error`."""
+    the landmarks asked for: this is the independent read-back behind `landmark_error`. `eye_reach`: how far
+    below the box's middle (a share of its height) an eye may be (a face rolled 30° needs 1/4)."""
     height, width = image.shape[:2]
     palette = {"skin": SKIN, "hair": HAIR_COLOURS[hair], "iris": EYE_COLOURS[eyes], "white": EYE_WHITE,
                "outline": OUTLINE, "mouth": MOUTH, **{f"bg{i}": c for i, c in enumerate(BACKGROUNDS)}}
@@ -207,8 +259,9 @@ def detect_features(image: np.ndarray, hair: str, eyes: str) -> dict[str, np.nda
     minimum = max(0.5, width * height / 4096)  # about one pixel's worth at 64 px
     # an eye is its white and its iris (at 32 px the iris alone is a blend of a pixel or two)
     iris = np.maximum(_colour_weight(image, EYE_COLOURS[eyes]), _colour_weight(image, EYE_WHITE, 40.0))
+    iris = iris * ~classes["hair"]  # pink hair is within the soft reach of purple eyes: the fringe is no eye
     box = np.zeros_like(iris)
-    box[y0:middle_y + (y1 - y0) // 8, x0:x1] = 1.0
+    box[y0:middle_y + int((y1 - y0) * eye_reach), x0:x1] = 1.0  # a rolled face's lower eye sits lower
     for key, columns in (("left_eye", slice(0, middle_x)), ("right_eye", slice(middle_x, width))):
         side = np.zeros_like(iris)
         side[:, columns] = 1.0

@@ -4,7 +4,8 @@ Data: (image, 24 landmarks, tags) triples — the synthetic cartoon faces, or a 
 same-named .json ({"points": …, "tags": [...] or "a, b"}). The loss is the seed's: MSE between the noise added
 (DDPM forward process, diffusers' DDPMScheduler) and the noise the U-Net predicts from the noisy image, the
 landmark dot mask and the tags. As the issue asks: classifier-free-guidance condition dropout (landmarks and tags
-dropped together), random horizontal flips that MIRROR the landmarks (and swap left/right tags), and random
+dropped together, plus each on its own with `landmark_dropout` / `tag_dropout`), random horizontal flips that
+MIRROR the landmarks (and swap left/right tags), and random
 masking of the frequent tags.
 
 Step s draws its batch, noise, timesteps, flips and masks from a generator seeded with (seed, s), so a resume
@@ -67,6 +68,11 @@ class TrainConfig:
     synthetic_hair: str = ""  # fix the synthetic palette ("" = random), e.g. for a quick test
     synthetic_eyes: str = ""
     condition_dropout: float = 0.1  # classifier-free guidance: landmarks and tags dropped together
+    # Each dropped ON ITS OWN as well, so "tags only" (an empty landmark map with tags) and "landmarks only" are
+    # inputs the model has seen: the text-only baseline is then this model given tags alone (issue #23, goal 3 b).
+    landmark_dropout: float = 0.0
+    tag_dropout: float = 0.0
+    attention_max_size: int = 0  # self-attention only at feature maps this small or smaller (0: at every level)
     tag_mask: float = 0.3  # each frequent tag is hidden with this probability
     frequent_share: float = 0.1  # tags on more than this share of the images count as frequent
     flip: float = 0.5
@@ -231,8 +237,10 @@ def draw_batch(batches: Batches, config: TrainConfig, step: int, timesteps: int)
     hidden = (torch.rand(tags.shape, generator=g) < config.tag_mask) & batches.frequent[None]
     tags = tags * (~hidden).float()
     drop = torch.rand(b, generator=g) < config.condition_dropout
-    masks = masks * (~drop).float()[:, None, None, None]  # all-zero map = "no landmarks"
-    tags = tags * (~drop).float()[:, None]
+    drop_landmarks = drop | (torch.rand(b, generator=g) < config.landmark_dropout)
+    drop_tags = drop | (torch.rand(b, generator=g) < config.tag_dropout)
+    masks = masks * (~drop_landmarks).float()[:, None, None, None]  # all-zero map = "no landmarks"
+    tags = tags * (~drop_tags).float()[:, None]
     noise = torch.randn(images.shape, generator=g)
     t = torch.randint(0, timesteps, (b,), generator=g)
     return {"images": images, "masks": masks, "tags": tags, "noise": noise, "timesteps": t}
@@ -306,7 +314,8 @@ def train(config: TrainConfig, data: FaceData | None = None, *, callback: Progre
     vocabulary = data.vocabulary
     batches = Batches(data, vocabulary, config)
     model = build(UNetConfig(width=config.width, image_size=config.image_size, tags=vocabulary,
-                             time_dim=max(32, 4 * config.width), heads=4 if config.width % 4 == 0 else 1),
+                             time_dim=max(32, 4 * config.width), heads=4 if config.width % 4 == 0 else 1,
+                             attention_max_size=config.attention_max_size),
                   seed=config.seed).to(device)
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)

@@ -40,6 +40,7 @@ class UNetConfig:
     tags: tuple[str, ...] = ()  # the tag vocabulary the embedding table is indexed by
     time_dim: int = 256
     heads: int = 4
+    attention_max_size: int = 0  # attention only on feature maps of at most this side (0: every level, the seed's)
 
     def to_metadata(self) -> dict[str, str]:
         return {"architecture": ARCHITECTURE, "unet_config": json.dumps(asdict(self))}
@@ -135,14 +136,21 @@ class LandmarkUNet(nn.Module):
         self.text_projection = nn.Linear(TEXT_DIM, c)
         self.landmark_conv = nn.Conv2d(1, c, 3, padding=1)
         self.inc = DoubleConv(3 + c, c)
-        self.down1, self.att1 = Down(c, 2 * c, td, c), Attention(2 * c, config.heads)
-        self.down2, self.att2 = Down(2 * c, 4 * c, td, c), Attention(4 * c, config.heads)
+        # At 64 px the seed's attention on the 32×32 maps costs more than the rest of the network on a CPU; a
+        # config may keep it to the small maps (attention_max_size), where it still relates the two eyes.
+        half, quarter = config.image_size // 2, config.image_size // 4
+        self.down1, self.att1 = Down(c, 2 * c, td, c), self._attention(2 * c, half)
+        self.down2, self.att2 = Down(2 * c, 4 * c, td, c), self._attention(4 * c, quarter)
         self.down3 = Down(4 * c, 4 * c, td, c)
         self.bottleneck = nn.Sequential(DoubleConv(4 * c, 8 * c), DoubleConv(8 * c, 8 * c), DoubleConv(8 * c, 4 * c))
-        self.up1, self.att3 = Up(8 * c, 2 * c, td, c), Attention(2 * c, config.heads)
-        self.up2, self.att4 = Up(4 * c, c, td, c), Attention(c, config.heads)
+        self.up1, self.att3 = Up(8 * c, 2 * c, td, c), self._attention(2 * c, quarter)
+        self.up2, self.att4 = Up(4 * c, c, td, c), self._attention(c, half)
         self.up3 = Up(2 * c, c, td, c)
         self.out = nn.Conv2d(c, 3, 1)
+
+    def _attention(self, channels: int, side: int) -> nn.Module:
+        limit = self.config.attention_max_size
+        return Attention(channels, self.config.heads) if not limit or side <= limit else nn.Identity()
 
     def text_vector(self, tag_hot: torch.Tensor | None, batch: int) -> torch.Tensor:
         """The caption's 512-d vector: the mean of its tags' embeddings; the learned null vector when it has none."""
