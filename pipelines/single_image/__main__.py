@@ -23,7 +23,8 @@ def _train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
     config = TrainConfig(backbone=args.backbone, steps=args.steps, width=args.width, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, max_area=args.max_side ** 2, text=args.text, prompt=args.prompt,
+                         lr=args.lr, coarse_share=args.coarse_share, lr_schedule=args.lr_schedule, seed=args.seed,
+                         max_area=args.max_side ** 2, text=args.text, prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
                          precision=args.precision)
     result = train(config, _image(args.image), callback=_print_progress, resume=not args.fresh)
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--width", type=int, default=64)
     train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    train.add_argument("--coarse-share", type=float, default=0.4, help="share of the steps at the coarsest scale")
+    train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-side", type=int, default=128, help="area cap as the side of a square (default 128)")
     train.add_argument("--text", choices=("none", "arbitrary", "blip"), default="none")
