@@ -203,6 +203,7 @@ def _score_trained_model(path: Path, photo: str, source, control: float, gpnn: f
 
     net, metadata = load_model_file(path)
     if not torch.equal(net.source[0].permute(1, 2, 0), torch.from_numpy(np.asarray(source).copy())):
+        print(f"   {photo:8s} {path.name} was not trained on this photo at this size: skipped")
         return
     sampled = variations(path, VariationRequest(count=count, seed=0, start_scale=0))
     score = _score(sampled.images, source, control, gpnn)
