@@ -5,6 +5,8 @@ and (--variations) the diffusion model against GPNN on held-out photos.
     .venv/bin/python bench/bench_single_image.py --side 128 --width 64 --steps 600
     .venv/bin/python bench/bench_single_image.py --variations                       # the full run: 2, 5, 10 min
     .venv/bin/python bench/bench_single_image.py --variations --minutes 0.5 --count 2 --gpnn-iterations 2  # smoke
+    .venv/bin/python bench/bench_single_image.py --variations --photos coffee --minutes 2 5 \
+        --models assets/single_image/coffee_fcn.safetensors    # the shipped model as the 10-minute row
 
 --variations prints, for three photos scikit-image ships (chelsea the cat, coffee, rocket; the astronaut is kept
 aside for an independent check), at --side² area:
@@ -190,6 +192,22 @@ def variation_bench(args) -> None:
                  sampled.seconds / args.count)
             print(f"   {'':8s} {'':22s} estimate/actual: probed {steps * per_step / result.seconds:.2f}, "
                   f"old constant {constant / result.seconds:.2f}")
+        for path in args.models:
+            _score_trained_model(Path(path), name, source, control, gpnn["patch_nn"], args.count)
+
+
+def _score_trained_model(path: Path, photo: str, source, control: float, gpnn: float, count: int) -> None:
+    """A row for a model trained elsewhere (e.g. the shipped one, by the CLI with its JSON record) when it was
+    trained on this photo at this size: its source buffer must be the photo's pixels."""
+    from pipelines.single_image.model import load_model_file
+
+    net, metadata = load_model_file(path)
+    if not torch.equal(net.source[0].permute(1, 2, 0), torch.from_numpy(np.asarray(source).copy())):
+        print(f"   {photo:8s} {path.name} was not trained on this photo at this size: skipped")
+        return
+    sampled = variations(path, VariationRequest(count=count, seed=0, start_scale=0))
+    score = _score(sampled.images, source, control, gpnn)
+    _row(photo, f"model {path.stem}", f"({metadata.get('steps', '?')} st)", score, sampled.seconds / count)
 
 
 def main() -> None:
@@ -202,7 +220,9 @@ def main() -> None:
     parser.add_argument("--only-speed", action="store_true", help="part 1 only")
     parser.add_argument("--steps", type=int, default=600, help="steps of the bf16/fp32 quality runs")
     parser.add_argument("--variations", action="store_true", help="part 5 only: GPNN vs the diffusion model")
-    parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10], help="training budgets (part 5)")
+    parser.add_argument("--minutes", type=float, nargs="*", default=[2, 5, 10], help="training budgets (part 5)")
+    parser.add_argument("--models", nargs="*", default=[], help="also score these trained model files (part 5) on "
+                        "the photo each was trained on, e.g. the shipped one made by the CLI")
     parser.add_argument("--photos", nargs="+", default=list(VARIATION_PHOTOS), choices=VARIATION_PHOTOS)
     parser.add_argument("--count", type=int, default=4, help="variations per method (part 5)")
     parser.add_argument("--gpnn-iterations", type=int, default=10, help="GPNN iterations per scale (paper: 10)")

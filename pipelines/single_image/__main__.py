@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,13 +24,19 @@ def _train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
     config = TrainConfig(backbone=args.backbone, steps=args.steps, width=args.width, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, max_area=args.max_side ** 2, text=args.text, prompt=args.prompt,
+                         lr=args.lr, coarse_share=args.coarse_share, lr_schedule=args.lr_schedule, seed=args.seed,
+                         max_area=args.max_side ** 2, text=args.text, prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
                          precision=args.precision)
-    result = train(config, _image(args.image), callback=_print_progress, resume=not args.fresh)
+    image = _image(args.image)
+    load_before = [round(value, 2) for value in os.getloadavg()]  # recorded: a shared CPU's speed depends on it
+    if args.minutes:
+        config = _steps_for_minutes(config, image, args.minutes)
+    result = train(config, image, callback=_print_progress, resume=not args.fresh)
     print(result.summary)
     card = {"command": "python -m pipelines.single_image " + " ".join(sys.argv[1:]),
             "config": dataclasses.asdict(config), "steps": result.steps, "seconds": round(result.seconds, 1),
+            "load_average_1_5_15_min": {"start": load_before, "end": [round(v, 2) for v in os.getloadavg()]},
             "precision": result.precision, "loss_first_20": _mean(result.losses[:20]),
             "loss_last_100": _mean(result.losses[-100:]), "folder": str(result.folder)}
     if args.out:
@@ -48,6 +55,17 @@ def _train(args: argparse.Namespace) -> None:
         if args.copy_milestones:
             shutil.copytree(result.folder / "milestones", out.parent / f"{out.stem}_milestones", dirs_exist_ok=True)
     print(json.dumps(card, indent=2))
+
+
+def _steps_for_minutes(config, image, minutes: float):
+    """The config with as many steps as fit in `minutes` on this machine as loaded now (the tab's timed probe)."""
+    from .train import measure_seconds_per_step, prepare_image
+
+    prepared = prepare_image(image, config.max_area)[0]
+    per_step = measure_seconds_per_step(prepared, config)
+    steps = max(10, int(minutes * 60 / per_step))
+    print(f"{per_step:.3f} s per step measured now: {steps} steps for {minutes:g} min", file=sys.stderr, flush=True)
+    return dataclasses.replace(config, steps=steps)
 
 
 def _image(source: str) -> object:
@@ -108,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--width", type=int, default=64)
     train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    train.add_argument("--coarse-share", type=float, default=0.4, help="share of the steps at the coarsest scale")
+    train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--minutes", type=float, help="train for about this long: sets --steps from a timed probe")
     train.add_argument("--max-side", type=int, default=128, help="area cap as the side of a square (default 128)")
     train.add_argument("--text", choices=("none", "arbitrary", "blip"), default="none")
     train.add_argument("--prompt", default="")
