@@ -37,6 +37,7 @@ SUBSTITUTIONS = [
     (r"(--count |count=)\d+", r"\g<1>2"),
     (r'(TrainConfig\(backbone="fcn", steps=)2\b', r"\g<1>10"),  # single_image trains at least 10 steps
     (r"(single_image train \S+ --steps )2\b", r"\g<1>10"),
+    (r"(single_image train \S+ )--minutes \d+", r"\g<1>--steps 10"),  # a timed training: ten steps instead
     (r'(--sampler "Euler a")(\s+#)', r"\g<1> --steps 2 --size 64x64\g<2>"),
     (r"(--resolution |resolution=)512", r"\g<1>64"),
     (r"--size 512x768", "--size 64x64"),
