@@ -62,6 +62,9 @@ LIVE_WORK = {"concurrency_id": "live", "concurrency_limit": LIVE_STREAMS}
 # logged and summarised.
 USER_ERRORS = (UserError, ValueError, KeyError, FileNotFoundError)
 
+# What every tab's random "Seed" setting does, in one place (About's glossary says the same).
+SEED_INFO = "The same seed with the same settings gives the same result again; change it for a different one"
+
 
 def _meant_for_user(err: BaseException) -> bool:
     """The pipelines' own errors and plain ValueError/KeyError/FileNotFoundError; subclasses of those from

@@ -14,6 +14,7 @@ from pipelines.landmark_faces.request import MAX_FACES, MAX_GUIDANCE, MAX_STEPS,
 
 from .common import (
     MODEL_WORK,
+    SEED_INFO,
     file_input,
     file_paths,
     friendly_errors,
@@ -302,8 +303,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                       elem_id="lf-steps")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed",
-                                     info="The same seed with the same settings gives the same result again; change "
-                                          "it for a different one")
+                                     info=SEED_INFO)
                     count = gr.Slider(1, MAX_FACES, value=4, step=1, label="Faces",
                                       info="How many faces to draw")
                 generate = gr.Button("Generate", variant="primary", elem_id="lf-generate")
@@ -344,8 +344,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                       info="How closely the face follows the points: 0 ignores them, 1 follows them")
                 with gr.Row():
                     sd_seed = gr.Number(0, precision=0, label="Seed",
-                                        info="The same seed with the same settings gives the same result again; "
-                                             "change it for a different one")
+                                        info=SEED_INFO)
                     size = gr.Slider(64, 768, value=512, step=64, label="Size",
                                      info="Width and height in pixels; 512 suits SD 1.5, smaller is faster",
                                      elem_id="lf-sd-size")
@@ -388,8 +387,7 @@ def build(tab: gr.Tab | None = None) -> None:
                     train_batch = gr.Slider(1, 64, value=16, step=1, label="Batch size",
                                             info="Faces per training step; larger is smoother but uses more memory")
                     train_seed = gr.Number(0, precision=0, label="Seed",
-                                           info="The same seed with the same settings gives the same result again; "
-                                                "change it for a different one")
+                                           info=SEED_INFO)
                 with gr.Row():
                     train_button = gr.Button("Train (or resume)", variant="primary", elem_id="lf-train")
                     train_cancel = gr.Button("Cancel")

@@ -18,6 +18,7 @@ from pipelines.single_image.runs import ABLATION_CHOICES, GPNN_VARIANT, shipped_
 
 from .common import (
     MODEL_WORK,
+    SEED_INFO,
     friendly_errors,
     image_editor_input,
     image_input,
@@ -344,8 +345,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                   info="How big the network is; smaller trains faster",
                                   elem_id="si-width")
                 seed = gr.Number(0, precision=0, label="Seed",
-                                 info="The same seed with the same settings gives the same result again; change it "
-                                      "for a different one")
+                                 info=SEED_INFO)
                 blip = gr.Dropdown(BLIP_CHOICES, value=BLIP_CHOICES[0][1], label="BLIP captioner",
                                    info="The model that writes captions for your image")
                 clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model",
@@ -367,8 +367,7 @@ def build(tab: gr.Tab | None = None) -> None:
                               info="How many variations to make",
                               elem_id="si-count")
             var_seed = gr.Number(0, precision=0, label="Seed",
-                                 info="The same seed with the same settings gives the same result again; change it "
-                                      "for a different one")
+                                 info=SEED_INFO)
             start_scale = gr.Slider(0, MAX_START_SCALES, value=1, step=1,
                                     label="Start scale (0 = from noise; higher keeps more of the layout)",
                                     info="0 invents a new layout; higher keeps more of the original arrangement")
@@ -408,8 +407,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 fill = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="How much of the region to fill",
                                  info="1 repaints the whole marked region; lower keeps more of it")
                 edit_seed = gr.Number(0, precision=0, label="Seed",
-                                      info="The same seed with the same settings gives the same result again; change "
-                                           "it for a different one")
+                                      info=SEED_INFO)
                 edit_clip = gr.Dropdown(CLIP_CHOICES, value=CLIP_CHOICES[0][1], label="CLIP model",
                                         info="The model that scores how well a caption fits a picture")
                 load_region = gr.Button("Put the model's image in the region editor")

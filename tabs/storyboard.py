@@ -23,7 +23,15 @@ from pipelines.storyboard.request import (
     MIN_PANELS,
 )
 
-from .common import MODEL_WORK, friendly_errors, image_editor_input, keeps_results, progress_callback, test_model_note
+from .common import (
+    MODEL_WORK,
+    SEED_INFO,
+    friendly_errors,
+    image_editor_input,
+    keeps_results,
+    progress_callback,
+    test_model_note,
+)
 
 MAGA_LABEL = ("**Memory attention (our reading of paper 001's MAGA):** from layer L of the model and denoising "
               "step S on, each frame also looks at the earlier frames while it is drawn, so the character stays the "
@@ -227,8 +235,7 @@ def build(tab: gr.Tab | None = None) -> None:
             sketch_model = gr.Dropdown(models, value=default, allow_custom_value=True, label="Sketch model",
                                        info="The image model that draws the line-art sketches")
             sketch_seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)",
-                                    info="The same seed with the same settings gives the same result again; change it"
-                                         " for a different one")
+                                    info=SEED_INFO)
             sketch_steps = gr.Slider(1, 80, value=DEFAULT_SKETCH_STEPS, step=1, label="Steps",
                                      info="How many times the picture is refined; more is slower and often cleaner",
                                      elem_id="sb-sketch-steps")
@@ -278,8 +285,7 @@ def build(tab: gr.Tab | None = None) -> None:
                             info="Guidance (CFG): how strictly the picture follows the prompt; 5–8 is usual, high "
                                  "values look harsh")
             seed = gr.Number(0, precision=0, label="Seed (panel i uses seed + i)",
-                             info="The same seed with the same settings gives the same result again; change it for a "
-                                  "different one",
+                             info=SEED_INFO,
                              elem_id="sb-seed")
             size = gr.Slider(256, 1024, value=512, step=64, label="Size (px)",
                              info="Width and height of each frame; 512 suits SD 1.5, smaller is faster",

@@ -11,6 +11,7 @@ from pipelines.core.gpu import TRAIN_SLICE_S, gpu_task, training_budget_s
 
 from .common import (
     MODEL_WORK,
+    SEED_INFO,
     file_input,
     file_paths,
     friendly_errors,
@@ -332,8 +333,7 @@ def build(tab: gr.Tab | None = None) -> None:
                                      info="The step size for learning the trigger word itself",
                                      minimum=0)
             seed = gr.Number(defaults.seed, label="Seed",
-                             info="The same seed with the same settings gives the same result again; change it for a "
-                                  "different one",
+                             info=SEED_INFO,
                              precision=0, minimum=0)
         with gr.Accordion("More settings", open=False):
             with gr.Row():

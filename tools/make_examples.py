@@ -92,7 +92,8 @@ def make_landmark_faces() -> Path:
     points = L.parametric_face(L.FaceParams(**params["face"]))
     tags = [tag.strip() for tag in params["tags"].split(",")]
     start = time.perf_counter()
-    output = sample(load_unet(str(SHIPPED_MODEL)), points, tags, steps=params["steps"],
+    model = load_unet(str(SHIPPED_MODEL))
+    output = sample(model, points, tags, steps=params["steps"],
                     guidance=params["guidance"], seed=params["seed"], count=params["count"])
     seconds = time.perf_counter() - start
     image = _strip([L.overlay(points.tolist(), size=THUMB, numbers=False), *output.images])
@@ -104,8 +105,8 @@ def make_landmark_faces() -> Path:
         **_machine(),
         "caption": (f"The landmarks (left), set with three sliders (turned {params['face']['yaw']:.0f}°, smiling), "
                     f"and {params['count']} faces the shipped U-Net drew to follow them with the tags "
-                    f"“{params['tags']}”. It was trained on synthetic cartoon faces at 32 px, so the faces are "
-                    "small and simple: a demonstration of the method, not an illustrator.")})
+                    f"“{params['tags']}”. It was trained on synthetic cartoon faces at {model.config.image_size} "
+                    "px, so the faces are small and simple: a demonstration of the method, not an illustrator.")})
 
 
 def make_single_image() -> Path:
