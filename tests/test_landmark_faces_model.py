@@ -272,3 +272,26 @@ def test_hub_sources_with_a_sub_folder_are_split_and_others_are_not(tmp_path) ->
         "CrucibleAI/ControlNetMediaPipeFace", "diffusion_sd15")
     for plain in ("lllyasviel/control_v11p_sd15_openpose", "tiny:controlnet", str(tmp_path), "/abs/a/b/c"):
         assert hub_subfolder(plain) == (plain, "")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_training_follows_its_learning_rate_schedule(monkeypatch, tmp_path, schedule) -> None:
+    """The rate each optimizer step used: cosine warms up over the first step (2% of 10, rounded up to one), then
+    decays strictly to 5% of the peak at the last step; constant keeps the peak (the recipe before)."""
+    used: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    config = replace(SMALL, steps=10, lr=1e-3, lr_schedule=schedule, checkpoint_every=10**6)
+    train(config, synthetic_data(config), resume=False, checkpoints=tmp_path)
+    assert len(used) == 10
+    if schedule == "constant":
+        assert used == [1e-3] * 10
+        return
+    assert used[0] == pytest.approx(1e-3) and used[-1] == pytest.approx(0.05e-3)
+    assert used[1] == pytest.approx(1e-3)  # the decay starts from the peak after the warm-up step
+    assert all(later < earlier for earlier, later in zip(used[1:], used[2:], strict=False))

@@ -72,7 +72,8 @@ def test_the_slider_table_has_every_slider_and_source_and_is_stored_beside_the_m
     from pipelines.landmark_faces import load_unet
 
     model = load_unet("tiny:landmark_unet")
-    report = R.slider_table(model, values_per_slider=2, steps=1, untrained=R.untrained_twin(model))
+    faces: dict = {}
+    report = R.slider_table(model, values_per_slider=2, steps=1, untrained=R.untrained_twin(model), faces_out=faces)
     assert set(report["sliders"]) == set(L.PARAM_NAMES)  # every slider the tab offers
     for entry in report["sliders"].values():
         assert set(R.SOURCES) <= set(entry)
@@ -87,6 +88,14 @@ def test_the_slider_table_has_every_slider_and_source_and_is_stored_beside_the_m
     headers, rows = R.table_rows(R.stored_table(str(model_file)))
     assert headers[:2] == ["slider", "unit"] and len(rows) == len(L.PARAM_NAMES) + 1
     assert R.stored_table("tiny:landmark_unet") is None
+    # the sheet to judge by eye: the drawings' block holds the drawings themselves, row by row
+    sheet = np.asarray(R.sample_grid(faces, 2, model, seeds=2, steps=1))
+    size = model.config.image_size
+    assert sheet.shape[0] == (len(R.CHECKS) + 1) * size
+    block = 2 * size + size // 4
+    for row in range(len(R.CHECKS)):
+        drawing = np.asarray(faces["images"]["drawings"][2 * row + 1])[:, :, :3]
+        np.testing.assert_array_equal(sheet[row * size:(row + 1) * size, block + size:block + 2 * size], drawing)
 
 
 def test_training_drops_landmarks_and_tags_independently() -> None:

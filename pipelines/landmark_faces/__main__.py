@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -33,6 +34,7 @@ def _train(args: argparse.Namespace) -> int:
             last[0] = time.perf_counter()
             print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    load_before = [round(value, 2) for value in os.getloadavg()]  # recorded: a shared CPU's speed depends on it
     result = train(config, callback=progress, resume=not args.fresh, time_budget_s=args.time_budget,
                    out=args.out, half=args.half)
     print(result.summary)
@@ -46,6 +48,8 @@ def _train(args: argparse.Namespace) -> int:
                                 train_config=json.dumps(asdict(config)), trained_on="synthetic cartoon faces")
     print(f"Saved {result.path}")
     if args.record:
+        import torch
+
         from .evaluate import landmark_error_report
 
         report = landmark_error_report(result.model, config, faces=args.eval_faces, steps=args.eval_steps)
@@ -55,6 +59,8 @@ def _train(args: argparse.Namespace) -> int:
             "trained_on": "synthetic cartoon faces (pipelines/landmark_faces/synthetic.py)",
             "config": asdict(config), "parameters": result.parameters, "precision": result.precision,
             "seconds_this_invocation": round(result.seconds, 1), "time_budget_s": args.time_budget,
+            "threads": torch.get_num_threads(),
+            "load_average_1_5_15_min": {"start": load_before, "end": [round(v, 2) for v in os.getloadavg()]},
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": result.steps,
             "stopped_by_time_budget": not result.finished,
             "resumed_from_step": result.resumed_from,
@@ -121,13 +127,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _readback(args: argparse.Namespace) -> int:
     from . import default_model, load_unet
-    from .readback import slider_table, table_rows, untrained_twin, write_into_record
+    from .readback import sample_grid, slider_table, table_rows, untrained_twin, write_into_record
 
     source = args.model or default_model()
     model = load_unet(source)
     started = time.perf_counter()
+    faces: dict = {}
     report = slider_table(model, values_per_slider=args.values, steps=args.steps, guidance=args.guidance,
-                          untrained=untrained_twin(model))
+                          untrained=untrained_twin(model), faces_out=faces)
     report["model"] = Path(source).name
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["command"] = "python -m pipelines.landmark_faces " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -138,6 +145,10 @@ def _readback(args: argparse.Namespace) -> int:
     print(report["note"])
     if args.record:
         print(f"Wrote {write_into_record(report, args.record)}")
+    if args.grid:
+        sheet = sample_grid(faces, args.values, model, seeds=args.values, steps=args.steps, guidance=args.guidance)
+        sheet.save(args.grid)
+        print(f"Wrote {args.grid}: per slider, the model | the synthetic drawings | tags only; last row: seeds")
     return 0
 
 
@@ -190,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     readback.add_argument("--steps", type=int, default=25)
     readback.add_argument("--guidance", type=float, default=2.0)
     readback.add_argument("--record", help="merge the table into this JSON (the model's record)")
+    readback.add_argument("--grid", help="also save the faces as a sheet to judge by eye (PNG)")
     args = parser.parse_args(argv)
     handlers = {"train": _train, "generate": _generate, "synth": _synth, "evaluate": _evaluate,
                 "readback": _readback}

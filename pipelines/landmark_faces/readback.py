@@ -231,9 +231,11 @@ SOURCE_LABELS = {"model": "model (landmarks + tags)", "drawings": "synthetic dra
 
 
 def slider_table(model: Any, *, values_per_slider: int = 5, steps: int = 25, guidance: float = 2.0,
-                 seed: int = 0, untrained: Any | None = None) -> dict[str, Any]:
+                 seed: int = 0, untrained: Any | None = None,
+                 faces_out: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per slider: the mean read-back error of each source (see the module docstring), plus the share of
-    asked-closed eyes drawn closed. Faces at the model's size, one set of landmarks per (slider, value)."""
+    asked-closed eyes drawn closed. Faces at the model's size, one set of landmarks per (slider, value).
+    `faces_out`, when given, receives the faces drawn (per source, in sweep order) and the sweep rows."""
     from .generate import sample
     from .request import MAX_FACES
 
@@ -256,6 +258,8 @@ def slider_table(model: Any, *, values_per_slider: int = 5, steps: int = 25, gui
     images["tags_only"] = faces(model, use_landmarks=False)
     if untrained is not None:
         images["untrained"] = faces(untrained)
+    if faces_out is not None:
+        faces_out.update(images=images, rows=rows)
     table: dict[str, dict[str, Any]] = {}
     closed: dict[str, list[bool]] = {source: [] for source in images}
     for check in CHECKS:
@@ -276,6 +280,38 @@ def slider_table(model: Any, *, values_per_slider: int = 5, steps: int = 25, gui
             "closed_eye_drawn_closed": {source: round(float(np.mean(v)), 3) for source, v in closed.items() if v},
             "note": "mean |read back − asked| per slider over faces drawn across its whole range (other sliders at "
                     "their defaults); lower is better. 'synthetic drawings' is the read-back's own floor."}
+
+
+def sample_grid(faces: dict[str, Any], values_per_slider: int, model: Any = None, seeds: int = 0,
+                steps: int = 25, guidance: float = 2.0) -> Any:
+    """A sheet to judge by eye: a row per slider, its faces across the range drawn by the model, then the same
+    landmarks as the synthetic drawings, then the model given the tags only; with `seeds`, a last row of the
+    model at the default landmarks for seeds 0 … seeds−1 (what the landmarks leave free should vary)."""
+    from PIL import Image
+
+    from .generate import sample
+
+    sources = [source for source in ("model", "drawings", "tags_only") if source in faces["images"]]
+    def picture(face: Any) -> Any:  # the drawings are arrays, the samples PIL images
+        return (face if hasattr(face, "convert") else Image.fromarray(np.asarray(face)[:, :, :3])).convert("RGB")
+
+    size = picture(faces["images"]["model"][0]).size[0]
+    gap = size // 4
+    block = values_per_slider * size + gap
+    rows = len(CHECKS) + (1 if seeds else 0)
+    sheet = Image.new("RGB", (len(sources) * block - gap, rows * size), "white")
+    for row in range(len(CHECKS)):
+        for column, source in enumerate(sources):
+            for k in range(values_per_slider):
+                face = faces["images"][source][row * values_per_slider + k]
+                sheet.paste(picture(face), (column * block + k * size, row * size))
+    if seeds and model is not None:
+        points = L.parametric_face(L.FaceParams())
+        tags = list(synthetic.tags_for(L.FaceParams(), "brown", "blue"))
+        drawn = sample(model, points, tags, steps=steps, guidance=guidance, seed=0, count=seeds).images  # seed k
+        for k, face in enumerate(drawn):
+            sheet.paste(picture(face), (k * size, len(CHECKS) * size))
+    return sheet
 
 
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

@@ -25,7 +25,8 @@ def _train(args: argparse.Namespace) -> None:
 
     config = TrainConfig(backbone=args.backbone, steps=args.steps, width=args.width, batch_size=args.batch_size,
                          lr=args.lr, coarse_share=args.coarse_share, lr_schedule=args.lr_schedule, seed=args.seed,
-                         max_area=args.max_side ** 2, text=args.text, prompt=args.prompt,
+                         coarsest_side=args.coarsest_side, max_area=args.max_side ** 2, text=args.text,
+                         prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
                          precision=args.precision)
     image = _image(args.image)
@@ -117,6 +118,8 @@ def _edit(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .model import COARSEST_SIDE
+
     parser = argparse.ArgumentParser(prog="python -m pipelines.single_image", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     train.add_argument("--coarse-share", type=float, default=0.4, help="share of the steps at the coarsest scale")
     train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
+    train.add_argument("--coarsest-side", type=int, default=COARSEST_SIDE,
+                       help="short side of the coarsest scale, px")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="train for about this long: sets --steps from a timed probe")
     train.add_argument("--max-side", type=int, default=128, help="area cap as the side of a square (default 128)")

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.core import devices, jobs, settings
+from pipelines.core import devices, jobs, schedules, settings
 from pipelines.core.errors import TrainingDiverged, UserError
 from pipelines.core.images import load_image
 from pipelines.core.jobs import CancelToken, JobCancelled, ProgressCallback, atomic_path, discard_checkpoints
@@ -61,8 +60,6 @@ STATE_FILE = "state.json"
 TEXT_MODES = ("none", "arbitrary", "blip")
 MAX_INPUT_SIDE = 4096  # decoded larger images are refused by the core; this only bounds the first resize
 NO_TEXT_WIDTH = 32  # token width of the U-Net's "no text" token in the +U-Net ablation (no encoder involved)
-LR_WARMUP_SHARE = 0.02  # linear warm-up over the first 2% of the steps, then cosine decay …
-LR_FINAL_SHARE = 0.05  # … down to 5% of the peak at the last step
 
 
 @dataclass(frozen=True)
@@ -78,6 +75,7 @@ class TrainConfig:
     # ones) and the learning-rate schedule ("cosine": warm-up then cosine decay; "constant": the first recipe).
     coarse_share: float = 0.4
     lr_schedule: str = "cosine"
+    coarsest_side: int = COARSEST_SIDE  # short side of the coarsest scale, px (smaller: fewer pixels per object)
     seed: int = 0
     max_area: int = CPU_MAX_AREA
     text: str = "none"  # "none", "arbitrary" (the prompt below) or "blip" (P* of BLIP's captions)
@@ -111,10 +109,12 @@ class TrainConfig:
             problems.append("the contrastive loss needs BLIP prompts (text='blip')")
         if not 0.05 <= self.coarse_share <= 0.95:
             problems.append("the coarsest scale's share of the steps must be 0.05–0.95")
-        if self.lr_schedule not in ("cosine", "constant"):
+        if self.lr_schedule not in schedules.SCHEDULES:
             problems.append("the learning-rate schedule must be 'cosine' or 'constant'")
         if self.precision not in ("auto", "bf16", "fp32"):
             problems.append("precision must be auto, bf16 or fp32")
+        if not 8 <= self.coarsest_side <= 64:
+            problems.append("the coarsest scale's side must be 8–64 px")
         if self.max_area < COARSEST_SIDE ** 2:
             problems.append(f"max area must be at least {COARSEST_SIDE}²")
         if problems:
@@ -276,7 +276,7 @@ def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_m
     """Rough wall time before training starts: work ∝ steps × batch × mean pixels per scale × width² (measured
     on this 2-core CPU in bf16 at width 64: about 0.9 s per million pixel-draws)."""
     height, width = training_size(height, width, config.max_area)
-    sizes = scale_sizes(height, width)
+    sizes = scale_sizes(height, width, coarsest_side=config.coarsest_side)
     shares = scale_shares(len(sizes), config.coarse_share)
     mean_pixels = sum(share * h * w for share, (h, w) in zip(shares, sizes, strict=True))
     factor = (config.width / 64) ** 2 * (1.3 if config.backbone == "unet" else 1.0)
@@ -339,18 +339,9 @@ def scale_shares(scales: int, coarse_share: float) -> list[float]:
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """The learning rate of step `step` (0-based): a closed form of the step, so a resumed run continues it exactly.
-    Cosine: linear warm-up to `lr` over LR_WARMUP_SHARE of the steps (no normalisation layers, so the first
-    steps at a high rate are the risky ones), then cosine decay to LR_FINAL_SHARE · lr at the last step (a high
-    rate learns fast early, the decay lets the EMA settle on a low-noise network in a short run)."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    warmup = max(1, round(LR_WARMUP_SHARE * config.steps))
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, config.steps - 1 - warmup)
-    final = LR_FINAL_SHARE * config.lr
-    return final + (config.lr - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    """The learning rate of step `step` (0-based): constant, or core.schedules.warmup_cosine (warm-up, then cosine
+    decay to a small share of `lr`), a closed form of the step so a resumed run continues it exactly."""
+    return schedules.rate(config.lr_schedule, config.lr, step, config.steps)
 
 
 def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -395,7 +386,7 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
     precision = choose_precision(config, target)
     alphas = alphas_cumprod()
     height, width = image.height, image.width
-    levels = pyramid(image_tensor(image), scale_sizes(height, width))
+    levels = pyramid(image_tensor(image), scale_sizes(height, width, coarsest_side=config.coarsest_side))
     context, prompts, text_fields, clip = text_conditioning(config, image, report)
     extra = {"trained_on": f"{width}×{height} image {image_digest(image)}", "steps": str(config.steps),
              "seed": str(config.seed), **text_fields}
