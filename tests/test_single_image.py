@@ -5,6 +5,7 @@ The trained-model tests (reconstruction, patch statistics, milestones, resume) a
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -89,9 +90,10 @@ def test_sampler_recovers_the_image_when_the_noise_prediction_is_exact(eta):
         assert (out - levels[scale]).abs().max() < 1e-4
 
 
-def _net(backbone, text_dim=0, width=16):
+def _net(backbone, text_dim=0, width=16, dilations=M.DILATIONS):
     config = M.ModelConfig(backbone=backbone, width=width, sizes=((25, 25), (35, 35), (50, 50)),
-                           start_steps=(100, 20, 20), text_dim=text_dim, text_tokens=4 if text_dim else 0)
+                           start_steps=(100, 20, 20), text_dim=text_dim, text_tokens=4 if text_dim else 0,
+                           dilations=dilations)
     torch.manual_seed(0)
     return M.MultiScaleDenoiser(config)
 
@@ -111,6 +113,12 @@ def _reach(net, side=81):
 def test_fcn_receptive_field_is_35_px_and_unet_stays_local():
     assert _reach(_net("fcn")) == M.FullyConvDenoiser.receptive_field == 35
     assert _reach(_net("unet", text_dim=8)) < 60  # one downsampling: local, never the whole 81-px image
+    wide = _net("fcn", dilations=(1, 2, 4, 8, 4))
+    assert _reach(wide) == M.fcn_reach((1, 2, 4, 8, 4)) == 53
+    assert M.ModelConfig.from_metadata(wide.config.to_metadata()).dilations == (1, 2, 4, 8, 4)
+    old = json.loads(_net("fcn").config.to_metadata()["model_config"])
+    del old["dilations"]  # a model file written before the setting existed loads with the default
+    assert M.ModelConfig.from_metadata({"model_config": json.dumps(old)}).dilations == M.DILATIONS
 
 
 def test_one_network_is_conditioned_on_timestep_and_scale():

@@ -44,6 +44,12 @@ DIFFUSION_STEPS = 100
 MIN_START_STEP = 5
 BLEND_MAX = 0.5  # γ_max: see the module docstring
 BACKBONES = ("fcn", "unet")
+DILATIONS = (2, 2, 2, 2, 2)  # of the FCN's five blocks' second convolutions: a 35 px receptive field
+
+
+def fcn_reach(dilations: tuple[int, ...]) -> int:
+    """The FCN's receptive field in px: head 3×3, per block a 3×3 plus a 3×3 dilated by d, tail 3×3."""
+    return 3 + sum(2 + 2 * d for d in dilations) + 2
 
 
 # ---------------------------------------------------------------------------------------------- scales
@@ -143,6 +149,7 @@ class ModelConfig:
     start_steps: tuple[int, ...] = (DIFFUSION_STEPS,)
     text_dim: int = 0  # width of the text tokens the U-Net attends to (0: the FCN, no text)
     text_tokens: int = 0
+    dilations: tuple[int, ...] = DILATIONS  # the FCN's (see fcn_reach)
     diffusion_steps: int = DIFFUSION_STEPS
     extra: dict[str, str] = field(default_factory=dict)  # what it was trained on, prompts, encoders (for records)
 
@@ -163,6 +170,7 @@ class ModelConfig:
         data = parse_json(data, "The model file's settings") if isinstance(data, str) else data
         data["sizes"] = tuple(tuple(size) for size in data["sizes"])
         data["start_steps"] = tuple(data["start_steps"])
+        data["dilations"] = tuple(data.get("dilations", DILATIONS))
         return cls(**data)
 
 
@@ -206,14 +214,14 @@ class FullyConvDenoiser(nn.Module):
     """SinDDM-style denoiser: convolutions only, receptive field 35 px (3 + 5 blocks × (2 + 4) + 2), so it learns
     patch statistics rather than the whole image. No downsampling: every layer sees the full resolution."""
 
-    receptive_field = 35
+    receptive_field = fcn_reach(DILATIONS)  # the default; a model's own is fcn_reach(config.dilations)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         width = config.width
         self.conditioning = Conditioning(width, config.scales)
         self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.blocks = nn.ModuleList(ConditionedBlock(width, width, 4 * width, dilation=2) for _ in range(5))
+        self.blocks = nn.ModuleList(ConditionedBlock(width, width, 4 * width, dilation=d) for d in config.dilations)
         self.tail = nn.Sequential(nn.SiLU(), nn.Conv2d(width, 3, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, scale: torch.Tensor,

@@ -41,6 +41,7 @@ from . import text as text_mod
 from .model import (
     COARSEST_SIDE,
     CPU_MAX_AREA,
+    DILATIONS,
     ModelConfig,
     MultiScaleDenoiser,
     alphas_cumprod,
@@ -70,6 +71,10 @@ class TrainConfig:
     steps: int = 2000
     width: int = 64
     batch_size: int = 4  # noise draws per step, all at one scale
+    # Draws per step at the coarsest scale, which alone builds the layout from pure noise: its images are ~1/40 of
+    # the finest's pixels, so a larger batch there costs little time (0: batch_size).
+    coarsest_batch_size: int = 0
+    dilations: tuple[int, ...] = DILATIONS  # the FCN's; larger ones widen its receptive field (model.fcn_reach)
     lr: float = 2e-3  # the peak of the schedule below
     # The recipe (issue 25): share of the steps spent at the coarsest scale (the rest split evenly over the finer
     # ones) and the learning-rate schedule ("cosine": warm-up then cosine decay; "constant": the first recipe).
@@ -97,6 +102,10 @@ class TrainConfig:
             problems.append("steps must be 10–200000")
         if not 8 <= self.width <= 256:
             problems.append("width must be 8–256")
+        if not 1 <= len(self.dilations) <= 12 or not all(1 <= int(d) <= 16 for d in self.dilations):
+            problems.append("the FCN needs 1–12 blocks with dilations 1–16")
+        if not 0 <= self.coarsest_batch_size <= 256:
+            problems.append("the coarsest scale's batch size must be 0–256")
         if not 1 <= self.batch_size <= 64:
             problems.append("batch size must be 1–64")
         if self.text not in TEXT_MODES:
@@ -278,9 +287,10 @@ def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_m
     height, width = training_size(height, width, config.max_area)
     sizes = scale_sizes(height, width, coarsest_side=config.coarsest_side)
     shares = scale_shares(len(sizes), config.coarse_share)
-    mean_pixels = sum(share * h * w for share, (h, w) in zip(shares, sizes, strict=True))
+    mean_draw_pixels = sum(share * batch_size_at(config, scale) * h * w
+                           for scale, (share, (h, w)) in enumerate(zip(shares, sizes, strict=True)))
     factor = (config.width / 64) ** 2 * (1.3 if config.backbone == "unet" else 1.0)
-    return config.steps * config.batch_size * mean_pixels / 1e6 * seconds_per_megapixel_step * factor
+    return config.steps * mean_draw_pixels / 1e6 * seconds_per_megapixel_step * factor
 
 
 def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int = 30,
@@ -316,7 +326,7 @@ def build_model(config: TrainConfig, levels: list[torch.Tensor], alphas: torch.T
     model_config = ModelConfig(
         backbone=config.backbone, width=config.width, sizes=sizes, start_steps=tuple(start_steps(levels, alphas)),
         text_dim=0 if context is None else int(context.shape[-1]),
-        text_tokens=0 if context is None else int(context.shape[1]), extra=extra)
+        text_tokens=0 if context is None else int(context.shape[1]), dilations=tuple(config.dilations), extra=extra)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         net = MultiScaleDenoiser(model_config)
@@ -344,15 +354,20 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return schedules.rate(config.lr_schedule, config.lr, step, config.steps)
 
 
+def batch_size_at(config: TrainConfig, scale: int) -> int:
+    return config.coarsest_batch_size if scale == 0 and config.coarsest_batch_size else config.batch_size
+
+
 def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
     """(scale, timesteps, noise) of step `step`: from a generator seeded with (seed, step), so resume is exact."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     shares = torch.tensor(scale_shares(model_config.scales, config.coarse_share), dtype=torch.float64)
     scale = int(torch.multinomial(shares, 1, generator=generator))
     start = model_config.start_steps[scale]
-    t = torch.randint(start, (config.batch_size,), generator=generator)
+    batch = batch_size_at(config, scale)
+    t = torch.randint(start, (batch,), generator=generator)
     h, w = model_config.sizes[scale]
-    noise = torch.randn(config.batch_size, 3, h, w, generator=generator)
+    noise = torch.randn(batch, 3, h, w, generator=generator)
     return scale, t, noise
 
 
@@ -428,8 +443,8 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
                                    "press Train again with the same image and settings to resume.")
             scale, t, noise = _step_draws(config, step, model_config)
             t, noise = t.to(target), noise.to(target)
-            clean = levels[scale].expand(config.batch_size, -1, -1, -1)
-            blur = blurs[scale].expand(config.batch_size, -1, -1, -1)
+            clean = levels[scale].expand(len(t), -1, -1, -1)
+            blur = blurs[scale].expand(len(t), -1, -1, -1)
             x_t = noised(clean, blur, noise, t, scale, model_config.start_steps[scale], alphas)
             if target.type == "cpu":
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
