@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipelines.single_image.model import ModelConfig
-from pipelines.single_image.train import TrainConfig, _step_draws, learning_rate
+from pipelines.single_image.train import TrainConfig, _scale_of, _step_draws, learning_rate, scale_shares
 
 SIZES = ((4, 4), (5, 5), (6, 6), (7, 7), (8, 8), (9, 9))  # six scales, tiny so 6000 draws take a second
 DRAWS = 6000
@@ -62,3 +62,15 @@ def test_the_learning_rate_is_warm_up_then_cosine_decay_as_torch_schedules_it(st
 def test_the_constant_schedule_keeps_the_first_recipe():
     config = TrainConfig(steps=100, lr=1e-3, lr_schedule="constant")
     assert {learning_rate(config, step) for step in range(100)} == {1e-3}
+
+
+def test_the_time_probe_knows_which_scale_each_step_trains():
+    """The probe rescales its timing by the scales its window drew: those must be the scales training draws, and
+    the coarsest scale's own batch size must reach the noise drawn there."""
+    config = TrainConfig(batch_size=2, coarsest_batch_size=5)
+    model_config = ModelConfig(sizes=SIZES, start_steps=(100, 20, 15, 10, 8, 5))
+    shares = scale_shares(len(SIZES), config.coarse_share)
+    for step in range(300):
+        scale, t, noise = _step_draws(config, step, model_config)
+        assert _scale_of(config, step, shares) == scale
+        assert len(t) == noise.shape[0] == (5 if scale == 0 else 2)

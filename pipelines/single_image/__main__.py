@@ -26,7 +26,7 @@ def _train(args: argparse.Namespace) -> None:
     config = TrainConfig(backbone=args.backbone, steps=args.steps, width=args.width, batch_size=args.batch_size,
                          lr=args.lr, coarse_share=args.coarse_share, lr_schedule=args.lr_schedule, seed=args.seed,
                          coarsest_side=args.coarsest_side, coarsest_batch_size=args.coarsest_batch_size,
-                         dilations=tuple(args.dilations),
+                         dilations=tuple(args.dilations), timestep_weighting=args.timestep_weighting,
                          max_area=args.max_side ** 2, text=args.text,
                          prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
@@ -120,7 +120,7 @@ def _edit(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .model import COARSEST_SIDE, DILATIONS
+    from .model import COARSEST_SIDE, WIDE_DILATIONS
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.single_image", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> None:
                        help="short side of the coarsest scale, px")
     train.add_argument("--coarsest-batch-size", type=int, default=0,
                        help="noise draws per step at the coarsest scale (0: --batch-size)")
-    train.add_argument("--dilations", type=int, nargs="+", default=list(DILATIONS),
+    train.add_argument("--dilations", type=int, nargs="+", default=list(WIDE_DILATIONS),
                        help="the FCN blocks' dilations (more or larger: a wider receptive field)")
+    train.add_argument("--timestep-weighting", choices=("none", "inverse_alpha"), default="inverse_alpha",
+                       help="weight high-noise draws as their clean-image error (see TrainConfig)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="train for about this long: sets --steps from a timed probe")
     train.add_argument("--max-side", type=int, default=128, help="area cap as the side of a square (default 128)")

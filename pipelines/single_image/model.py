@@ -44,7 +44,10 @@ DIFFUSION_STEPS = 100
 MIN_START_STEP = 5
 BLEND_MAX = 0.5  # γ_max: see the module docstring
 BACKBONES = ("fcn", "unet")
-DILATIONS = (2, 2, 2, 2, 2)  # of the FCN's five blocks' second convolutions: a 35 px receptive field
+DILATIONS = (2, 2, 2, 2, 2)  # of the FCN's five blocks' second convolutions: SinDDM's 35 px receptive field
+# The training recipe's (issue 25): 53 px, so at the coarsest scale (~26×40) every pixel sees the whole image and
+# its borders, which tell it where it is; with 35 px the coarsest scale never drew the cup of the coffee photo.
+WIDE_DILATIONS = (1, 2, 4, 8, 4)
 
 
 def fcn_reach(dilations: tuple[int, ...]) -> int:
@@ -211,8 +214,9 @@ class ConditionedBlock(nn.Module):
 
 
 class FullyConvDenoiser(nn.Module):
-    """SinDDM-style denoiser: convolutions only, receptive field 35 px (3 + 5 blocks × (2 + 4) + 2), so it learns
-    patch statistics rather than the whole image. No downsampling: every layer sees the full resolution."""
+    """SinDDM-style denoiser: convolutions only, receptive field fcn_reach(dilations) — 35 px with SinDDM's, 53 px
+    with the recipe's — so at the finer scales it learns patch statistics rather than the whole image. No
+    downsampling: every layer sees the full resolution."""
 
     receptive_field = fcn_reach(DILATIONS)  # the default; a model's own is fcn_reach(config.dilations)
 

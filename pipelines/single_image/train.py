@@ -41,7 +41,7 @@ from . import text as text_mod
 from .model import (
     COARSEST_SIDE,
     CPU_MAX_AREA,
-    DILATIONS,
+    WIDE_DILATIONS,
     ModelConfig,
     MultiScaleDenoiser,
     alphas_cumprod,
@@ -59,6 +59,8 @@ from .model import (
 MILESTONES = 10
 STATE_FILE = "state.json"
 TEXT_MODES = ("none", "arbitrary", "blip")
+TIMESTEP_WEIGHTINGS = ("none", "inverse_alpha")
+NOISE_WEIGHT_CAP = 10.0  # 1/sqrt(ᾱ_t) reaches ~100 at the last step; capped so those few draws do not dominate
 MAX_INPUT_SIDE = 4096  # decoded larger images are refused by the core; this only bounds the first resize
 NO_TEXT_WIDTH = 32  # token width of the U-Net's "no text" token in the +U-Net ablation (no encoder involved)
 
@@ -74,7 +76,13 @@ class TrainConfig:
     # Draws per step at the coarsest scale, which alone builds the layout from pure noise: its images are ~1/40 of
     # the finest's pixels, so a larger batch there costs little time (0: batch_size).
     coarsest_batch_size: int = 0
-    dilations: tuple[int, ...] = DILATIONS  # the FCN's; larger ones widen its receptive field (model.fcn_reach)
+    dilations: tuple[int, ...] = WIDE_DILATIONS  # the FCN's (model.fcn_reach); model.DILATIONS is SinDDM's
+    # "inverse_alpha": each draw's L1 noise error weighted by 1/sqrt(ᾱ_t) (capped at NOISE_WEIGHT_CAP), which is
+    # the L1 error of the clean image it implies, scaled by sqrt(1 − ᾱ_t) ≤ 1 — like v-prediction's weighting.
+    # Plain ε-loss ("none") weighs a high-noise step's clean-image error by ᾱ_t/(1 − ᾱ_t), ~0.1 at t = 80: the
+    # coarsest scale, which decides the layout at high noise, barely learned where the objects are (measured: the
+    # clean estimate at t = 60–80 was 0.15–0.32 RMS off the only image it is trained on).
+    timestep_weighting: str = "inverse_alpha"
     lr: float = 2e-3  # the peak of the schedule below
     # The recipe (issue 25): share of the steps spent at the coarsest scale (the rest split evenly over the finer
     # ones) and the learning-rate schedule ("cosine": warm-up then cosine decay; "constant": the first recipe).
@@ -104,6 +112,8 @@ class TrainConfig:
             problems.append("width must be 8–256")
         if not 1 <= len(self.dilations) <= 12 or not all(1 <= int(d) <= 16 for d in self.dilations):
             problems.append("the FCN needs 1–12 blocks with dilations 1–16")
+        if self.timestep_weighting not in TIMESTEP_WEIGHTINGS:
+            problems.append(f"timestep weighting must be one of {TIMESTEP_WEIGHTINGS}")
         if not 0 <= self.coarsest_batch_size <= 256:
             problems.append("the coarsest scale's batch size must be 0–256")
         if not 1 <= self.batch_size <= 64:
@@ -316,7 +326,16 @@ def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int =
     with tempfile.TemporaryDirectory() as folder, contextlib.suppress(JobCancelled):
         train(probe, image, folder=folder, resume=False, checkpoint_every=10**9, device=device, callback=stamp,
               cancel=token)
-    return (stamps[probe_steps] - stamps[10]) / (probe_steps - 10)
+    measured = (stamps[probe_steps] - stamps[10]) / (probe_steps - 10)
+    # The window's scales are a few random draws, and a finest-scale step costs ~20× a coarsest one: rescale by
+    # the pixels the run's share of each scale would draw against those the window drew (it undershot by ~30%).
+    prepared, _ = prepare_image(image, config.max_area)
+    sizes = scale_sizes(prepared.height, prepared.width, coarsest_side=config.coarsest_side)
+    shares = scale_shares(len(sizes), config.coarse_share)
+    pixels = [batch_size_at(config, scale) * h * w for scale, (h, w) in enumerate(sizes)]
+    expected = sum(share * count for share, count in zip(shares, pixels, strict=True))
+    drawn = np.mean([pixels[_scale_of(probe, step, shares)] for step in range(10, probe_steps)])
+    return measured * expected / drawn
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -354,15 +373,32 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return schedules.rate(config.lr_schedule, config.lr, step, config.steps)
 
 
+def noise_loss(predicted: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor,
+               weighting: str) -> torch.Tensor:
+    """L1 between predicted and true noise, per draw weighted as TrainConfig.timestep_weighting says."""
+    if weighting == "none":
+        return F.l1_loss(predicted, noise)
+    weight = alphas[t].rsqrt().clamp(max=NOISE_WEIGHT_CAP)
+    return ((predicted - noise).abs().mean(dim=(1, 2, 3)) * weight).mean()
+
+
 def batch_size_at(config: TrainConfig, scale: int) -> int:
     return config.coarsest_batch_size if scale == 0 and config.coarsest_batch_size else config.batch_size
+
+
+def _draw_scale(generator: torch.Generator, shares: list[float]) -> int:
+    return int(torch.multinomial(torch.tensor(shares, dtype=torch.float64), 1, generator=generator))
+
+
+def _scale_of(config: TrainConfig, step: int, shares: list[float]) -> int:
+    """The scale step `step` trains: the first draw of _step_draws' generator."""
+    return _draw_scale(torch.Generator().manual_seed(config.seed * 1_000_003 + step), shares)
 
 
 def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
     """(scale, timesteps, noise) of step `step`: from a generator seeded with (seed, step), so resume is exact."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    shares = torch.tensor(scale_shares(model_config.scales, config.coarse_share), dtype=torch.float64)
-    scale = int(torch.multinomial(shares, 1, generator=generator))
+    scale = _draw_scale(generator, scale_shares(model_config.scales, config.coarse_share))
     start = model_config.start_steps[scale]
     batch = batch_size_at(config, scale)
     t = torch.randint(start, (batch,), generator=generator)
@@ -450,7 +486,7 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
             with torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 eps = net(x_t, t, scale)
-            loss = F.l1_loss(eps.float(), noise)
+            loss = noise_loss(eps.float(), noise, t, alphas, config.timestep_weighting)
             if config.contrastive and clip is not None and step % config.contrastive_every == 0:
                 estimate = predicted_clean(x_t, eps.float(), blur, t, scale, model_config.start_steps[scale], alphas)
                 embedding = clip.image_features(estimate.clamp(-1, 1))
