@@ -71,12 +71,11 @@ METHOD_CARD = MethodCard(
     ),
     bad_at=(
         "the shipped U-Net only knows the synthetic cartoon faces it was trained on (flat colours, 64 px, under an "
-        "hour of a shared 2-core CPU): it is a demonstration of the method, not an anime illustrator; it predicts "
+        "hour of one CPU core): it is a demonstration of the method, not an anime illustrator; it predicts "
         "the clean image rather than the seed's noise target, because a noise-target model trained as long still "
         "drew noise",
-        "after 2,034 CPU steps its eyes are dark marks with little iris colour: gaze is not followed beyond what "
-        "the read-back can measure, a shut eye is drawn shut only some of the time, and given tags only it draws a "
-        "hair-coloured blob rather than a face (see the per-slider table in Compare)",
+        "roll is followed only roughly (about 7° off on average) and eye colour often comes out blue whatever the "
+        "tag; face width is followed less closely than place (see the per-slider table in Compare)",
         "the text-only baseline is this same model given tags and an empty landmark map — an input it saw in "
         "training, where landmarks and tags are dropped independently (not a separate text-only model)",
         "the seed trained on 30,000 Danbooru faces with OpenCLIP captions (290 M parameters claimed); neither "
