@@ -326,7 +326,7 @@ def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int =
         train(probe, image, folder=folder, resume=False, checkpoint_every=10**9, device=device, callback=stamp,
               cancel=token)
     measured = (stamps[probe_steps] - stamps[10]) / (probe_steps - 10)
-    # The window's scales are a few random draws, and a finest-scale step costs ~20× a coarsest one: rescale by
+    # The window's scales are a few random draws, and a finest-scale step has ~16× a coarsest one's pixels: rescale by
     # the pixels the run's share of each scale would draw against those the window drew (it undershot by ~30%).
     prepared, _ = prepare_image(image, config.max_area)
     sizes = scale_sizes(prepared.height, prepared.width, coarsest_side=config.coarsest_side)
