@@ -49,15 +49,18 @@ def _pyramid_and_steps(seed=0, side=48):
 
 
 class _OracleNet(torch.nn.Module):
-    """Predicts exactly the noise that makes x_t from the true image: the sampler must then return that image."""
+    """Predicts exactly the noise that makes x_t from the true image (or, at a finer scale with "detail", exactly the
+    detail the upsampling lost): the sampler must then return that image."""
 
-    def __init__(self, sizes, levels, alphas, starts):
+    def __init__(self, sizes, levels, alphas, starts, fine_prediction="epsilon"):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.levels, self.alphas = levels, alphas
-        self.config = M.ModelConfig(sizes=tuple(sizes), start_steps=tuple(starts))
+        self.config = M.ModelConfig(sizes=tuple(sizes), start_steps=tuple(starts), fine_prediction=fine_prediction)
 
     def forward(self, x, t, scale, context=None):
+        if scale > 0 and self.config.fine_prediction == "detail":
+            return (self.levels[scale] - M.blurred(self.levels, scale)).expand_as(x)
         start = self.config.start_steps[scale]
         gamma = M.blend_weight(t, scale, start).view(-1, 1, 1, 1)
         alpha = self.alphas[t].view(-1, 1, 1, 1)
@@ -81,10 +84,32 @@ def test_forward_process_mixes_clean_blurred_and_noise():
     assert (1 - alphas[start - 1]).sqrt() >= missing or start == M.MIN_START_STEP
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_sampler_recovers_the_image_when_the_noise_prediction_is_exact(eta):
+def test_the_implied_noise_inverts_the_forward_process():
     sizes, levels, alphas, starts = _pyramid_and_steps()
-    oracle = _OracleNet(sizes, levels, alphas, starts)
+    for scale in range(len(sizes)):
+        clean, blur = levels[scale], M.blurred(levels, scale)
+        noise = torch.randn(3, *clean.shape[1:], generator=torch.Generator().manual_seed(scale))
+        t = torch.tensor([0, starts[scale] // 2, starts[scale] - 1])
+        x_t = M.noised(clean, blur, noise, t, scale, starts[scale], alphas)
+        assert torch.allclose(M.implied_noise(clean, x_t, blur, t, scale, starts[scale], alphas), noise, atol=1e-3)
+        detail = M.clean_estimate(clean - blur, x_t, blur, t, scale, starts[scale], alphas, "detail")
+        expected = clean if scale else M.predicted_clean(x_t, clean - blur, blur, t, scale, starts[scale], alphas)
+        assert torch.allclose(detail, expected.expand_as(detail), atol=1e-6)  # the coarsest always predicts ε
+
+
+def test_a_model_file_from_before_the_fine_prediction_setting_predicts_noise():
+    old = json.loads(_net("fcn").config.to_metadata()["model_config"])
+    del old["fine_prediction"]
+    assert M.ModelConfig.from_metadata({"model_config": json.dumps(old)}).fine_prediction == "epsilon"
+    with pytest.raises(ValueError, match="fine-scale prediction"):
+        M.MultiScaleDenoiser(M.ModelConfig(fine_prediction="x0"))
+
+
+@pytest.mark.parametrize("fine_prediction", ["epsilon", "detail"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_sampler_recovers_the_image_when_the_noise_prediction_is_exact(eta, fine_prediction):
+    sizes, levels, alphas, starts = _pyramid_and_steps()
+    oracle = _OracleNet(sizes, levels, alphas, starts, fine_prediction)
     for scale in range(len(sizes)):
         out = sample_scale(oracle, M.blurred(levels, scale), scale, torch.Generator().manual_seed(1), alphas, 12, eta)
         assert (out - levels[scale]).abs().max() < 1e-4

@@ -17,7 +17,8 @@ import torch
 
 from pipelines.core.jobs import CancelToken, JobCancelled
 from pipelines.core.safeweights import load_safetensors
-from pipelines.single_image.sample import EditRequest, VariationRequest, edit, reconstruct, variations
+from pipelines.single_image.model import alphas_cumprod, blurred, pyramid
+from pipelines.single_image.sample import EditRequest, VariationRequest, edit, reconstruct, sample_scale, variations
 from pipelines.single_image.train import TrainConfig, image_tensor, load_milestone, train
 
 pytestmark = pytest.mark.slow
@@ -64,6 +65,33 @@ def test_reconstruction_from_the_coarsest_scale_beats_the_references(trained):
             torch.nn.init.normal_(module.weight, std=0.02)
     assert model_psnr > shifted_psnr
     assert model_psnr > _psnr(reconstruct(untrained).tensor, source) + 0.5
+
+
+@pytest.fixture(scope="module")
+def trained_detail(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("single-image-detail-model")
+    config = TrainConfig(steps=600, width=16, batch_size=2, lr=2e-3, seed=0, fine_prediction="detail")
+    return train(config, _photo(), folder=folder, resume=False, checkpoint_every=300)
+
+
+def _finer_scale_psnrs(model_path) -> tuple[float, float]:
+    """(PSNR of the finer scale's reverse process, of its upsampled input x̃) against the true finer level, starting
+    from the true coarser level: bicubic upsampling is the reference a finer scale has to beat."""
+    model = load_milestone(model_path)
+    levels = pyramid(image_tensor(_photo()), list(model.config.sizes))
+    blur, alphas = blurred(levels, 1), alphas_cumprod(model.config.diffusion_steps)
+    finer = sample_scale(model, blur, 1, torch.Generator().manual_seed(0), alphas, 20, eta=0.0)
+    return _psnr(finer, levels[1]), _psnr(blur, levels[1])
+
+
+def test_predicting_the_detail_makes_the_finer_scale_add_what_upsampling_lost(trained, trained_detail):
+    """The quantity fine_prediction="detail" changes: with the same 600 steps, its finer scale lands above its
+    upsampled input, and far above the noise-predicting model's, which lands below it (measured: 27.1 dB against
+    26.4 for x̃ and 20.5 for ε; chelsea at 128 px showed the same, ε 0.8–5.8 dB below x̃, the detail 1.5–21 above)."""
+    detail, upsampled = _finer_scale_psnrs(trained_detail.model_path)
+    noise, _ = _finer_scale_psnrs(trained.model_path)
+    assert detail > upsampled + 0.3
+    assert detail > noise + 3.0
 
 
 def _patches(image: torch.Tensor, size: int = 5) -> torch.Tensor:

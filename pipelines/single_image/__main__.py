@@ -27,6 +27,7 @@ def _train(args: argparse.Namespace) -> None:
                          lr=args.lr, coarse_share=args.coarse_share, lr_schedule=args.lr_schedule, seed=args.seed,
                          coarsest_side=args.coarsest_side, coarsest_batch_size=args.coarsest_batch_size,
                          dilations=tuple(args.dilations), timestep_weighting=args.timestep_weighting,
+                         fine_prediction=args.fine_prediction,
                          max_area=args.max_side ** 2, text=args.text,
                          prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="the FCN blocks' dilations (more or larger: a wider receptive field)")
     train.add_argument("--timestep-weighting", choices=("none", "inverse_alpha"), default="inverse_alpha",
                        help="weight high-noise draws as their clean-image error (see TrainConfig)")
+    train.add_argument("--fine-prediction", choices=("epsilon", "detail"), default="epsilon",
+                       help="what the network predicts at the finer scales: the noise, or the missing detail "
+                            "(experimental, see TrainConfig)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="train for about this long: sets --steps from a timed probe")
     train.add_argument("--max-side", type=int, default=128, help="area cap as the side of a square (default 128)")

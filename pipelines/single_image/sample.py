@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pipelines.core.errors import UserError
 from pipelines.core.jobs import CancelToken, ProgressCallback
 
-from .model import MultiScaleDenoiser, alphas_cumprod, blend_weight, predicted_clean, resize
+from .model import MultiScaleDenoiser, alphas_cumprod, blend_weight, clean_estimate, implied_noise, resize
 from .request import MAX_COUNT, MAX_SIZE_MULTIPLIER
 from .train import MILESTONES, load_milestone, tensor_image
 
@@ -112,8 +112,9 @@ def sample_scale(net: MultiScaleDenoiser, blur: torch.Tensor, scale: int, genera
         if cancel is not None:
             cancel.raise_if_cancelled()
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        eps = net(x, t_batch, scale).float()
-        clean = predicted_clean(x, eps, blur, t_batch, scale, start, alphas).clamp(-1, 1)
+        output = net(x, t_batch, scale).float()
+        clean = clean_estimate(output, x, blur, t_batch, scale, start, alphas, net.config.fine_prediction)
+        clean = clean.clamp(-1, 1)
         if guide is not None:
             with torch.enable_grad():
                 clean = guide(clean, scale).clamp(-1, 1)
@@ -122,11 +123,9 @@ def sample_scale(net: MultiScaleDenoiser, blur: torch.Tensor, scale: int, genera
         if index == len(schedule) - 1:
             return clean
         t_prev = schedule[index + 1]
-        gamma, gamma_prev = (blend_weight(torch.tensor([v]), scale, start).to(x.device).view(1, 1, 1, 1)
-                             for v in (t, t_prev))
+        gamma_prev = blend_weight(torch.tensor([t_prev]), scale, start).to(x.device).view(1, 1, 1, 1)
         a, a_prev = alphas[t], alphas[t_prev]
-        mixture = blur + (1 - gamma) * (clean - blur)
-        eps = (x - a.sqrt() * mixture) / (1 - a).sqrt()  # the noise consistent with the clamped estimate
+        eps = implied_noise(clean, x, blur, t_batch, scale, start, alphas)  # consistent with the clamped estimate
         sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
         mixture_prev = blur + (1 - gamma_prev) * (clean - blur)
         x = (a_prev.sqrt() * mixture_prev + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
