@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,30 @@ def test_the_time_probe_knows_which_scale_each_step_trains():
         scale, t, noise = _step_draws(config, step, model_config)
         assert _scale_of(config, step, shares) == scale
         assert len(t) == noise.shape[0] == (5 if scale == 0 else 2)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.05])
+def test_gradient_clipping_bounds_the_norm_each_step_applies(monkeypatch, tmp_path, max_grad_norm):
+    """The norm of the gradient the optimizer steps with, computed here from the parameters' .grad: at most
+    `max_grad_norm` when set; unclipped (0) the tiny model's gradients are larger than that."""
+    from PIL import Image
+
+    from pipelines.single_image.train import train
+
+    norms = []
+    plain_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad.flatten() for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.cat(grads).norm()))
+        return plain_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    image = Image.fromarray((np.random.default_rng(0).random((30, 30, 3)) * 255).astype(np.uint8))
+    config = TrainConfig(steps=20, width=8, batch_size=1, max_grad_norm=max_grad_norm, fine_prediction="detail")
+    train(config, image, folder=tmp_path, resume=False)
+    assert len(norms) == 20
+    if max_grad_norm:
+        assert max(norms) <= max_grad_norm * (1 + 1e-4)
+    else:
+        assert max(norms) > 0.05

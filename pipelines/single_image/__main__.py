@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> None:
                          max_area=args.max_side ** 2, text=args.text,
                          prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
-                         precision=args.precision)
+                         precision=args.precision, max_grad_norm=args.max_grad_norm)
     image = _image(args.image)
     load_before = [round(value, 2) for value in os.getloadavg()]  # recorded: a shared CPU's speed depends on it
     if args.minutes:
@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--blip", default="Salesforce/blip-image-captioning-base")
     train.add_argument("--clip", default="openai/clip-vit-base-patch32")
     train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    train.add_argument("--max-grad-norm", type=float, default=0.0,
+                       help="clip the gradient norm to this before each step (0: off; 1 with --fine-prediction detail)")
     train.add_argument("--fresh", action="store_true", help="ignore checkpoints and the cache")
     train.add_argument("--out", help="also write the finished model here (e.g. assets/single_image/x.safetensors)")
     train.add_argument("--half", action="store_true", help="store the --out file in fp16")
