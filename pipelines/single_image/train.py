@@ -408,7 +408,7 @@ def detail_loss(estimate: torch.Tensor, clean: torch.Tensor, x_t: torch.Tensor, 
     error of the clean estimate in the image. An L1 gradient has the same size whatever the error's, so this pulls
     on the shared network as hard as the coarsest scale's noise error does; scaling it up by the scale's noise std
     (to put it in the noise's units) drew worse coarsest layouts on the tests' photo (patch distance 3.8–4.2
-    against 2.8). The recorded error is that of the noise the estimate implies, comparable with ε-prediction."""
+    against 3.0, one shared output layer each). The recorded error is that of the noise the estimate implies, comparable with ε-prediction."""
     loss = (estimate - clean).abs().mean()
     implied = implied_noise(estimate.detach(), x_t, blur, t, scale, start, alphas)
     return loss, (implied - noise).abs().mean()
