@@ -87,9 +87,9 @@ class TrainConfig:
     # What the network outputs at the finer scales (model.FINE_PREDICTIONS): "epsilon", the noise, as SinDDM; or
     # "detail", the missing detail, trained on its L1 error in the image, with its own output layer. Not the default
     # yet (issue 25): given the true coarser level, its finer scales land 2–20 dB above the plain upsampled input
-    # (chelsea, 16,900 steps, max_grad_norm 1) where the shipped ε model's land 2.3 dB below to 3.4 dB above (coffee, 17,500 steps);
-    # but unclipped its finer scales blew up at the peak learning rate in one of two chelsea runs (use
-    # max_grad_norm 1), and every run's variations from pure noise were near-copies of the photo.
+    # (chelsea, 16,900 steps, max_grad_norm 1) where the shipped ε model's land 2.3 dB below to 3.4 dB above
+    # (coffee, 17,500 steps); but unclipped its finer scales blew up at the peak learning rate in one of two
+    # chelsea runs (use max_grad_norm 1), and every run's variations from pure noise were near-copies of the photo.
     fine_prediction: str = "epsilon"
     lr: float = 2e-3  # the peak of the schedule below
     # The recipe (issue 25): share of the steps spent at the coarsest scale (the rest split evenly over the finer
@@ -408,7 +408,8 @@ def detail_loss(estimate: torch.Tensor, clean: torch.Tensor, x_t: torch.Tensor, 
     error of the clean estimate in the image. An L1 gradient has the same size whatever the error's, so this pulls
     on the shared network as hard as the coarsest scale's noise error does; scaling it up by the scale's noise std
     (to put it in the noise's units) drew worse coarsest layouts on the tests' photo (patch distance 3.8–4.2
-    against 3.0, one shared output layer each). The recorded error is that of the noise the estimate implies, comparable with ε-prediction."""
+    against 3.0, one shared output layer each). The recorded error is that of the noise the estimate implies,
+    comparable with ε-prediction."""
     loss = (estimate - clean).abs().mean()
     implied = implied_noise(estimate.detach(), x_t, blur, t, scale, start, alphas)
     return loss, (implied - noise).abs().mean()
