@@ -148,11 +148,16 @@ def predicted_clean(x_t: torch.Tensor, eps: torch.Tensor, blur: torch.Tensor, t:
     return blur + (mixture - blur) / (1 - gamma)
 
 
+def predicts_noise(scale: int, fine_prediction: str) -> bool:
+    """Whether the network's output at this scale is a noise estimate (else the missing detail)."""
+    return scale == 0 or fine_prediction == "epsilon"
+
+
 def clean_estimate(output: torch.Tensor, x_t: torch.Tensor, blur: torch.Tensor, t: torch.Tensor, scale: int,
                    start: int, alphas: torch.Tensor, fine_prediction: str) -> torch.Tensor:
     """x̂_n from the network's output: a noise estimate (the coarsest scale, or fine_prediction "epsilon"), or at a
     finer scale with "detail" the missing detail itself, added to the known x̃_n."""
-    if scale == 0 or fine_prediction == "epsilon":
+    if predicts_noise(scale, fine_prediction):
         return predicted_clean(x_t, output, blur, t, scale, start, alphas)
     return blur + output
 

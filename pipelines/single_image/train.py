@@ -50,6 +50,7 @@ from .model import (
     implied_noise,
     load_model_file,
     noised,
+    predicts_noise,
     pyramid,
     save_model,
     scale_sizes,
@@ -520,8 +521,9 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
             with torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 output = net(x_t, t, scale).float()
             start = model_config.start_steps[scale]
+            # elementwise on the batch: cheap next to the network, and both losses below may need it
             estimate = clean_estimate(output, x_t, blur, t, scale, start, alphas, model_config.fine_prediction)
-            if scale == 0 or model_config.fine_prediction == "epsilon":
+            if predicts_noise(scale, model_config.fine_prediction):
                 loss, plain_l1 = noise_loss(output, noise, t, alphas, config.timestep_weighting)
             else:
                 loss, plain_l1 = detail_loss(estimate, clean, x_t, blur, noise, t, scale, start, alphas)
