@@ -24,7 +24,7 @@ def test_the_per_scale_step_share_follows_the_schedule(coarse_share):
     model_config = ModelConfig(sizes=SIZES, start_steps=(100, 20, 15, 10, 8, 5))
     counts = torch.zeros(len(SIZES))
     for step in range(DRAWS):
-        scale, t, noise = _step_draws(config, step, model_config)
+        scale, t, noise, _ = _step_draws(config, step, model_config)
         counts[scale] += 1
         assert 0 <= int(t.max()) < model_config.start_steps[scale] and tuple(noise.shape[-2:]) == SIZES[scale]
     expected = [coarse_share] + [(1 - coarse_share) / 5] * 5
@@ -72,7 +72,7 @@ def test_the_time_probe_knows_which_scale_each_step_trains():
     model_config = ModelConfig(sizes=SIZES, start_steps=(100, 20, 15, 10, 8, 5))
     shares = scale_shares(len(SIZES), config.coarse_share)
     for step in range(300):
-        scale, t, noise = _step_draws(config, step, model_config)
+        scale, t, noise, _ = _step_draws(config, step, model_config)
         assert _scale_of(config, step, shares) == scale
         assert len(t) == noise.shape[0] == (5 if scale == 0 else 2)
 
@@ -102,3 +102,58 @@ def test_gradient_clipping_bounds_the_norm_each_step_applies(monkeypatch, tmp_pa
         assert max(norms) <= max_grad_norm * (1 + 1e-4)
     else:
         assert max(norms) > 0.05
+
+
+def test_window_draws_are_in_bounds_repeat_on_resume_and_slice_the_level():
+    """With crops set, every draw is a window of the crop side (the level's side where that is smaller) lying
+    inside the level; the windows are the level's pixels there (numpy slicing as the reference); without crops
+    the draws are those of the plain recipe, so old runs resume unchanged."""
+    from pipelines.single_image.train import windows
+
+    sizes = ((6, 9), (12, 20), (30, 44))
+    model_config = ModelConfig(sizes=sizes, start_steps=(100, 10, 6))
+    config = TrainConfig(batch_size=3, coarsest_batch_size=5, coarsest_crop=8, fine_crop=16)
+    levels = [torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in sizes]
+    seen = set()
+    for step in range(200):
+        scale, t, noise, corners = _step_draws(config, step, model_config)
+        h, w = sizes[scale]
+        side = 8 if scale == 0 else 16
+        assert tuple(noise.shape[-2:]) == (min(h, side), min(w, side)) and corners.shape == (len(t), 2)
+        crop = windows(levels[scale], corners, tuple(noise.shape[-2:]), len(t))
+        for item, (y, x) in enumerate(corners.tolist()):
+            assert 0 <= y <= h - noise.shape[-2] and 0 <= x <= w - noise.shape[-1]
+            expected = levels[scale][0].numpy()[:, y:y + noise.shape[-2], x:x + noise.shape[-1]]
+            np.testing.assert_array_equal(crop[item].numpy(), expected)
+            seen.add((scale, y, x))
+        again = _step_draws(config, step, model_config)
+        assert torch.equal(again[3], corners) and torch.equal(again[2], noise)
+    assert len(seen) > 30  # the windows move
+    plain = TrainConfig(batch_size=3, coarsest_batch_size=5, coarsest_crop=0, fine_crop=0)
+    scale, t, noise, corners = _step_draws(plain, 7, model_config)
+    assert corners is None and tuple(noise.shape[-2:]) == sizes[scale]
+
+
+@pytest.mark.parametrize("cover", [1.0, 3.0])
+def test_a_finer_scale_starts_at_the_first_step_whose_noise_covers_its_missing_detail(cover):
+    """T_n − 1 is the first step t with sqrt(1 − ᾱ_t) ≥ cover × RMS(x_n − up(x_{n−1})), ᾱ from diffusers' cosine
+    scheduler and the detail from torch's own bicubic interpolation, written out here (T_n at least 5)."""
+    from diffusers import DDPMScheduler
+
+    from pipelines.single_image import model as M
+
+    generator = torch.Generator().manual_seed(3)  # smooth shapes plus a little grain: the detail is small
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 12, generator=generator) * 2 - 1, size=(64, 96),
+                                            mode="bilinear") + 0.05 * torch.randn(1, 3, 64, 96, generator=generator)
+    levels = M.pyramid(image, M.scale_sizes(64, 96))
+    noise_std = (1 - DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2").alphas_cumprod).sqrt()
+    steps = M.start_steps(levels, M.alphas_cumprod(), cover)
+    assert steps[0] == 100 and len(steps) == len(levels) > 2
+    for scale in range(1, len(levels)):
+        up = torch.nn.functional.interpolate(levels[scale - 1], size=levels[scale].shape[-2:], mode="bicubic",
+                                             align_corners=False)
+        missing = cover * (levels[scale] - up).pow(2).mean().sqrt()
+        first = next((t for t in range(100) if noise_std[t] >= missing), 99)
+        assert steps[scale] == min(100, max(5, first + 1))
+    if cover > 1:
+        assert sum(steps) > sum(M.start_steps(levels, M.alphas_cumprod(), 1.0))

@@ -36,8 +36,8 @@ LANDMARK_PARAMS = {"face": {"yaw": 15.0, "smile": 0.8, "mouth_open": 0.3}, "tags
                    "guidance": 2.0, "steps": 50, "seed": 7, "count": 4}
 # From pure noise (start scale 0) at training stage 7 of 10: the finished model's variations of this photo are
 # close to copies (the recipe learns where the cup is); the earlier weights vary the cup and saucer more.
-SINGLE_IMAGE_PARAMS = {"count": 4, "seed": 3, "start_scale": 0, "width_scale": 1.0, "height_scale": 1.0,
-                       "milestone": 7}
+SINGLE_IMAGE_PARAMS = {"count": 4, "seed": 8, "start_scale": 0, "width_scale": 1.0, "height_scale": 1.0,
+                       "milestone": 10}
 METRICS_PARAMS = {"metrics": ["ssim", "psnr"], "noise_a": 8.0, "noise_b": 30.0, "seed": 0, "n_bootstrap": 1000}
 METRIC_PHOTOS = ("astronaut", "chelsea", "coffee", "horse")
 
@@ -131,8 +131,9 @@ def make_single_image() -> Path:
         "model_file": str(model_path.relative_to(ROOT)), "model_sha256": _digest(model_path),
         "seconds": round(seconds, 1), **_machine(),
         "caption": (f"A photo (left) and {request.count} variations drawn from pure noise by the model the project "
-                    f"trained on that one photo (training stage {request.milestone} of 10, a little more varied "
-                    "than the finished model): the cup, saucer and spoon, each time a little different.")})
+                    f"trained on that one photo in about 6 minutes on a 2-core CPU (training stage "
+                    f"{request.milestone} of 10): cups, saucers and spoons in new places, sometimes two or cut "
+                    "off at the edge, on a smeared table — SinGAN-style rearrangements, less sharp than the photo.")})
 
 
 def metric_sets(noise_a: float, noise_b: float, seed: int = 0) -> dict[str, list[Path]]:

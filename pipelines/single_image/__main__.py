@@ -31,7 +31,8 @@ def _train(args: argparse.Namespace) -> None:
                          max_area=args.max_side ** 2, text=args.text,
                          prompt=args.prompt,
                          contrastive=args.contrastive, blip_model=args.blip, clip_model=args.clip,
-                         precision=args.precision, max_grad_norm=args.max_grad_norm)
+                         precision=args.precision, max_grad_norm=args.max_grad_norm,
+                         coarsest_crop=args.coarsest_crop, fine_crop=args.fine_crop, fine_noise=args.fine_noise)
     image = _image(args.image)
     load_before = [round(value, 2) for value in os.getloadavg()]  # recorded: a shared CPU's speed depends on it
     if args.minutes:
@@ -122,6 +123,9 @@ def _edit(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from .model import COARSEST_SIDE, WIDE_DILATIONS
+    from .train import TrainConfig
+
+    recipe = TrainConfig()  # the CLI's defaults are the recipe's
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.single_image", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,15 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     train.add_argument("--coarsest-side", type=int, default=COARSEST_SIDE,
                        help="short side of the coarsest scale, px")
-    train.add_argument("--coarsest-batch-size", type=int, default=0,
+    train.add_argument("--coarsest-batch-size", type=int, default=recipe.coarsest_batch_size,
                        help="noise draws per step at the coarsest scale (0: --batch-size)")
     train.add_argument("--dilations", type=int, nargs="+", default=list(WIDE_DILATIONS),
                        help="the FCN blocks' dilations (more or larger: a wider receptive field)")
     train.add_argument("--timestep-weighting", choices=("none", "inverse_alpha"), default="inverse_alpha",
                        help="weight high-noise draws as their clean-image error (see TrainConfig)")
-    train.add_argument("--fine-prediction", choices=("epsilon", "detail"), default="epsilon",
-                       help="what the network predicts at the finer scales: the noise, or the missing detail "
-                            "(experimental, see TrainConfig)")
+    train.add_argument("--fine-prediction", choices=("epsilon", "detail"), default=recipe.fine_prediction,
+                       help="what the network predicts at the finer scales: the noise, or the missing detail")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="train for about this long: sets --steps from a timed probe")
     train.add_argument("--max-side", type=int, default=128, help="area cap as the side of a square (default 128)")
@@ -155,8 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--blip", default="Salesforce/blip-image-captioning-base")
     train.add_argument("--clip", default="openai/clip-vit-base-patch32")
     train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
-    train.add_argument("--max-grad-norm", type=float, default=0.0,
-                       help="clip the gradient norm to this before each step (0: off; 1 with --fine-prediction detail)")
+    train.add_argument("--max-grad-norm", type=float, default=recipe.max_grad_norm,
+                       help="clip the gradient norm to this before each step (0: off)")
+    train.add_argument("--coarsest-crop", type=int, default=recipe.coarsest_crop,
+                       help="train the coarsest scale on random windows of this side, px (0: its whole level)")
+    train.add_argument("--fine-crop", type=int, default=recipe.fine_crop,
+                       help="train the finer scales on random windows of this side, px (0: the whole level)")
+    train.add_argument("--fine-noise", type=float, default=recipe.fine_noise,
+                       help="start each finer scale at the noise covering this many times its missing detail")
     train.add_argument("--fresh", action="store_true", help="ignore checkpoints and the cache")
     train.add_argument("--out", help="also write the finished model here (e.g. assets/single_image/x.safetensors)")
     train.add_argument("--half", action="store_true", help="store the --out file in fp16")

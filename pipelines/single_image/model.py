@@ -112,13 +112,14 @@ def _alphas_cumprod(steps: int) -> torch.Tensor:
     return scheduler.alphas_cumprod.to(torch.float32).clone()
 
 
-def start_steps(levels: list[torch.Tensor], alphas: torch.Tensor) -> list[int]:
-    """T_n per scale: all steps at the coarsest; at a finer scale, the first step whose noise std covers the
-    detail that upsampling the coarser level loses (SinDDM picks its per-scale noise the same way)."""
+def start_steps(levels: list[torch.Tensor], alphas: torch.Tensor, cover: float = 1.0) -> list[int]:
+    """T_n per scale: all steps at the coarsest; at a finer scale, the first step whose noise std covers
+    `cover` times the detail that upsampling the coarser level loses (SinDDM picks its per-scale noise the same way
+    with cover 1; see TrainConfig.fine_noise for a larger one)."""
     noise_std = (1 - alphas).sqrt()
     steps = [len(alphas)]
     for scale in range(1, len(levels)):
-        missing = (levels[scale] - blurred(levels, scale)).pow(2).mean().sqrt().item()
+        missing = cover * (levels[scale] - blurred(levels, scale)).pow(2).mean().sqrt().item()
         first = int(torch.searchsorted(noise_std, torch.tensor(missing)).item()) + 1
         steps.append(min(len(alphas), max(MIN_START_STEP, first)))
     return steps

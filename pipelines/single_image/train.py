@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -77,7 +78,7 @@ class TrainConfig:
     batch_size: int = 4  # noise draws per step, all at one scale
     # Draws per step at the coarsest scale, which alone builds the layout from pure noise: its images are ~1/40 of
     # the finest's pixels, so a larger batch there costs little time (0: batch_size).
-    coarsest_batch_size: int = 0
+    coarsest_batch_size: int = 8
     dilations: tuple[int, ...] = WIDE_DILATIONS  # the FCN's (model.fcn_reach); model.DILATIONS is SinDDM's
     # "inverse_alpha": each draw's L1 noise error weighted by 1/sqrt(ᾱ_t) (capped at NOISE_WEIGHT_CAP), which is
     # the L1 error of the clean image it implies, scaled by sqrt(1 − ᾱ_t) ≤ 1 — like v-prediction's weighting.
@@ -86,12 +87,10 @@ class TrainConfig:
     # clean estimate at t = 60–80 was 0.15–0.32 RMS off the only image it is trained on).
     timestep_weighting: str = "inverse_alpha"
     # What the network outputs at the finer scales (model.FINE_PREDICTIONS): "epsilon", the noise, as SinDDM; or
-    # "detail", the missing detail, trained on its L1 error in the image, with its own output layer. Not the default
-    # yet (issue 25): given the true coarser level, its finer scales land 2–20 dB above the plain upsampled input
-    # (chelsea, 16,900 steps, max_grad_norm 1) where the shipped ε model's land 2.3 dB below to 3.4 dB above
-    # (coffee, 17,500 steps); but unclipped its finer scales blew up at the peak learning rate in one of two
-    # chelsea runs (use max_grad_norm 1), and every run's variations from pure noise were near-copies of the photo.
-    fine_prediction: str = "epsilon"
+    # "detail", the missing detail, trained on its L1 error in the image, with its own output layer (issue 25):
+    # given the true coarser level, its finer scales land 2–20 dB above the plain upsampled input (chelsea, 16,900
+    # steps, max_grad_norm 1) where the first recipe's ε model's land 2.3 dB below to 3.4 dB above (coffee).
+    fine_prediction: str = "detail"
     lr: float = 2e-3  # the peak of the schedule below
     # The recipe (issue 25): share of the steps spent at the coarsest scale (the rest split evenly over the finer
     # ones) and the learning-rate schedule ("cosine": warm-up then cosine decay; "constant": the first recipe).
@@ -109,10 +108,24 @@ class TrainConfig:
     blip_model: str = text_mod.DEFAULT_BLIP
     clip_model: str = text_mod.DEFAULT_CLIP
     ema_decay: float = 0.995
-    # Clip the gradient's norm to this before each step (0: off, the default recipe's). With fine_prediction "detail"
-    # a 16,900-step chelsea run's finer scales blew up at the peak learning rate unclipped; clipped to 1 (diffusers'
+    # Clip the gradient's norm to this before each step (0: off). With fine_prediction "detail" a 16,900-step
+    # chelsea run's finer scales blew up at the peak learning rate unclipped; clipped to 1 (diffusers'
     # max_grad_norm) the same run's landed 2–20 dB above their upsampled inputs (issue 25).
-    max_grad_norm: float = 0.0
+    max_grad_norm: float = 1.0
+    # Variety (issue 25). A scale trained on its whole level memorises it: its borders tell every pixel where it is.
+    # Each draw is instead a random window, a side of `coarsest_crop` px at the coarsest scale and `fine_crop` px
+    # at the finer ones (0: the whole level); sampling still runs on the whole canvas, so it must compose a new
+    # layout from what the windows showed. Chelsea's coarsest scale alone (26×40, 6,000 steps, batch 8, clipped):
+    # whole level, 6 samples of 6 within 0.015–0.020 mean abs of the photo (near-copies), diversity 0.04; 18-px
+    # windows, 0.23–0.26 from it, diversity 0.49, eyes and nose in new places.
+    coarsest_crop: int = 18
+    fine_crop: int = 40
+    # `fine_noise`: each finer scale's reverse process starts at the noise that covers this many times the detail
+    # upsampling loses (1: SinDDM's choice). Chelsea's finer scales alone on 40-px windows, dB over their upsampled
+    # input given the true coarser level (scales 1–4): at 1, +13.9 … +1.1 (3,000 steps); at 3, +17.4, +11.6, +7.5,
+    # +3.2 (6,000 steps); at 4.5, +8.6 … +0.5. At 2 and 6 the detail head fell to zero output at lr 2e-3 (fine
+    # scales only; at 1e-3, 2 gave +16.0 … +1.7; the full recipe at 2e-3 trained alive on chelsea and coffee).
+    fine_noise: float = 3.0
     precision: str = "auto"  # "auto" (bf16 where the CPU/GPU supports it), "bf16" or "fp32"
 
     def check(self) -> None:
@@ -149,6 +162,10 @@ class TrainConfig:
             problems.append("precision must be auto, bf16 or fp32")
         if not 0 <= self.max_grad_norm <= 1000:
             problems.append("the gradient clipping norm must be 0 (off) to 1000")
+        if not all(side == 0 or 8 <= side <= 512 for side in (self.coarsest_crop, self.fine_crop)):
+            problems.append("a crop side must be 0 (the whole level) or 8–512 px")
+        if not 1 <= self.fine_noise <= 8:
+            problems.append("the finer scales' noise must cover 1–8 times their missing detail")
         if not 8 <= self.coarsest_side <= 64:
             problems.append("the coarsest scale's side must be 8–64 px")
         if self.max_area < COARSEST_SIDE ** 2:
@@ -314,8 +331,8 @@ def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_m
     height, width = training_size(height, width, config.max_area)
     sizes = scale_sizes(height, width, coarsest_side=config.coarsest_side)
     shares = scale_shares(len(sizes), config.coarse_share)
-    mean_draw_pixels = sum(share * batch_size_at(config, scale) * h * w
-                           for scale, (share, (h, w)) in enumerate(zip(shares, sizes, strict=True)))
+    mean_draw_pixels = sum(share * batch_size_at(config, scale) * math.prod(drawn_size(config, scale, size))
+                           for scale, (share, size) in enumerate(zip(shares, sizes, strict=True)))
     factor = (config.width / 64) ** 2 * (1.3 if config.backbone == "unet" else 1.0)
     return config.steps * mean_draw_pixels / 1e6 * seconds_per_megapixel_step * factor
 
@@ -349,7 +366,8 @@ def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int =
     prepared, _ = prepare_image(image, config.max_area)
     sizes = scale_sizes(prepared.height, prepared.width, coarsest_side=config.coarsest_side)
     shares = scale_shares(len(sizes), config.coarse_share)
-    pixels = [batch_size_at(config, scale) * h * w for scale, (h, w) in enumerate(sizes)]
+    pixels = [batch_size_at(config, scale) * math.prod(drawn_size(config, scale, size))
+              for scale, size in enumerate(sizes)]
     expected = sum(share * count for share, count in zip(shares, pixels, strict=True))
     drawn = np.mean([pixels[_scale_of(probe, step, shares)] for step in range(10, probe_steps)])
     return measured * expected / drawn
@@ -360,7 +378,8 @@ def build_model(config: TrainConfig, levels: list[torch.Tensor], alphas: torch.T
                 extra: dict[str, str]) -> MultiScaleDenoiser:
     sizes = tuple(tuple(level.shape[-2:]) for level in levels)
     model_config = ModelConfig(
-        backbone=config.backbone, width=config.width, sizes=sizes, start_steps=tuple(start_steps(levels, alphas)),
+        backbone=config.backbone, width=config.width, sizes=sizes,
+        start_steps=tuple(start_steps(levels, alphas, config.fine_noise)),
         text_dim=0 if context is None else int(context.shape[-1]),
         text_tokens=0 if context is None else int(context.shape[1]), dilations=tuple(config.dilations),
         fine_prediction=config.fine_prediction, extra=extra)
@@ -429,16 +448,42 @@ def _scale_of(config: TrainConfig, step: int, shares: list[float]) -> int:
     return _draw_scale(torch.Generator().manual_seed(config.seed * 1_000_003 + step), shares)
 
 
-def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """(scale, timesteps, noise) of step `step`: from a generator seeded with (seed, step), so resume is exact."""
+def crop_side_at(config: TrainConfig, scale: int) -> int:
+    return config.coarsest_crop if scale == 0 else config.fine_crop
+
+
+def drawn_size(config: TrainConfig, scale: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of one training draw at this scale: its window, or the whole level of `size`."""
+    side = crop_side_at(config, scale)
+    return (min(size[0], side), min(size[1], side)) if side else tuple(size)
+
+
+def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig
+                ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(scale, timesteps, noise, window corners or None) of step `step`: from a generator seeded with (seed, step),
+    so resume is exact. The corners (one (y, x) per draw) are drawn only when this scale trains on windows."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     scale = _draw_scale(generator, scale_shares(model_config.scales, config.coarse_share))
     start = model_config.start_steps[scale]
     batch = batch_size_at(config, scale)
     t = torch.randint(start, (batch,), generator=generator)
     h, w = model_config.sizes[scale]
+    corners = None
+    if crop_side_at(config, scale):
+        window = drawn_size(config, scale, (h, w))
+        corners = torch.stack([torch.randint(h - window[0] + 1, (batch,), generator=generator),
+                               torch.randint(w - window[1] + 1, (batch,), generator=generator)], dim=1)
+        h, w = window
     noise = torch.randn(batch, 3, h, w, generator=generator)
-    return scale, t, noise
+    return scale, t, noise, corners
+
+
+def windows(level: torch.Tensor, corners: torch.Tensor | None, size: tuple[int, int], batch: int) -> torch.Tensor:
+    """The batch's views of one level (1×3×H×W): the whole level, or one h×w window per (y, x) corner."""
+    if corners is None:
+        return level.expand(batch, -1, -1, -1)
+    h, w = size
+    return torch.cat([level[..., y:y + h, x:x + w] for y, x in corners.tolist()])
 
 
 def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None = None,
@@ -511,10 +556,10 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
             if cancel is not None and cancel.cancelled:
                 raise JobCancelled(f"Training cancelled at step {step} of {config.steps}; its checkpoint is saved: "
                                    "press Train again with the same image and settings to resume.")
-            scale, t, noise = _step_draws(config, step, model_config)
+            scale, t, noise, corners = _step_draws(config, step, model_config)
             t, noise = t.to(target), noise.to(target)
-            clean = levels[scale].expand(len(t), -1, -1, -1)
-            blur = blurs[scale].expand(len(t), -1, -1, -1)
+            clean = windows(levels[scale], corners, noise.shape[-2:], len(t))
+            blur = windows(blurs[scale], corners, noise.shape[-2:], len(t))
             x_t = noised(clean, blur, noise, t, scale, model_config.start_steps[scale], alphas)
             if target.type == "cpu":
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
