@@ -327,7 +327,9 @@ def milestone_steps(steps: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------- estimate
 def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_megapixel_step: float = 0.9) -> float:
     """Rough wall time before training starts: work ∝ steps × batch × mean pixels per scale × width² (measured
-    on this 2-core CPU in bf16 at width 64: about 0.9 s per million pixel-draws)."""
+    on this 2-core CPU in bf16 at width 64: about 0.9 s per million pixel-draws). It leaves out the per-step cost,
+    which dominates once the recipe trains on windows (it gave 0.06–0.08 of the real time in the issue-25 bench):
+    the tab and the CLI's --minutes use measure_seconds_per_step, a timed trial, instead."""
     height, width = training_size(height, width, config.max_area)
     sizes = scale_sizes(height, width, coarsest_side=config.coarsest_side)
     shares = scale_shares(len(sizes), config.coarse_share)
