@@ -49,7 +49,8 @@ METHOD_CARD = MethodCard(
         "worse ones, and text edits guided by CLIP. The model is trained here, from scratch, in minutes on a CPU."
     ),
     inputs="one image (any size: trained at up to 128×128-equivalent on a CPU), optionally an edit prompt and region",
-    model="a small denoiser shared by all scales: SinDDM's fully convolutional net (53 px receptive field; "
+    model="a small denoiser shared by all scales, trained on random windows of each (so it composes new layouts "
+          "instead of memorising the photo's): SinDDM's fully convolutional net (53 px receptive field; "
           "SinDDM's is 35) or the seed's shallow U-Net with cross-attention to the prompt's CLIP tokens; "
           "100-step cosine diffusion",
     output="variations (any count, seed, start scale, output size), the image at each scale, text edits, metrics",
