@@ -11,14 +11,15 @@ version (the coarser scale bicubically upsampled), t in 0 … T_n − 1:
     x_{n,t} = sqrt(ᾱ_t) · (γ_t x̃_n + (1 − γ_t) x_n) + sqrt(1 − ᾱ_t) · ε,   γ_t = γ_max · (t + 1) / T_n
 
 so the clean image slides toward its blurred version as the noise grows (SinDDM's eq. 1 of the seed); at the
-coarsest scale γ = 0 and T_0 = 100 (plain DDPM from pure noise). The network predicts ε. Because x̃_n is known
+coarsest scale γ = 0 and T_0 = 100 (plain DDPM from pure noise). The network predicts ε there, and at the finer
+scales ε or their missing detail (FINE_PREDICTIONS). From a noise prediction, because x̃_n is known
 when sampling (it is the coarser result, upsampled), the predicted blend gives the clean image exactly:
 x̂_n = x̃_n + (m̂ − x̃_n) / (1 − γ_t). That division multiplies the network's error by 1 / (1 − γ_t); with SinDDM's
 γ → 1 it grew up to T_n-fold and a briefly trained network's samples fell apart (measured: reconstructions at 8 dB),
 so γ stops at γ_max = 0.5 (error at most doubled). Sampling a finer scale starts from x̃_n noised to T_n, i.e. it
 takes the blend at T_n to be x̃_n; the half of the missing detail this ignores is below the noise there, because
 T_n is the first step whose noise level covers the detail the upsampling lost (RMS of x_n − x̃_n), as SinDDM sets
-its per-scale noise.
+its per-scale noise — or a multiple of it (start_steps' `cover`; the recipe's is 3, TrainConfig.fine_noise).
 """
 
 from __future__ import annotations
