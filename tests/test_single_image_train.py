@@ -96,6 +96,34 @@ def test_predicting_the_detail_makes_the_finer_scale_add_what_upsampling_lost(tr
     assert detail > noise + 3.0
 
 
+def test_a_finer_scale_that_learned_no_detail_is_reported(trained, tmp_path):
+    """Closed form: with its detail output zeroed, a finer scale gives back its upsampled input, clamped to the
+    pixel range (so almost nothing added, about 0 dB gained), and the check tells the user. The trained model's
+    recorded gain is the PSNR difference measured here by the test's own reverse process and PSNR."""
+    from pipelines.single_image.model import save_model
+    from pipelines.single_image.sample import detail_gains
+    from pipelines.single_image.train import check_detail
+
+    detail, upsampled = _finer_scale_psnrs(trained.model_path)
+    assert trained.detail_gain_db == [pytest.approx(detail - upsampled, abs=0.01)]
+    model = load_milestone(trained.model_path)
+    torch.nn.init.zeros_(model.net.detail_tail[1].weight)
+    torch.nn.init.zeros_(model.net.detail_tail[1].bias)
+    soft = tmp_path / "soft.safetensors"
+    save_model(model, soft)
+    (zeroed,) = detail_gains(soft)
+    levels = pyramid(image_tensor(_photo()), list(model.config.sizes))
+    blur, clamped = blurred(levels, 1), blurred(levels, 1).clamp(-1, 1)
+    assert zeroed.upsampled_db == pytest.approx(upsampled, abs=1e-3)
+    assert zeroed.gain_db == pytest.approx(_psnr(clamped, levels[1]) - upsampled, abs=1e-3)
+    missing = (levels[1] - blur).pow(2).mean().sqrt()
+    assert zeroed.added == pytest.approx(float((clamped - blur).pow(2).mean().sqrt() / missing), abs=1e-4)
+    assert abs(zeroed.gain_db) < 0.1 and zeroed.added < 0.1
+    notes: list[str] = []
+    assert check_detail(soft, notes) == [pytest.approx(zeroed.gain_db, abs=0.01)]
+    assert len(notes) == 1 and "little detail" in notes[0]
+
+
 def _patches(image: torch.Tensor, size: int = 5) -> torch.Tensor:
     return torch.nn.functional.unfold(image, size).squeeze(0).T  # N × (3·size²)
 

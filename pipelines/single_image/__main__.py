@@ -43,7 +43,9 @@ def _train(args: argparse.Namespace) -> None:
             "config": dataclasses.asdict(config), "steps": result.steps, "seconds": round(result.seconds, 1),
             "load_average_1_5_15_min": {"start": load_before, "end": [round(v, 2) for v in os.getloadavg()]},
             "precision": result.precision, "loss_first_20": _mean(result.losses[:20]),
-            "loss_last_100": _mean(result.losses[-100:]), "folder": str(result.folder)}
+            "loss_last_100": _mean(result.losses[-100:]), "folder": str(result.folder),
+            # each finer scale's dB over its upsampled input, given the true coarser level: ~0 means no detail
+            "detail_gain_db": result.detail_gain_db}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

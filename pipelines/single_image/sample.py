@@ -28,7 +28,16 @@ import torch.nn.functional as F
 from pipelines.core.errors import UserError
 from pipelines.core.jobs import CancelToken, ProgressCallback
 
-from .model import MultiScaleDenoiser, alphas_cumprod, blend_weight, clean_estimate, implied_noise, resize
+from .model import (
+    MultiScaleDenoiser,
+    alphas_cumprod,
+    blend_weight,
+    blurred,
+    clean_estimate,
+    implied_noise,
+    pyramid,
+    resize,
+)
 from .request import MAX_COUNT, MAX_SIZE_MULTIPLIER
 from .train import MILESTONES, load_milestone, tensor_image
 
@@ -199,6 +208,39 @@ def reconstruct(model: MultiScaleDenoiser | str | os.PathLike, image: Any = None
     start = 1 if net.config.scales > 1 else 0
     results = run_scales(net, list(net.config.sizes), seed, start, steps_per_scale, eta=0.0)
     return Reconstruction(tensor_image(results[-1]), results[-1])
+
+
+def _psnr(image: torch.Tensor, target: torch.Tensor) -> float:
+    return float(10 * torch.log10(4 / (image - target).pow(2).mean().clamp(min=1e-12)))  # [-1, 1]: peak-to-peak 2
+
+
+@dataclass
+class DetailGain:
+    """One finer scale's reverse process given the true coarser level, against plain upsampling of that level."""
+
+    upsampled_db: float  # PSNR of x̃_n, the upsampled coarser level, against the true level
+    gain_db: float  # the reverse process's PSNR minus upsampled_db
+    added: float  # RMS of what the process added to x̃_n over the RMS of the detail x̃_n lacks (0: nothing)
+
+
+def detail_gains(model: MultiScaleDenoiser | str | os.PathLike, milestone: int = MILESTONES,
+                 steps_per_scale: int = 20, seed: int = 0) -> list[DetailGain]:
+    """Each finer scale's DetailGain (deterministic, eta 0). A scale whose detail output has died gives back its
+    input: `added` about 0 and no gain, and its variations are as soft as the coarser scale enlarged."""
+    net = load(model, milestone)
+    device = next(net.parameters()).device
+    levels = pyramid(net.source_image().to(device), list(net.config.sizes))
+    alphas = alphas_cumprod(net.config.diffusion_steps).to(device)
+    generator = torch.Generator().manual_seed(int(seed))
+    gains = []
+    for scale in range(1, len(levels)):
+        blur = blurred(levels, scale)
+        finer = sample_scale(net, blur, scale, generator, alphas, steps_per_scale, eta=0.0)
+        upsampled = _psnr(blur, levels[scale])
+        missing = (levels[scale] - blur).pow(2).mean().sqrt().clamp(min=1e-8)
+        added = float((finer - blur).pow(2).mean().sqrt() / missing)
+        gains.append(DetailGain(upsampled, _psnr(finer, levels[scale]) - upsampled, added))
+    return gains
 
 
 # ---------------------------------------------------------------------------------------------- editing

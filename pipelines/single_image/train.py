@@ -65,6 +65,12 @@ TEXT_MODES = ("none", "arbitrary", "blip")
 TIMESTEP_WEIGHTINGS = ("none", "inverse_alpha")
 NOISE_WEIGHT_CAP = 10.0  # 1/sqrt(ᾱ_t) reaches ~100 at the last step; capped so those few draws do not dominate
 MAX_INPUT_SIDE = 4096  # decoded larger images are refused by the core; this only bounds the first resize
+# A finished model whose finer scales all land less than this above their upsampled input (given the true coarser
+# level) has learned no detail. Measured (sample.detail_gains, best finer scale): 128 px runs of the recipe +14 to
+# +16 dB (the shipped coffee model, 10-minute chelsea and rocket runs); two chelsea finer-scale-only runs at lr 2e-3
+# whose detail output died +0.0 and +0.6 dB; the tests' 600-step model of a 36 px photo +1.0 dB (issue 25).
+SOFT_DETAIL_DB = 0.75
+SHARP_ENOUGH_DB = 40.0  # a scale whose upsampled input is already this close has no detail left to learn
 NO_TEXT_WIDTH = 32  # token width of the U-Net's "no text" token in the +U-Net ablation (no encoder involved)
 
 
@@ -191,6 +197,7 @@ class TrainResult:
     precision: str = "fp32"
     prompts: text_mod.PromptSet | None = None
     notes: list[str] = field(default_factory=list)
+    detail_gain_db: list[float] = field(default_factory=list)  # per finer scale, over its upsampled input
 
     @property
     def summary(self) -> str:
@@ -613,11 +620,28 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
     write_checkpoint(folder, step, net, ema, optimizer, losses, digest)
     shutil.copyfile(milestone_path(folder, MILESTONES), folder / ".model.tmp")
     os.replace(folder / ".model.tmp", final)
+    gains = check_detail(final, notes)
     if prompts is not None:
         with atomic_path(folder / "prompts.json") as tmp:
             tmp.write_text(json.dumps(dataclasses.asdict(prompts)))
     return TrainResult(final, folder, step, losses, [milestone_path(folder, i) for i in range(1, MILESTONES + 1)],
-                       start_step, time.perf_counter() - started, precision=precision, prompts=prompts, notes=notes)
+                       start_step, time.perf_counter() - started, precision=precision, prompts=prompts, notes=notes,
+                       detail_gain_db=gains)
+
+
+def check_detail(model_path: Path, notes: list[str]) -> list[float]:
+    """Each finer scale's gain over its upsampled input (sample.detail_gains), with a note for the user when none
+    of the scales that had detail to learn learned it: the variations would be as soft as the coarsest enlarged."""
+    from .sample import detail_gains
+
+    measured = detail_gains(model_path)
+    gains = [round(scale.gain_db, 2) for scale in measured]
+    open_scales = [scale.gain_db for scale in measured if scale.upsampled_db < SHARP_ENOUGH_DB]
+    if open_scales and max(open_scales) < SOFT_DETAIL_DB:
+        notes.append(f"Its finer scales add little detail (at most {max(open_scales):+.1f} dB over the enlarged "
+                     "coarser scale): the variations will be soft. Train longer, or with a lower learning rate if "
+                     "this persists.")
+    return gains
 
 
 def load_milestone(model_path: str | os.PathLike, milestone: int = MILESTONES) -> MultiScaleDenoiser:
