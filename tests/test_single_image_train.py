@@ -231,3 +231,25 @@ def test_windows_keep_the_coarsest_scale_from_memorising_its_layout(tmp_path):
     windows = _coarsest_samples_distance(tmp_path / "windows", 18)
     assert min(windows) > 0.1
     assert min(windows) > max(whole) + 0.03, (whole, windows)
+
+
+def test_the_cli_writes_the_model_and_its_card_with_the_detail_gains(tmp_path):
+    """The command that made the shipped model: its --out file loads with the trained config, and its --card records
+    the run, including each finer scale's measured gain (one per finer scale)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.single_image.model import load_model_file
+
+    _photo(48).save(tmp_path / "photo.png")
+    env = {**os.environ, "ASL_OUTPUTS": str(tmp_path / "outputs")}
+    subprocess.run([sys.executable, "-m", "pipelines.single_image", "train", str(tmp_path / "photo.png"),
+                    "--steps", "20", "--width", "8", "--batch-size", "1", "--out", str(tmp_path / "m.safetensors"),
+                    "--card", str(tmp_path / "m.json")], check=True, env=env, capture_output=True, timeout=300)
+    card = json.loads((tmp_path / "m.json").read_text())
+    model, _ = load_model_file(tmp_path / "m.safetensors")
+    assert card["steps"] == 20 and card["config"]["width"] == model.config.width == 8
+    assert len(card["detail_gain_db"]) == model.config.scales - 1 >= 1
+    assert all(isinstance(gain, float) for gain in card["detail_gain_db"])
