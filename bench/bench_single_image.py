@@ -15,6 +15,9 @@ aside for an independent check), at --side² area:
   (no training) and of the diffusion model trained for each budget in --minutes, sampled from scale 0;
 - the same distance for the source cut into 7×7 tiles and shuffled (the control), and each method's ratio to it
   and to GPNN (the issue's target: diffusion at 10 min within 1.2× of GPNN at comparable diversity);
+- coverage: the same distance the other way round (each source patch to the variation's nearest), which a
+  variation that repeats one part of the photo (empty sky) cannot score well on;
+- the photo less its finest scale's detail, scored like a variation: the sharpness GPNN's distance asks for;
 - diversity (SinGAN's: per-pixel std across the variations over the source's std), over the variations that
   count: a near-copy of the source (mean absolute difference < 0.1 on pixels scaled to [-1, 1], i.e. < 12.75 of
   255) is not a variation and is left out of both figures (how many were is printed);
@@ -152,14 +155,34 @@ def _score(images, source, control: float, gpnn: float | None) -> dict:
     kept = [image for image in images if np.abs(np.asarray(image, dtype=np.float64) - array).mean() / 127.5
             >= NEAR_COPY]
     distance = float(np.mean([patch_nn_distance(image, source) for image in kept])) if kept else float("nan")
+    # The same search the other way round: how far each source patch is from the variation's nearest one. A
+    # variation that is mostly the photo's empty sky matches the sky and scores well above, but misses the rocket.
+    coverage = float(np.mean([patch_nn_distance(source, image) for image in kept])) if kept else float("nan")
     spread = diversity(kept, source) if len(kept) >= 2 else float("nan")
     return {"patch_nn": distance, "to_control": distance / control, "to_gpnn": distance / gpnn if gpnn else 1.0,
-            "diversity": spread, "copies": len(images) - len(kept)}
+            "coverage": coverage, "diversity": spread, "copies": len(images) - len(kept)}
 
 
 def _row(photo: str, method: str, train: str, score: dict, per_variation: float) -> None:
     print(f"   {photo:8s} {method:22s} {train:>16s} {score['patch_nn']:8.4f} {score['to_control']:8.2f} "
-          f"{score['to_gpnn']:8.2f} {score['diversity']:9.3f} {score['copies']:6d} {per_variation:8.1f}")
+          f"{score['to_gpnn']:8.2f} {score['coverage']:8.4f} {score['diversity']:9.3f} {score['copies']:6d} "
+          f"{per_variation:8.1f}")
+
+
+def _sharpness_reference(source, gpnn: float) -> str:
+    """The photo without its finest scale's detail (shrunk by the pyramid's factor and enlarged again, bicubic):
+    how sharp a variation must be for its patch distance to reach GPNN's, which copies full-resolution patches."""
+    from PIL import Image
+
+    from pipelines.metrics.patches import patch_nn_distance
+    from pipelines.single_image.model import SCALE_FACTOR
+
+    width, height = source.size
+    smaller = (round(width / SCALE_FACTOR), round(height / SCALE_FACTOR))
+    softened = source.resize(smaller, Image.BICUBIC).resize((width, height), Image.BICUBIC)
+    distance = patch_nn_distance(softened, source)
+    return (f"photo less its finest detail (÷{SCALE_FACTOR} and back): patch-NN {distance:.4f}, "
+            f"{distance / gpnn:.2f}× GPNN")
 
 
 def variation_bench(args) -> None:
@@ -170,7 +193,7 @@ def variation_bench(args) -> None:
     print(f"\n5. variations: GPNN vs the diffusion model (width {args.width}, batch {args.batch}, from scale 0), "
           f"{args.count} per method, photos at {args.side}² area, budgets {args.minutes} min")
     print(f"   {'photo':8s} {'method':22s} {'training s':>16s} {'patch-NN':>8s} {'/control':>8s} {'/GPNN':>8s} "
-          f"{'diversity':>9s} {'copies':>6s} {'s/var':>8s}")
+          f"{'coverage':>8s} {'diversity':>9s} {'copies':>6s} {'s/var':>8s}")
     for name in args.photos:
         source = _skimage_photo(name, args.side)
         control = patch_nn_distance(shuffled_tiles(np.asarray(source), 7, 0), source)
@@ -178,6 +201,7 @@ def variation_bench(args) -> None:
         output = gpnn_variations(source, args.count, 0, GPNNSettings(iterations=args.gpnn_iterations))
         gpnn = _score(output.images, source, control, None)
         _row(name, f"GPNN ({args.gpnn_iterations} it/scale)", "0", gpnn, output.seconds / args.count)
+        print(f"   {'':8s} {_sharpness_reference(source, gpnn['patch_nn'])}")
         for minutes in args.minutes:
             config = TrainConfig(width=args.width, batch_size=args.batch, steps=20)
             per_step = measure_seconds_per_step(source, config)
