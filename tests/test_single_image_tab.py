@@ -47,6 +47,10 @@ def test_train_shows_previews_then_the_model_and_variations_and_edits_use_it(tmp
     status, _, model_path, label, captions = outputs[-1]
     assert "“photo_RGB_32”" in label  # named by default after the uploaded file
     assert "Trained 20 steps" in status and model_path.endswith("model.safetensors")
+    from pipelines.core.runs import default_store
+
+    trained = default_store().get(re.search(r"run ([0-9a-f]{12})", status).group(1))
+    assert len(trained.params["detail_gain_db"]) == 1  # 32 px: one finer scale, its gain over upsampling recorded
     assert "test CLIP with random weights" in label
     rows = captions["value"]
     assert len(rows) == 8 and sum(row[2].startswith("P*") for row in rows) == 1

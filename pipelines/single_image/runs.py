@@ -111,7 +111,8 @@ def run_train(config: Any, image: Any, *, store: RunStore | None = None, callbac
             name_model(result.model_path, name)
             record.params["name"] = model_name(result.model_path)
         record.params.update(steps_done=result.steps, cached=result.cached, precision=result.precision,
-                             final_loss=float(np.mean(result.losses[-20:])) if result.losses else None)
+                             final_loss=float(np.mean(result.losses[-20:])) if result.losses else None,
+                             detail_gain_db=result.detail_gain_db)
         if result.prompts is not None:
             record.params["prompts"] = dataclasses.asdict(result.prompts)
     return record, result
