@@ -211,6 +211,8 @@ def reconstruct(model: MultiScaleDenoiser | str | os.PathLike, image: Any = None
 
 
 def _psnr(image: torch.Tensor, target: torch.Tensor) -> float:
+    # On the float tensors, not metrics.formulas.psnr: that one takes uint8 images, whose rounding would blur the
+    # sub-dB gains detail_gains must tell apart.
     return float(10 * torch.log10(4 / (image - target).pow(2).mean().clamp(min=1e-12)))  # [-1, 1]: peak-to-peak 2
 
 
