@@ -164,7 +164,7 @@ def _score(images, source, control: float, gpnn: float | None) -> dict:
 
 
 def _row(photo: str, method: str, train: str, score: dict, per_variation: float) -> None:
-    print(f"   {photo:8s} {method:22s} {train:>16s} {score['patch_nn']:8.4f} {score['to_control']:8.2f} "
+    print(f"   {photo:8s} {method:30s} {train:>16s} {score['patch_nn']:8.4f} {score['to_control']:8.2f} "
           f"{score['to_gpnn']:8.2f} {score['coverage']:8.4f} {score['diversity']:9.3f} {score['copies']:6d} "
           f"{per_variation:8.1f}")
 
@@ -192,12 +192,12 @@ def variation_bench(args) -> None:
 
     print(f"\n5. variations: GPNN vs the diffusion model (width {args.width}, batch {args.batch}, from scale 0), "
           f"{args.count} per method, photos at {args.side}² area, budgets {args.minutes} min")
-    print(f"   {'photo':8s} {'method':22s} {'training s':>16s} {'patch-NN':>8s} {'/control':>8s} {'/GPNN':>8s} "
+    print(f"   {'photo':8s} {'method':30s} {'training s':>16s} {'patch-NN':>8s} {'/control':>8s} {'/GPNN':>8s} "
           f"{'coverage':>8s} {'diversity':>9s} {'copies':>6s} {'s/var':>8s}")
     for name in args.photos:
         source = _skimage_photo(name, args.side)
         control = patch_nn_distance(shuffled_tiles(np.asarray(source), 7, 0), source)
-        print(f"   {name:8s} {'control (7×7 tiles)':22s} {'':>16s} {control:8.4f} {1:8.2f} {'':>8s}")
+        print(f"   {name:8s} {'control (7×7 tiles)':30s} {'':>16s} {control:8.4f} {1:8.2f} {'':>8s}")
         output = gpnn_variations(source, args.count, 0, GPNNSettings(iterations=args.gpnn_iterations))
         gpnn = _score(output.images, source, control, None)
         _row(name, f"GPNN ({args.gpnn_iterations} it/scale)", "0", gpnn, output.seconds / args.count)
@@ -209,18 +209,16 @@ def variation_bench(args) -> None:
             config = TrainConfig(width=args.width, batch_size=args.batch, steps=steps)
             with tempfile.TemporaryDirectory() as folder:
                 result = train(config, source, folder=folder, resume=False)
-                sampled = variations(result.model_path, VariationRequest(count=args.count, seed=0, start_scale=0))
-            score = _score(sampled.images, source, control, gpnn["patch_nn"])
+                _model_rows(result.model_path, name, f"diffusion {minutes:g} min", f"{result.seconds:.0f} ({steps} st)",
+                            source, control, gpnn["patch_nn"], args)
             constant = estimate_seconds(source.height, source.width, config)
-            _row(name, f"diffusion {minutes:g} min", f"{result.seconds:.0f} ({steps} st)", score,
-                 sampled.seconds / args.count)
-            print(f"   {'':8s} {'':22s} estimate/actual: probed {steps * per_step / result.seconds:.2f}, "
+            print(f"   {'':8s} {'':30s} estimate/actual: probed {steps * per_step / result.seconds:.2f}, "
                   f"old constant {constant / result.seconds:.2f}")
         for path in args.models:
-            _score_trained_model(Path(path), name, source, control, gpnn["patch_nn"], args.count)
+            _score_trained_model(Path(path), name, source, control, gpnn["patch_nn"], args)
 
 
-def _score_trained_model(path: Path, photo: str, source, control: float, gpnn: float, count: int) -> None:
+def _score_trained_model(path: Path, photo: str, source, control: float, gpnn: float, args) -> None:
     """A row for a model trained elsewhere (e.g. the shipped one, by the CLI with its JSON record) when it was
     trained on this photo at this size: its source buffer must be the photo's pixels."""
     from pipelines.single_image.model import load_model_file
@@ -229,10 +227,16 @@ def _score_trained_model(path: Path, photo: str, source, control: float, gpnn: f
     if not torch.equal(net.source[0].permute(1, 2, 0), torch.from_numpy(np.asarray(source).copy())):
         print(f"   {photo:8s} {path.name} was not trained on this photo at this size: skipped")
         return
-    sampled = variations(path, VariationRequest(count=count, seed=0, start_scale=0))
-    score = _score(sampled.images, source, control, gpnn)
-    _row(photo, f"model {path.stem}", f"({metadata.get('steps', '?')} st)", score, sampled.seconds / count)
+    _model_rows(path, photo, f"model {path.stem}", f"({metadata.get('steps', '?')} st)", source, control, gpnn, args)
 
+
+def _model_rows(path, photo: str, method: str, train_text: str, source, control: float, gpnn: float, args) -> None:
+    """The model's variations from scale 0; with --gpnn-detail also its scale-0 layouts drawn by GPNN."""
+    for detail in ("model", "gpnn") if args.gpnn_detail else ("model",):
+        sampled = variations(path, VariationRequest(count=args.count, seed=0, start_scale=0, detail=detail))
+        score = _score(sampled.images, source, control, gpnn)
+        _row(photo, method + (", GPNN detail" if detail == "gpnn" else ""), train_text, score,
+             sampled.seconds / args.count)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,6 +253,8 @@ def main() -> None:
                         "the photo each was trained on, e.g. the shipped one made by the CLI")
     parser.add_argument("--photos", nargs="+", default=list(VARIATION_PHOTOS), choices=VARIATION_PHOTOS)
     parser.add_argument("--count", type=int, default=4, help="variations per method (part 5)")
+    parser.add_argument("--gpnn-detail", action="store_true",
+                        help="also each model's scale-0 layouts drawn by GPNN with the photo's patches (a tab option)")
     parser.add_argument("--gpnn-iterations", type=int, default=10, help="GPNN iterations per scale (paper: 10)")
     args = parser.parse_args()
     if args.variations:

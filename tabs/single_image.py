@@ -13,7 +13,14 @@ from typing import Any
 import gradio as gr
 
 from pipelines.core.gpu import gpu_task
-from pipelines.single_image.request import MAX_COUNT, MAX_SIZE_MULTIPLIER, MAX_START_SCALES, model_header
+from pipelines.single_image.request import (
+    DETAIL_GPNN,
+    DETAIL_MODEL,
+    MAX_COUNT,
+    MAX_SIZE_MULTIPLIER,
+    MAX_START_SCALES,
+    model_header,
+)
 from pipelines.single_image.runs import ABLATION_CHOICES, GPNN_VARIANT, shipped_card, shipped_model
 
 from .common import (
@@ -35,6 +42,8 @@ BACKBONE_CHOICES = [("SinDDM fully convolutional (baseline, no text)", "fcn"),
                     ("Paper 004's U-Net, which also reads a prompt", "unet")]
 TEXT_CHOICES = [("no text", "none"), ("my prompt (arbitrary)", "arbitrary"),
                 ("BLIP captions, CLIP's pick (P*)", "blip")]
+DETAIL_CHOICES = [("the model, at every scale", DETAIL_MODEL),
+                  ("the photo's own patches (GPNN draws the model's layout)", DETAIL_GPNN)]
 
 
 def _job_id(kind: str, request: gr.Request | None) -> str:
@@ -174,18 +183,20 @@ def _require_model(model_path: str) -> str:
 
 @gpu_task
 def make_variations(model_path: str, count: int, seed: int, start_scale: int, width_scale: float,
-                    height_scale: float, milestone: int, progress=gr.Progress()) -> tuple[list, list, str]:
+                    height_scale: float, milestone: int, detail: str = DETAIL_MODEL,
+                    progress=gr.Progress()) -> tuple[list, list, str]:
     from pipelines.single_image.runs import run_variations
     from pipelines.single_image.sample import VariationRequest
 
     request = VariationRequest(count=int(count), seed=int(seed), start_scale=int(start_scale),
                                width_scale=float(width_scale), height_scale=float(height_scale),
-                               milestone=int(milestone))
+                               milestone=int(milestone), detail=detail or DETAIL_MODEL)
     record, output = run_variations(_require_model(model_path), request, callback=progress_callback(progress))
     per_scale = [(image, f"scale {index}") for index, image in enumerate(output.per_scale[0])]
     seeds = ", ".join(str(seed) for seed in output.seeds)
     return (list(zip(output.images, [f"seed {seed}" for seed in output.seeds], strict=True)), per_scale,
-            f"{len(output.images)} variations in {output.seconds:.1f} s (seeds {seeds}; run {record.id}).")
+            f"{len(output.images)} variations in {output.seconds:.1f} s (seeds {seeds}; run {record.id}). "
+            + " ".join(output.notes))
 
 
 def model_source(model_path: str) -> Any:
@@ -379,6 +390,10 @@ def build(tab: gr.Tab | None = None) -> None:
                                     info="Output width as a multiple of the original")
             height_scale = gr.Slider(0.5, MAX_SIZE_MULTIPLIER, value=1.0, step=0.25, label="Height ×",
                                      info="Output height as a multiple of the original")
+            detail = gr.Radio(DETAIL_CHOICES, value=DETAIL_MODEL, label="Finer detail from",
+                              info="A model trained for minutes on a CPU draws soft detail; GPNN redraws its layout "
+                                   "from the start scale up with the photo's sharp patches (slower: about half a "
+                                   "minute per variation on a CPU)", elem_id="si-detail")
         with gr.Row():
             generate = gr.Button("Make variations", variant="primary", elem_id="si-generate")
             gpnn_button = gr.Button("GPNN variations (no training)", elem_id="si-gpnn")
@@ -448,7 +463,7 @@ def build(tab: gr.Tab | None = None) -> None:
                 **keeps_results(status), **MODEL_WORK)
     stop.click(cancel_training, outputs=status, concurrency_limit=None, api_name="single_image_cancel")
     generate.click(friendly_errors(make_variations),
-                   inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone],
+                   inputs=[model_path, count, var_seed, start_scale, width_scale, height_scale, milestone, detail],
                    outputs=[gallery, scales, var_status], api_name="single_image_variations",
                    **keeps_results(var_status), **MODEL_WORK
                    ).then(model_source, inputs=model_path, outputs=source_view, api_visibility="private")

@@ -63,6 +63,10 @@ def test_train_shows_previews_then_the_model_and_variations_and_edits_use_it(tmp
 
     again = rerun(re.search(r"run ([0-9a-f]{12})", readout).group(1))  # History's re-run: the same images
     assert np.array_equal(np.asarray(Image.open(again.outputs[1])), np.asarray(gallery[1][0]))
+    sharp, _, readout = tab.make_variations(model_path, 1, 7, 0, 1.0, 1.0, 10, "gpnn", progress=_Progress())
+    assert "GPNN" in readout and sharp[0][0].size == (32, 32)
+    again = rerun(re.search(r"run ([0-9a-f]{12})", readout).group(1))  # the detail choice is part of the record
+    assert np.array_equal(np.asarray(Image.open(again.outputs[0])), np.asarray(sharp[0][0]))
 
     editor = tab.source_for_editor(model_path)
     assert editor["background"].size == (32, 32)

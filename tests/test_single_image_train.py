@@ -152,6 +152,28 @@ def test_variations_differ_from_the_source_but_keep_its_patch_statistics(trained
     assert np.array_equal(np.asarray(same.images[0]), np.asarray(output.images[0]))  # a seed is reproducible
 
 
+def test_gpnn_detail_draws_the_models_layout_with_the_source_patches(trained):
+    """detail="gpnn": the model makes the layout at the start scale (the same draw as a plain variation of that
+    seed), GPNN draws exactly that layout with the photo's patches, and the result is closer to the source's patch
+    statistics than the model's own finer scales. (That GPNN keeps a layout's arrangement is tested in
+    test_single_image_gpnn.py on a known layout: this small model's layouts are mostly noise.)"""
+    from pipelines.core.errors import UserError
+    from pipelines.single_image.gpnn import finish_layout
+
+    source = image_tensor(_photo())
+    plain = variations(trained.model_path, VariationRequest(count=2, seed=3, steps_per_scale=6))
+    finished = variations(trained.model_path, VariationRequest(count=2, seed=3, steps_per_scale=6, detail="gpnn"))
+    assert "GPNN" in " ".join(finished.notes)
+    for index, image in enumerate(finished.images):
+        layout = plain.per_scale[index][0]
+        np.testing.assert_array_equal(np.asarray(finished.per_scale[index][0]), np.asarray(layout))
+        expected = finish_layout((source + 1) / 2, (image_tensor(layout) + 1) / 2, (SIDE, SIDE))[-1] * 2 - 1
+        assert (image_tensor(image) - expected).abs().max() <= 1 / 127.5 + 1e-6  # uint8 rounding
+        assert _patch_distance(image_tensor(image), source) < _patch_distance(image_tensor(plain.images[index]), source)
+    with pytest.raises(UserError, match="detail"):
+        variations(trained.model_path, VariationRequest(count=1, detail="photo"))
+
+
 def test_a_later_milestone_is_closer_to_the_source(trained):
     source = image_tensor(_photo())
     early = _psnr(reconstruct(trained.model_path, milestone=2).tensor, source)

@@ -57,7 +57,9 @@ METHOD_CARD = MethodCard(
     good_at=("textures, landscapes and scenes made of repeated parts (rocks, trees, buildings, coffee beans)",
              "controlling how far variations stray: the load milestone (earlier weights = more varied) and the "
              "start scale (start finer = keep the layout)",
-             "needing no pretrained generator: it trains on your image, on a CPU, in minutes"),
+             "needing no pretrained generator: it trains on your image, on a CPU, in minutes",
+             "sharp variations on a CPU budget: with 'Finer detail from: the photo's own patches', the model only "
+             "invents the layout and GPNN draws it with the photo's full-resolution patches"),
     bad_at=("a single object with a precise shape (faces, characters): patches get rearranged",
             "little variety from pure noise: the recipe makes the coarsest scale learn where the objects are, so the "
             "shipped model (17,500 steps, 11 min of a 2-core CPU) draws the cup and saucer from scale 0 but close to "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import TAB
+from .request import DETAIL_GPNN
 
 if TYPE_CHECKING:
     from pipelines.core.jobs import CancelToken, ProgressCallback
@@ -138,7 +139,8 @@ def run_variations(model_path: str | Path, request: Any, *, store: RunStore | No
         with record.stage("sample"):
             output = variations(model_path, request, callback=callback, cancel=cancel)
         _save(record, output, {"Model": model_path.name, "LM": request.milestone, "Start scale": request.start_scale,
-                               "Method": "single-image multi-scale diffusion"})
+                               "Method": "single-image multi-scale diffusion"
+                               + (", detail by GPNN" if request.detail == DETAIL_GPNN else "")})
         record.params["seconds_per_variation"] = round(output.seconds / max(1, len(output.images)), 3)
     return record, output
 

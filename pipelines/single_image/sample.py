@@ -38,7 +38,7 @@ from .model import (
     pyramid,
     resize,
 )
-from .request import MAX_COUNT, MAX_SIZE_MULTIPLIER
+from .request import DETAIL_CHOICES, DETAIL_GPNN, MAX_COUNT, MAX_SIZE_MULTIPLIER
 from .train import MILESTONES, load_milestone, tensor_image
 
 DEFAULT_STEPS_PER_SCALE = 20
@@ -55,6 +55,9 @@ class VariationRequest:
     milestone: int = MILESTONES  # the seed's LM: 1 (early weights, more varied) … 10 (the finished model)
     steps_per_scale: int = DEFAULT_STEPS_PER_SCALE
     eta: float = 1.0
+    # "model": every scale from the model; "gpnn": the model's output at the start scale is the layout GPNN draws
+    # with the photo's patches, from its coarsest level up (a model trained for minutes on a CPU adds soft detail).
+    detail: str = "model"
 
 
 @dataclass(frozen=True)
@@ -177,22 +180,39 @@ def variations(model: MultiScaleDenoiser | str | os.PathLike, request: Variation
     """`request.count` variations (image i uses seed + i), each with its image at every scale."""
     if not 1 <= request.count <= MAX_COUNT:
         raise UserError(f"Make 1–{MAX_COUNT} variations at a time.")
+    if request.detail not in DETAIL_CHOICES:
+        raise UserError(f"The detail must come from one of {', '.join(DETAIL_CHOICES)}.")
     started = time.perf_counter()
     net = load(model, request.milestone)
     sizes = output_sizes(net, request.width_scale, request.height_scale)
+    gpnn_detail = request.detail == DETAIL_GPNN
     images, per_scale, seeds = [], [], []
     for index in range(request.count):
         seed = int(request.seed) + index
         if callback is not None:
             callback(index, request.count, f"Variation {index + 1} of {request.count}")
-        results = run_scales(net, sizes, seed, request.start_scale, request.steps_per_scale, request.eta,
-                             cancel=cancel)
+        results = run_scales(net, sizes[:request.start_scale + 1] if gpnn_detail else sizes, seed,
+                             request.start_scale, request.steps_per_scale, request.eta, cancel=cancel)
+        if gpnn_detail:
+            results += _gpnn_detail(net, results[-1], sizes[-1], cancel)
         images.append(tensor_image(results[-1]))
         per_scale.append([tensor_image(level) for level in results])
         seeds.append(seed)
     if callback is not None:
         callback(request.count, request.count, "Done")
-    return SampleOutput(images, per_scale, seeds, time.perf_counter() - started)
+    notes = ([f"Layout from the model at scale {request.start_scale}; finer detail by GPNN from the photo's own "
+              "patches."] if gpnn_detail else [])
+    return SampleOutput(images, per_scale, seeds, time.perf_counter() - started, notes=notes)
+
+
+def _gpnn_detail(net: MultiScaleDenoiser, layout: torch.Tensor, output_size: tuple[int, int],
+                 cancel: CancelToken | None) -> list[torch.Tensor]:
+    """GPNN's outputs (in [-1, 1], coarsest first) drawing `layout` with the training image's patches."""
+    from .gpnn import finish_layout
+
+    source = (net.source_image() + 1) / 2
+    levels = finish_layout(source.to(layout.device), (layout.float() + 1) / 2, output_size, cancel=cancel)
+    return [level * 2 - 1 for level in levels]
 
 
 @dataclass
