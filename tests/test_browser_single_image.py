@@ -60,6 +60,9 @@ def test_upload_train_briefly_and_get_variations(app_url, tmp_path):
         page.locator("#si-generate").click()
         page.locator("#si-var-status").get_by_text(re.compile(r"2 variations in")).wait_for()
         sources = [image.get_attribute("src") or "" for image in page.locator("#si-gallery img").all()]
+        page.locator("#si-detail").get_by_text("the photo's own patches", exact=False).click()
+        page.locator("#si-generate").click()
+        page.locator("#si-var-status").get_by_text(re.compile(r"finer detail by GPNN")).wait_for()
         page.screenshot(path=str(screenshot_path("screenshot_single_image.png", tmp_path)), full_page=True)
         browser.close()
     assert len(sources) >= 2 and all(sources)

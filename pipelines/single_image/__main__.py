@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .request import DETAIL_CHOICES, DETAIL_MODEL
+
 
 def _print_progress(step: int, total: int, message: str) -> None:
     print(f"[{step}/{total}] {message}", file=sys.stderr, flush=True)
@@ -97,7 +99,7 @@ def _sample(args: argparse.Namespace) -> None:
 
     request = VariationRequest(count=args.count, seed=args.seed, start_scale=args.start_scale,
                                width_scale=args.width_scale, height_scale=args.height_scale, milestone=args.lm,
-                               steps_per_scale=args.steps_per_scale)
+                               steps_per_scale=args.steps_per_scale, detail=args.detail)
     output = variations(args.model, request, callback=_print_progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("--height-scale", type=float, default=1.0)
     sample.add_argument("--lm", type=int, default=10, help="load milestone 1–10")
     sample.add_argument("--steps-per-scale", type=int, default=20)
+    sample.add_argument("--detail", choices=DETAIL_CHOICES, default=DETAIL_MODEL,
+                        help="finer detail: the model's scales, or GPNN drawing its layout with the photo's patches")
     sample.add_argument("--out", default="variations")
     sample.set_defaults(run=_sample)
 
