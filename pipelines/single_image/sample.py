@@ -38,7 +38,7 @@ from .model import (
     pyramid,
     resize,
 )
-from .request import DETAIL_CHOICES, DETAIL_GPNN, MAX_COUNT, MAX_SIZE_MULTIPLIER
+from .request import DETAIL_CHOICES, DETAIL_GPNN, DETAIL_MODEL, MAX_COUNT, MAX_SIZE_MULTIPLIER
 from .train import MILESTONES, load_milestone, tensor_image
 
 DEFAULT_STEPS_PER_SCALE = 20
@@ -57,7 +57,7 @@ class VariationRequest:
     eta: float = 1.0
     # "model": every scale from the model; "gpnn": the model's output at the start scale is the layout GPNN draws
     # with the photo's patches, from its coarsest level up (a model trained for minutes on a CPU adds soft detail).
-    detail: str = "model"
+    detail: str = DETAIL_MODEL
 
 
 @dataclass(frozen=True)
