@@ -238,6 +238,7 @@ def _model_rows(path, photo: str, method: str, train_text: str, source, control:
         _row(photo, method + (", GPNN detail" if detail == "gpnn" else ""), train_text, score,
              sampled.seconds / args.count)
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", type=int, default=None,

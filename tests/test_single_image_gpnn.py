@@ -168,7 +168,7 @@ def test_a_finished_layout_keeps_its_arrangement_and_takes_the_source_patches():
         assert tuple(output.shape[-2:]) == size
         shrunk = torch.nn.functional.interpolate(output, size=(12, 18), mode="area")
         own = torch.nn.functional.interpolate(_tensor(source), size=(12, 18), mode="area")
-        assert (shrunk - layout).abs().mean() < 0.75 * (shrunk - own).abs().mean()  # measured 0.58
+        assert (shrunk - layout).abs().mean() < 0.75 * (shrunk - own).abs().mean()  # measured 0.58, 0.57
         image = (output[0].permute(1, 2, 0).numpy() * 255).round()
         control = _brute_patch_distance(shuffled_tiles(array, 7, seed=0), array)
         assert _brute_patch_distance(image, array) < 0.5 * control
