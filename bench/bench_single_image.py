@@ -7,6 +7,7 @@ and (--variations) the diffusion model against GPNN on held-out photos.
     .venv/bin/python bench/bench_single_image.py --variations --minutes 0.5 --count 2 --gpnn-iterations 2  # smoke
     .venv/bin/python bench/bench_single_image.py --variations --photos coffee --minutes 2 5 \
         --models assets/single_image/coffee_fcn.safetensors    # the shipped model as the 10-minute row
+    .venv/bin/python bench/bench_single_image.py --variations --photos chelsea coffee --minutes --finest-bound 10
 
 --variations prints, for three photos scikit-image ships (chelsea the cat, coffee, rocket; the astronaut is kept
 aside for an independent check), at --side² area:
@@ -21,6 +22,8 @@ aside for an independent check), at --side² area:
 - diversity (SinGAN's: per-pixel std across the variations over the source's std), over the variations that
   count: a near-copy of the source (mean absolute difference < 0.1 on pixels scaled to [-1, 1], i.e. < 12.75 of
   255) is not a variation and is left out of both figures (how many were is printed);
+- with --finest-bound M: the finest scale trained alone for M minutes, sent GPNN's own variations shrunk one
+  scale, against each one's own distance — the best a whole run's finest scale could do in that budget;
 - the training time: the budget is turned into steps from a timed probe run (train.measure_seconds_per_step, the
   tab's estimate), then the real run is timed, so the estimate/actual ratio is printed too.
 
@@ -37,6 +40,7 @@ Prints, all measured in this run on this machine:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -146,14 +150,19 @@ def _skimage_photo(name: str, side: int):
     return prepare_image(Image.fromarray(getattr(data, name)()).convert("RGB"), side * side)[0]
 
 
+def _not_copies(images, source) -> list:
+    """The images that count as variations: not near-copies of the source (see NEAR_COPY)."""
+    array = np.asarray(source, dtype=np.float64)
+    return [image for image in images if np.abs(np.asarray(image, dtype=np.float64) - array).mean() / 127.5
+            >= NEAR_COPY]
+
+
 def _score(images, source, control: float, gpnn: float | None) -> dict:
     """Patch-NN distance and diversity over the variations that are not near-copies of the source."""
     from pipelines.metrics.patches import patch_nn_distance
     from pipelines.single_image.runs import diversity
 
-    array = np.asarray(source, dtype=np.float64)
-    kept = [image for image in images if np.abs(np.asarray(image, dtype=np.float64) - array).mean() / 127.5
-            >= NEAR_COPY]
+    kept = _not_copies(images, source)
     distance = float(np.mean([patch_nn_distance(image, source) for image in kept])) if kept else float("nan")
     # The same search the other way round: how far each source patch is from the variation's nearest one. A
     # variation that is mostly the photo's empty sky matches the sky and scores well above, but misses the rocket.
@@ -216,6 +225,45 @@ def variation_bench(args) -> None:
                   f"old constant {constant / result.seconds:.2f}")
         for path in args.models:
             _score_trained_model(Path(path), name, source, control, gpnn["patch_nn"], args)
+        if args.finest_bound:
+            finest_bound(name, source, args)
+
+
+BOUND_LAYOUTS = 8  # GPNN variations (seeds 10–17) the bound is measured on, near-copies left out
+
+
+def finest_bound(photo: str, source, args) -> None:
+    """The best the finest scale can do in a budget: all --finest-bound minutes on it alone (scale_weights), then
+    GPNN's own variations — photo-sharp layouts — shrunk one pyramid step and sent through it. Each result's
+    patch-NN over that GPNN variation's own is what the finest scale costs GPNN; a whole run has to spend most of
+    its budget elsewhere and start from its own, softer layouts, so it cannot do better."""
+    from pipelines.metrics.patches import patch_nn_distance
+    from pipelines.single_image.gpnn import GPNNSettings, gpnn_variations
+    from pipelines.single_image.sample import sample_scale
+    from pipelines.single_image.train import measure_seconds_per_step, tensor_image
+
+    scales = len(M.scale_sizes(source.height, source.width))
+    config = TrainConfig(width=args.width, batch_size=args.batch, steps=20, scale_weights=(0,) * (scales - 1) + (1,))
+    steps = max(20, int(args.finest_bound * 60 / measure_seconds_per_step(source, config)))
+    config = dataclasses.replace(config, steps=steps)
+    drawn = gpnn_variations(source, BOUND_LAYOUTS, 10, GPNNSettings(iterations=args.gpnn_iterations)).images
+    layouts = _not_copies(drawn, source)
+    with tempfile.TemporaryDirectory() as folder:
+        result = train(config, source, folder=folder, resume=False)
+        net = M.load_model_file(result.model_path)[0]
+    finest, alphas = net.config.scales - 1, M.alphas_cumprod()
+    ratios, plain = [], []
+    for index, layout in enumerate(layouts):
+        own = patch_nn_distance(layout, source)
+        upsampled = M.resize(M.resize(image_tensor(layout), net.config.sizes[finest - 1]).clamp(-1, 1),
+                             net.config.sizes[finest]).clamp(-1, 1)
+        sharpened = sample_scale(net, upsampled, finest, torch.Generator().manual_seed(index), alphas, 20, 1.0)
+        ratios.append(patch_nn_distance(tensor_image(sharpened), source) / own)
+        plain.append(patch_nn_distance(tensor_image(upsampled), source) / own)
+    print(f"   {photo:8s} finest scale alone, {args.finest_bound:g} min ({result.seconds:.0f} s, {steps} steps), on "
+          f"{len(layouts)} GPNN layouts one step down: {np.mean(ratios):.2f}× GPNN "
+          f"({min(ratios):.2f}–{max(ratios):.2f}; plain upsampling {np.mean(plain):.2f}×); detail gain on the photo "
+          f"{result.detail_gain_db[-1]:+.1f} dB")
 
 
 def _score_trained_model(path: Path, photo: str, source, control: float, gpnn: float, args) -> None:
@@ -256,6 +304,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4, help="variations per method (part 5)")
     parser.add_argument("--gpnn-detail", action="store_true",
                         help="also each model's scale-0 layouts drawn by GPNN with the photo's patches (a tab option)")
+    parser.add_argument("--finest-bound", type=float, default=0, metavar="MINUTES",
+                        help="also train the finest scale alone for MINUTES and score it on GPNN's layouts (part 5)")
     parser.add_argument("--gpnn-iterations", type=int, default=10, help="GPNN iterations per scale (paper: 10)")
     args = parser.parse_args()
     if args.variations:

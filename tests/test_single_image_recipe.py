@@ -33,6 +33,38 @@ def test_the_per_scale_step_share_follows_the_schedule(coarse_share):
         assert abs(observed - share) < 4.5 * sigma, (observed, share)
 
 
+@pytest.mark.parametrize("weights", [(0, 0, 0, 0, 0, 1), (2, 0, 1, 1, 0, 4)])
+def test_explicit_scale_weights_set_each_scale_s_share(weights):
+    """With scale_weights, scale i trains on weights[i] / sum of the steps (binomial bounds as above); a weight of
+    0 is never drawn, and the coarse_share rule is set aside."""
+    config = TrainConfig(batch_size=1, scale_weights=weights, coarse_share=0.7)
+    model_config = ModelConfig(sizes=SIZES, start_steps=(100, 20, 15, 10, 8, 5))
+    counts = torch.zeros(len(SIZES))
+    for step in range(DRAWS):
+        counts[_step_draws(config, step, model_config)[0]] += 1
+    for observed, weight in zip((counts / DRAWS).tolist(), weights, strict=True):
+        share = weight / sum(weights)
+        assert abs(observed - share) <= 4.5 * math.sqrt(share * (1 - share) / DRAWS), (observed, share)  # 0 → exact
+
+
+def test_scale_weights_that_cannot_be_used_are_a_user_error(tmp_path):
+    """All zero or negative: refused by the config check; a count that is not the image's scale count: refused
+    before training starts, naming the count."""
+    from PIL import Image
+
+    from pipelines.core.errors import UserError
+    from pipelines.single_image.train import train
+
+    for weights in ((0, 0, 0), (1, -1, 1)):
+        with pytest.raises(UserError, match="weights"):
+            TrainConfig(scale_weights=weights).check()
+    image = Image.fromarray((np.random.default_rng(0).random((30, 30, 3)) * 255).astype(np.uint8))
+    with pytest.raises(UserError, match="one weight per scale"):
+        train(TrainConfig(steps=20, width=8, batch_size=1, scale_weights=(1, 1, 1, 1, 1, 1, 1, 1)), image,
+              folder=tmp_path, resume=False)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_the_draws_of_a_step_are_the_same_on_every_call():
     """Resume repeats a run exactly because a step's draws depend only on (seed, step)."""
     config, model_config = TrainConfig(batch_size=2), ModelConfig(sizes=SIZES, start_steps=(100, 20, 15, 10, 8, 5))

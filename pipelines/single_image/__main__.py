@@ -26,7 +26,8 @@ def _train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
     config = TrainConfig(backbone=args.backbone, steps=args.steps, width=args.width, batch_size=args.batch_size,
-                         lr=args.lr, coarse_share=args.coarse_share, lr_schedule=args.lr_schedule, seed=args.seed,
+                         lr=args.lr, coarse_share=args.coarse_share, scale_weights=tuple(args.scale_weights),
+                         lr_schedule=args.lr_schedule, seed=args.seed,
                          coarsest_side=args.coarsest_side, coarsest_batch_size=args.coarsest_batch_size,
                          dilations=tuple(args.dilations), timestep_weighting=args.timestep_weighting,
                          fine_prediction=args.fine_prediction,
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     train.add_argument("--coarse-share", type=float, default=0.4, help="share of the steps at the coarsest scale")
+    train.add_argument("--scale-weights", type=float, nargs="*", default=[],
+                       help="each scale's relative share of the steps, coarsest first (replaces --coarse-share)")
     train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     train.add_argument("--coarsest-side", type=int, default=COARSEST_SIDE,
                        help="short side of the coarsest scale, px")

@@ -101,6 +101,9 @@ class TrainConfig:
     # The recipe (issue 25): share of the steps spent at the coarsest scale (the rest split evenly over the finer
     # ones) and the learning-rate schedule ("cosine": warm-up then cosine decay; "constant": the first recipe).
     coarse_share: float = 0.4
+    # Or each scale's relative weight, coarsest first, one per scale (empty: the coarse_share rule). E.g. all on the
+    # finest, (0, 0, 0, 0, 1): how far that scale alone gets in a budget (bench_single_image.py --finest-bound).
+    scale_weights: tuple[float, ...] = ()
     lr_schedule: str = "cosine"
     coarsest_side: int = COARSEST_SIDE  # short side of the coarsest scale, px (smaller: fewer pixels per object)
     seed: int = 0
@@ -160,6 +163,8 @@ class TrainConfig:
             problems.append("the arbitrary-prompt setting needs a prompt")
         if self.contrastive and self.text != "blip":
             problems.append("the contrastive loss needs BLIP prompts (text='blip')")
+        if self.scale_weights and (min(self.scale_weights) < 0 or sum(self.scale_weights) <= 0):
+            problems.append("the scales' weights must be 0 or more, and not all 0")
         if not 0.05 <= self.coarse_share <= 0.95:
             problems.append("the coarsest scale's share of the steps must be 0.05–0.95")
         if self.lr_schedule not in schedules.SCHEDULES:
@@ -339,7 +344,7 @@ def estimate_seconds(height: int, width: int, config: TrainConfig, seconds_per_m
     the tab and the CLI's --minutes use measure_seconds_per_step, a timed trial, instead."""
     height, width = training_size(height, width, config.max_area)
     sizes = scale_sizes(height, width, coarsest_side=config.coarsest_side)
-    shares = scale_shares(len(sizes), config.coarse_share)
+    shares = scale_shares(len(sizes), config.coarse_share, config.scale_weights)
     mean_draw_pixels = sum(share * batch_size_at(config, scale) * math.prod(drawn_size(config, scale, size))
                            for scale, (share, size) in enumerate(zip(shares, sizes, strict=True)))
     factor = (config.width / 64) ** 2 * (1.3 if config.backbone == "unet" else 1.0)
@@ -374,7 +379,7 @@ def measure_seconds_per_step(image: Any, config: TrainConfig, probe_steps: int =
     # the pixels the run's share of each scale would draw against those the window drew (it undershot by ~30%).
     prepared, _ = prepare_image(image, config.max_area)
     sizes = scale_sizes(prepared.height, prepared.width, coarsest_side=config.coarsest_side)
-    shares = scale_shares(len(sizes), config.coarse_share)
+    shares = scale_shares(len(sizes), config.coarse_share, config.scale_weights)
     pixels = [batch_size_at(config, scale) * math.prod(drawn_size(config, scale, size))
               for scale, size in enumerate(sizes)]
     expected = sum(share * count for share, count in zip(shares, pixels, strict=True))
@@ -401,13 +406,18 @@ def build_model(config: TrainConfig, levels: list[torch.Tensor], alphas: torch.T
     return net
 
 
-def scale_shares(scales: int, coarse_share: float) -> list[float]:
-    """The probability that a step trains each scale, coarsest first: `coarse_share` at the coarsest, the rest
-    evenly over the finer ones. Why not uniform (SinDDM draws scales uniformly; SinGAN/ConSinGAN give every
-    stage the same iterations): the coarsest scale is the only one that must invent the layout from pure noise
-    over all 100 steps, while a finer scale only sharpens its upsampled coarser level over its few (T_n) steps;
-    trained uniformly on this CPU budget the coarsest learned the palette but not the objects. Its steps are also
-    the cheapest (about 25 px side against up to 128), so 40% of the steps cost a small share of the time."""
+def scale_shares(scales: int, coarse_share: float, weights: tuple[float, ...] = ()) -> list[float]:
+    """The probability that a step trains each scale, coarsest first: `weights` normalised when given (one per
+    scale), else `coarse_share` at the coarsest and the rest evenly over the finer ones. Why not uniform (SinDDM
+    draws scales uniformly; SinGAN/ConSinGAN give every stage the same iterations): the coarsest scale is the only
+    one that must invent the layout from pure noise over all 100 steps, while a finer scale only sharpens its
+    upsampled coarser level over its few (T_n) steps; trained uniformly on this CPU budget the coarsest learned the
+    palette but not the objects. Its steps are also the cheapest (about 25 px side against up to 128), so 40% of
+    the steps cost a small share of the time."""
+    if weights:
+        if len(weights) != scales:
+            raise UserError(f"This image trains {scales} scales; give one weight per scale, not {len(weights)}.")
+        return [float(weight) / sum(weights) for weight in weights]
     if scales == 1:
         return [1.0]
     return [coarse_share] + [(1 - coarse_share) / (scales - 1)] * (scales - 1)
@@ -472,7 +482,7 @@ def _step_draws(config: TrainConfig, step: int, model_config: ModelConfig
     """(scale, timesteps, noise, window corners or None) of step `step`: from a generator seeded with (seed, step),
     so resume is exact. The corners (one (y, x) per draw) are drawn only when this scale trains on windows."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    scale = _draw_scale(generator, scale_shares(model_config.scales, config.coarse_share))
+    scale = _draw_scale(generator, scale_shares(model_config.scales, config.coarse_share, config.scale_weights))
     start = model_config.start_steps[scale]
     batch = batch_size_at(config, scale)
     t = torch.randint(start, (batch,), generator=generator)
@@ -526,6 +536,7 @@ def train(config: TrainConfig, image: Any, *, callback: ProgressCallback | None 
     alphas = alphas_cumprod()
     height, width = image.height, image.width
     levels = pyramid(image_tensor(image), scale_sizes(height, width, coarsest_side=config.coarsest_side))
+    scale_shares(len(levels), config.coarse_share, config.scale_weights)  # a wrong count of weights fails here
     context, prompts, text_fields, clip = text_conditioning(config, image, report)
     extra = {"trained_on": f"{width}×{height} image {image_digest(image)}", "steps": str(config.steps),
              "seed": str(config.seed), **text_fields}
