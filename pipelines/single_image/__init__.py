@@ -61,9 +61,9 @@ METHOD_CARD = MethodCard(
              "sharp variations on a CPU budget: with 'Finer detail from: the photo's own patches', the model only "
              "invents the layout and GPNN draws it with the photo's full-resolution patches"),
     bad_at=("a single object with a precise shape (faces, characters): patches get rearranged",
-            "little variety from pure noise: the recipe makes the coarsest scale learn where the objects are, so the "
-            "shipped model (17,500 steps, 11 min of a 2-core CPU) draws the cup and saucer from scale 0 but close to "
-            "the photo's layout; an earlier training stage (e.g. 5–7) varies them more",
+            "fine detail from the model alone: in minutes on a CPU its finest scale learns little of the photo's "
+            "texture (the shipped model, 24,000 steps in 6 min: patch distance 3.5× GPNN's; even ten minutes on "
+            "that scale alone stay above 1.3× on GPNN's own layouts), so its variations are softer than the photo",
             "text edits need a real CLIP model; with this offline build's random-weight CLIP they are not edits",
             "resolution: trained at about 128×128 on a CPU; larger outputs are the same patches at a larger canvas"),
     references=(
